@@ -1,1 +1,3 @@
-fn main() { println!("{}", groupwise::x()); }
+fn main() {
+    println!("{}", groupwise::x());
+}

@@ -1,2 +1,8 @@
-//! GN-DGL.
-pub fn x() -> tch::Tensor { tch::Tensor::zeros([2], (tch::Kind::Float, tch::Device::Cpu)) }
+//! groupwise: local learning with neuron groups (GN-DGL; Patel, Eickenberg, Belilovsky, arXiv 2301.07635).
+//!
+//! The network is cut depth-wise into K modules and width-wise into G neuron groups; every (module,
+//! group) is a [`local::Unit`] with its own parameters, optimizer and local loss. See `METHOD.md`.
+#![deny(missing_docs)]
+
+pub mod model;
+pub mod plan;

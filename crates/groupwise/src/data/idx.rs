@@ -1,0 +1,168 @@
+//! IDX files (MNIST, Fashion-MNIST), plain or gzipped.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use flate2::read::GzDecoder;
+
+use super::{read_file, require_dir, DataError, Dataset, DatasetKind};
+
+/// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
+const IMAGES_MAGIC: u32 = 2051;
+/// Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
+const LABELS_MAGIC: u32 = 2049;
+/// MNIST-like images are 28x28.
+const SIDE: usize = 28;
+/// MNIST-like datasets have 10 classes.
+const CLASSES: usize = 10;
+
+/// Reads a file, gunzipping it when its name ends in `.gz`.
+fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
+    let raw = read_file(path)?;
+    if path.extension().is_some_and(|e| e == "gz") {
+        let mut out = Vec::with_capacity(raw.len() * 4);
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| DataError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })?;
+        Ok(out)
+    } else {
+        Ok(raw)
+    }
+}
+
+fn be_u32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// Checks the magic number and that the (decompressed) length is `header + payload` exactly.
+fn check_header(
+    path: &Path,
+    bytes: &[u8],
+    magic: u32,
+    header: usize,
+    what: &str,
+) -> Result<(), DataError> {
+    if bytes.len() < header {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected: header as u64,
+            actual: bytes.len() as u64,
+        });
+    }
+    let found = be_u32(bytes, 0);
+    if found != magic {
+        return Err(DataError::format(
+            path,
+            format!("bad magic number {found} (expected {magic}: an IDX {what} file)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_length(path: &Path, bytes: &[u8], expected: u64) -> Result<(), DataError> {
+    if bytes.len() as u64 != expected {
+        return Err(DataError::Truncated {
+            path: path.to_path_buf(),
+            expected,
+            actual: bytes.len() as u64,
+        });
+    }
+    Ok(())
+}
+
+/// Reads an IDX image file (magic 2051, plain or `.gz`) and returns the pixel bytes and
+/// `[count, rows, cols]`.
+///
+/// The file length must match the header exactly.
+pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> {
+    let mut bytes = read_maybe_gz(path)?;
+    check_header(path, &bytes, IMAGES_MAGIC, 16, "image")?;
+    let dims = [be_u32(&bytes, 4), be_u32(&bytes, 8), be_u32(&bytes, 12)].map(|d| d as usize);
+    if dims[1] == 0 || dims[2] == 0 {
+        return Err(DataError::format(
+            path,
+            format!("image size {}x{} is empty", dims[1], dims[2]),
+        ));
+    }
+    let expected = 16 + dims.iter().map(|&d| d as u64).product::<u64>();
+    check_length(path, &bytes, expected)?;
+    bytes.drain(..16);
+    Ok((bytes, dims))
+}
+
+/// Reads an IDX label file (magic 2049, plain or `.gz`), checking every label is below `classes`.
+///
+/// The file length must match the header exactly.
+pub fn read_idx_labels(path: &Path, classes: usize) -> Result<Vec<u16>, DataError> {
+    let bytes = read_maybe_gz(path)?;
+    check_header(path, &bytes, LABELS_MAGIC, 8, "label")?;
+    let n = be_u32(&bytes, 4) as u64;
+    check_length(path, &bytes, 8 + n)?;
+    let labels = &bytes[8..];
+    if let Some((index, &l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| usize::from(l) >= classes)
+    {
+        return Err(DataError::LabelOutOfRange {
+            path: path.to_path_buf(),
+            index,
+            label: i64::from(l),
+            min: 0,
+            max: classes as i64 - 1,
+        });
+    }
+    Ok(labels.iter().map(|&l| u16::from(l)).collect())
+}
+
+/// Finds `stem` or `stem.gz` in `dir` (the plain file wins).
+fn find(dir: &Path, stem: &str, kind: DatasetKind) -> Result<PathBuf, DataError> {
+    let plain = dir.join(stem);
+    if plain.is_file() {
+        return Ok(plain);
+    }
+    let gz = dir.join(format!("{stem}.gz"));
+    if gz.is_file() {
+        return Ok(gz);
+    }
+    Err(DataError::NotFound {
+        path: gz,
+        hint: format!(" (nor {stem}){}", kind.install_hint()),
+    })
+}
+
+/// Reads one split (`prefix` = `train` or `t10k`) from `dir`.
+fn read_split(dir: &Path, prefix: &str, kind: DatasetKind) -> Result<Dataset, DataError> {
+    let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"), kind)?;
+    let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"), kind)?;
+    let (images, [n, rows, cols]) = read_idx_images(&images_path)?;
+    if rows != SIDE || cols != SIDE {
+        return Err(DataError::format(
+            &images_path,
+            format!("images are {rows}x{cols}, expected {SIDE}x{SIDE}"),
+        ));
+    }
+    let labels = read_idx_labels(&labels_path, CLASSES)?;
+    if labels.len() != n {
+        return Err(DataError::format(
+            &labels_path,
+            format!(
+                "holds {} labels but {} holds {n} images",
+                labels.len(),
+                images_path.display()
+            ),
+        ));
+    }
+    Dataset::new(images, labels, (1, rows, cols), CLASSES)
+}
+
+/// Reads MNIST or Fashion-MNIST (train and test) from the IDX files in `dir`.
+pub fn load_mnist(dir: &Path, kind: DatasetKind) -> Result<(Dataset, Dataset), DataError> {
+    require_dir(dir, kind)?;
+    let train = read_split(dir, "train", kind)?;
+    let test = read_split(dir, "t10k", kind)?;
+    Ok((train, test))
+}

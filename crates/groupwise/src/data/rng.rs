@@ -1,0 +1,107 @@
+//! A small, dependency-free, seedable random number generator.
+//!
+//! The data pipeline needs randomness whose value depends only on explicit inputs (seed, epoch,
+//! position in the epoch), never on thread scheduling, so that runs are reproducible whatever the
+//! number of loader workers. [`Rng`] is xoshiro256** seeded through SplitMix64, and
+//! [`Rng::from_parts`] derives an independent stream from a tuple of integers.
+
+/// One step of SplitMix64: advances `state` and returns a well-mixed 64-bit value.
+///
+/// Used to expand a single seed into the 256-bit state of [`Rng`] (as recommended by the
+/// xoshiro authors) and to hash tuples of integers into seeds.
+pub fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Hashes a tuple of integers into one 64-bit seed.
+///
+/// Order matters (`[a, b]` and `[b, a]` give different seeds), so callers can separate streams by
+/// a leading tag constant.
+pub fn derive_seed(parts: &[u64]) -> u64 {
+    let mut state = 0x6A09_E667_F3BC_C909_u64;
+    let mut out = splitmix64(&mut state);
+    for &p in parts {
+        state ^= p.wrapping_add(out);
+        out = splitmix64(&mut state);
+    }
+    out
+}
+
+/// xoshiro256** pseudo-random generator (fast, 256-bit state, good statistical quality).
+///
+/// Not cryptographic; meant for shuffling and data augmentation only.
+#[derive(Clone, Debug)]
+pub struct Rng {
+    s: [u64; 4],
+}
+
+impl Rng {
+    /// A generator whose whole state is expanded from `seed` with SplitMix64.
+    pub fn new(seed: u64) -> Self {
+        let mut sm = seed;
+        let s = [
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+            splitmix64(&mut sm),
+        ];
+        Rng { s }
+    }
+
+    /// A generator seeded from a tuple of integers (see [`derive_seed`]).
+    pub fn from_parts(parts: &[u64]) -> Self {
+        Rng::new(derive_seed(parts))
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        let result = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = self.s[1] << 17;
+        self.s[2] ^= self.s[0];
+        self.s[3] ^= self.s[1];
+        self.s[1] ^= self.s[2];
+        self.s[0] ^= self.s[3];
+        self.s[2] ^= t;
+        self.s[3] = self.s[3].rotate_left(45);
+        result
+    }
+
+    /// A uniform integer in `0..n` (unbiased, Lemire's method); returns 0 when `n` is 0.
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let mut m = u128::from(self.next_u64()) * u128::from(n);
+        let mut low = m as u64;
+        if low < n {
+            let threshold = n.wrapping_neg() % n;
+            while low < threshold {
+                m = u128::from(self.next_u64()) * u128::from(n);
+                low = m as u64;
+            }
+        }
+        (m >> 64) as u64
+    }
+
+    /// A uniform float in `[0, 1)` with 24 bits of precision.
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 * (1.0 / (1u64 << 24) as f32)
+    }
+
+    /// A fair coin flip.
+    pub fn next_bool(&mut self) -> bool {
+        self.next_u64() >> 63 == 1
+    }
+
+    /// Shuffles `items` in place (Fisher–Yates).
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = self.below(i as u64 + 1) as usize;
+            items.swap(i, j);
+        }
+    }
+}
