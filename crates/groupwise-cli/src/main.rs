@@ -1,3 +1,622 @@
-fn main() {
-    println!("{}", groupwise::x());
+//! The `groupwise` command: train, evaluate, plan and benchmark GN-DGL runs.
+
+mod bench;
+mod presets;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use groupwise::data::{self, DatasetKind};
+use groupwise::device::DeviceChoice;
+use groupwise::plan::{AuxInput, Plan};
+use groupwise::schedule::Schedule;
+use groupwise::train::{self, Event, RunConfig};
+
+/// Local learning with neuron groups (GN-DGL): train a ResNet as K modules x G groups of local units.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a network (with no arguments: the `quick` preset, GN-DGL K=4 G=2 on Fashion-MNIST).
+    Train(TrainArgs),
+    /// Evaluate a saved run directory or checkpoint on its test split.
+    Eval(EvalArgs),
+    /// Print the K x G partition: every node's layers, parameters and forward MACs per image.
+    Plan(PlanArgs),
+    /// Time a training step against PyTorch (same step, same process tree, same run).
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AuxKind {
+    /// All C channels; only the own slice carries gradient (the paper's main setting).
+    StopGradient,
+    /// The group's own C/G channels only.
+    Isolated,
+    /// Own slice plus a window of every other group's slice (see --aux-ratio).
+    Partial,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleKind {
+    /// Warm-up then cosine (METHOD.md section 5).
+    Cosine,
+    /// Multiply by --gamma at each of --milestones.
+    Step,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU.
+    Cuda,
+}
+
+/// Model, plan and data flags shared by `train` and `plan`; unset flags keep the preset's value.
+#[derive(Args, Clone, Default)]
+struct ModelArgs {
+    /// Depth of the CIFAR ResNet-(6n+2): 20, 32, 44, 56, 110 (any 6n+2 works).
+    #[arg(long)]
+    depth: Option<usize>,
+    /// Widths w0,w1,w2,w3 (the paper's ResNet-32x2 is 32,32,64,128).
+    #[arg(long, value_delimiter = ',', num_args = 4)]
+    widths: Option<Vec<i64>>,
+    /// Module plan: 1 (end-to-end), 1A, K (2, 3, 4, 8, 16 from the paper's table for ResNet-32;
+    /// cost-balanced otherwise) or explicit boundaries like 1:2,2:1,3:0,3:4.
+    #[arg(long)]
+    plan: Option<String>,
+    /// Neuron groups G (must divide every width).
+    #[arg(long)]
+    groups: Option<i64>,
+    /// What auxiliary classifiers read.
+    #[arg(long, value_enum)]
+    aux_input: Option<AuxKind>,
+    /// Window ratio r in (0,1) for --aux-input partial.
+    #[arg(long)]
+    aux_ratio: Option<f64>,
+    /// Dataset.
+    #[arg(long, value_parser = parse_dataset)]
+    dataset: Option<DatasetKind>,
+}
+
+#[derive(Args, Default)]
+struct TrainArgs {
+    /// Start from a named preset: quick (default), paper, smoke.
+    #[arg(long)]
+    preset: Option<String>,
+    /// Start from an earlier run's config.json (replays it exactly; other flags override it).
+    #[arg(long, conflicts_with = "preset")]
+    config: Option<PathBuf>,
+    /// Run directory (default: runs/<preset>-<unix time>).
+    #[arg(long)]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped.
+    #[arg(long, requires = "run_dir")]
+    resume: bool,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Directory with the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Train on a seeded random subset of this many training images.
+    #[arg(long)]
+    train_subset: Option<usize>,
+    /// Synthetic data: image size, channels, classes, train and test counts, e.g. 32,3,10,1000,200.
+    #[arg(long, value_delimiter = ',', num_args = 5)]
+    synthetic: Option<Vec<usize>>,
+    /// Weight lambda of the diversity term (0 disables it).
+    #[arg(long)]
+    diversity_weight: Option<f64>,
+    /// Temperature T of the diversity term.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Base learning rate lr0.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleKind>,
+    /// Warm-up epochs of the cosine schedule (the paper: 10).
+    #[arg(long)]
+    warmup_epochs: Option<usize>,
+    /// Epochs at which the step schedule decays, e.g. 80,120.
+    #[arg(long, value_delimiter = ',')]
+    milestones: Option<Vec<usize>>,
+    /// Decay factor of the step schedule.
+    #[arg(long)]
+    gamma: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay on every parameter.
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Plain momentum instead of Nesterov.
+    #[arg(long)]
+    no_nesterov: bool,
+    /// Epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Evaluation batch size.
+    #[arg(long)]
+    eval_batch_size: Option<usize>,
+    /// Seed of weights, data order and augmentation.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Device.
+    #[arg(long, value_enum)]
+    device: Option<DeviceArg>,
+    /// libtorch intra-op threads (0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Data-loading threads.
+    #[arg(long)]
+    loader_workers: Option<usize>,
+    /// Disable train-time augmentation.
+    #[arg(long)]
+    no_augment: bool,
+    /// Keep the training set in file order.
+    #[arg(long)]
+    no_shuffle: bool,
+    /// Stop after this many training steps in all.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    /// Initial weights from a safetensors checkpoint (parameter names as in `groupwise` checkpoints).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Evaluate every this many epochs (always after the last).
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// No progress bar (one line per epoch only).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run directory, or a checkpoint file inside one.
+    path: PathBuf,
+    /// Write the result as JSON to stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct PlanArgs {
+    /// Start from a preset (default quick) for the values not given.
+    #[arg(long)]
+    preset: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Input channels (default: the dataset's).
+    #[arg(long)]
+    in_channels: Option<i64>,
+    /// Image size (default: the dataset's).
+    #[arg(long)]
+    image_size: Option<i64>,
+    /// Classes (default: the dataset's).
+    #[arg(long)]
+    classes: Option<i64>,
+    /// Machine-readable output.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+    s.parse::<DatasetKind>().map_err(|e| e.to_string())
+}
+
+fn base_config(preset: Option<&str>) -> Result<RunConfig> {
+    let name = preset.unwrap_or("quick");
+    presets::preset(name).with_context(|| {
+        format!(
+            "unknown --preset '{name}'; choose one of {}",
+            presets::NAMES.join(", ")
+        )
+    })
+}
+
+impl ModelArgs {
+    fn apply(&self, c: &mut RunConfig) -> Result<()> {
+        if let Some(d) = self.depth {
+            if d < 8 || (d - 2) % 6 != 0 {
+                bail!("--depth {d} is not of the form 6n+2 with n >= 1 (20, 32, 44, 56, 110)");
+            }
+            c.blocks_per_stage = (d - 2) / 6;
+        }
+        if let Some(w) = &self.widths {
+            c.widths = [w[0], w[1], w[2], w[3]];
+        }
+        if let Some(p) = &self.plan {
+            c.plan = p.clone();
+        }
+        if let Some(g) = self.groups {
+            c.groups = g;
+        }
+        if let Some(k) = self.dataset {
+            c.data.kind = k;
+        }
+        c.aux_input = match (self.aux_input, self.aux_ratio) {
+            (Some(AuxKind::Partial), Some(r)) => AuxInput::Partial(r),
+            (Some(AuxKind::Partial), None) => bail!("--aux-input partial needs --aux-ratio"),
+            (Some(_), Some(_)) | (None, Some(_)) => {
+                bail!("--aux-ratio only applies with --aux-input partial")
+            }
+            (Some(AuxKind::StopGradient), None) => AuxInput::StopGradient,
+            (Some(AuxKind::Isolated), None) => AuxInput::Isolated,
+            (None, None) => c.aux_input,
+        };
+        Ok(())
+    }
+}
+
+impl TrainArgs {
+    fn resolve(&self) -> Result<RunConfig> {
+        let mut c = match &self.config {
+            Some(path) => train::read_config(path)?,
+            None => base_config(self.preset.as_deref())?,
+        };
+        self.model.apply(&mut c)?;
+        if let Some(d) = &self.data_dir {
+            c.data.path = Some(d.clone());
+        }
+        if self.train_subset.is_some() {
+            c.data.train_subset = self.train_subset;
+        }
+        if let Some(s) = &self.synthetic {
+            c.data.kind = DatasetKind::Synthetic;
+            c.data.synthetic = data::SyntheticSpec {
+                size: s[0],
+                channels: s[1],
+                classes: s[2],
+                train: s[3],
+                test: s[4],
+            };
+        }
+        set(&mut c.loss.diversity_weight, &self.diversity_weight);
+        set(&mut c.loss.temperature, &self.temperature);
+        set(&mut c.lr, &self.lr);
+        set(&mut c.sgd.momentum, &self.momentum);
+        set(&mut c.sgd.weight_decay, &self.weight_decay);
+        if self.no_nesterov {
+            c.sgd.nesterov = false;
+        }
+        set(&mut c.epochs, &self.epochs);
+        set(&mut c.batch_size, &self.batch_size);
+        set(&mut c.eval_batch_size, &self.eval_batch_size);
+        set(&mut c.seed, &self.seed);
+        c.data.seed = c.seed;
+        set(&mut c.threads, &self.threads);
+        set(&mut c.loader_workers, &self.loader_workers);
+        set(&mut c.eval_every, &self.eval_every);
+        if let Some(d) = self.device {
+            c.device = match d {
+                DeviceArg::Cpu => DeviceChoice::Cpu,
+                DeviceArg::Cuda => DeviceChoice::Cuda,
+            };
+        }
+        if self.no_augment {
+            c.augment = false;
+        }
+        if self.no_shuffle {
+            c.shuffle = false;
+        }
+        if self.max_steps.is_some() {
+            c.max_steps = self.max_steps;
+        }
+        if self.init_from.is_some() {
+            c.init_from = self.init_from.clone();
+        }
+        c.schedule = match (self.schedule, &c.schedule) {
+            (Some(ScheduleKind::Step), _) | (None, Schedule::Step { .. }) => {
+                let (m0, g0) = match &c.schedule {
+                    Schedule::Step { milestones, gamma } => (milestones.clone(), *gamma),
+                    _ => (vec![c.epochs / 2, c.epochs * 3 / 4], 0.1),
+                };
+                Schedule::Step {
+                    milestones: self.milestones.clone().unwrap_or(m0),
+                    gamma: self.gamma.unwrap_or(g0),
+                }
+            }
+            (Some(ScheduleKind::Cosine), _) | (None, Schedule::Cosine { .. }) => {
+                if self.milestones.is_some() || self.gamma.is_some() {
+                    bail!("--milestones and --gamma only apply with --schedule step");
+                }
+                let w0 = match c.schedule {
+                    Schedule::Cosine { warmup_epochs } => warmup_epochs,
+                    _ => 10,
+                };
+                Schedule::Cosine {
+                    warmup_epochs: self.warmup_epochs.unwrap_or(w0),
+                }
+            }
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn cmd_train(args: TrainArgs) -> Result<()> {
+    let config = args.resolve()?;
+    let run_dir = match &args.run_dir {
+        Some(d) => d.clone(),
+        None => {
+            let name = args.preset.as_deref().unwrap_or(if args.config.is_some() {
+                "replay"
+            } else {
+                "quick"
+            });
+            let secs = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            PathBuf::from("runs").join(format!("{name}-{secs}"))
+        }
+    };
+    eprintln!(
+        "groupwise: {} ResNet-{} widths {:?}, plan {}, G={}, {} epochs, batch {} -> {}",
+        config.data.kind,
+        6 * config.blocks_per_stage + 2,
+        config.widths,
+        config.plan,
+        config.groups,
+        config.epochs,
+        config.batch_size,
+        run_dir.display()
+    );
+    let quiet = args.quiet;
+    let mut bar: Option<ProgressBar> = None;
+    let mut observer = |event: Event| match event {
+        Event::EpochStart { epoch, steps, lr } => {
+            if !quiet {
+                let b = ProgressBar::new(steps as u64);
+                b.set_style(
+                    ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                b.set_prefix(format!("{epoch}/{} lr {lr:.4}", config.epochs));
+                bar = Some(b);
+            }
+        }
+        Event::Step {
+            step,
+            stats,
+            images_per_second,
+        } => {
+            if let Some(b) = &bar {
+                b.set_position(step as u64);
+                b.set_message(format!(
+                    "head loss {:.3} acc {:.3} | {:.0} img/s",
+                    stats.head_loss,
+                    stats.head_correct as f64 / stats.batch as f64,
+                    images_per_second
+                ));
+            }
+        }
+        Event::Evaluating => {
+            if let Some(b) = &bar {
+                b.set_message("evaluating...");
+            }
+        }
+        Event::EpochEnd(m) => {
+            if let Some(b) = bar.take() {
+                b.finish_and_clear();
+            }
+            let test = m
+                .test
+                .as_ref()
+                .map(|t| {
+                    format!(
+                        " | test head {:.2}% ensemble {:.2}%",
+                        100.0 * t.head,
+                        100.0 * t.ensemble
+                    )
+                })
+                .unwrap_or_default();
+            eprintln!(
+                "epoch {:>3} lr {:.4} train head loss {:.4} acc {:.2}%{} | {:.0} img/s, {:.0}s",
+                m.epoch,
+                m.lr,
+                m.train_head_loss,
+                100.0 * m.train_head_accuracy,
+                test,
+                m.images_per_second,
+                m.elapsed_seconds
+            );
+        }
+    };
+    let summary = train::run(&config, &run_dir, args.resume, &mut observer)?;
+    print_eval(&summary.test);
+    println!(
+        "test accuracy: {:.2}% (head), {:.2}% (ensemble); {:.0}s, {:.0} train img/s; run dir {}",
+        100.0 * summary.test.head,
+        100.0 * summary.test.ensemble,
+        summary.wall_seconds,
+        summary.images_per_second,
+        run_dir.display()
+    );
+    Ok(())
+}
+
+fn print_eval(r: &groupwise::eval::EvalResult) {
+    for (k, units) in r.units.iter().enumerate() {
+        let groups: Vec<String> = units.iter().map(|a| format!("{:.2}", 100.0 * a)).collect();
+        println!(
+            "  boundary {k}: groups [{}]%, group mean {:.2}%",
+            groups.join(", "),
+            100.0 * r.boundaries[k]
+        );
+    }
+}
+
+fn cmd_eval(args: EvalArgs) -> Result<()> {
+    let (dir, ckpt) = if args.path.is_dir() {
+        (args.path.clone(), args.path.join(train::files::CHECKPOINT))
+    } else {
+        let dir = args
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        (dir, args.path.clone())
+    };
+    let config = train::read_config(&dir.join(train::files::CONFIG))
+        .with_context(|| format!("{} is not a groupwise run directory", dir.display()))?;
+    let mut prepared = train::prepare(&config)?;
+    let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, false)?;
+    let result = groupwise::eval::evaluate(
+        &prepared.net,
+        std::sync::Arc::new(prepared.splits.test),
+        prepared.splits.test_transform,
+        config.eval_batch_size,
+        config.loader_workers,
+        prepared.device,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{} after {} epochs (+{} steps): {} test images",
+            ckpt.display(),
+            progress.epoch,
+            progress.step,
+            result.images
+        );
+        print_eval(&result);
+        println!(
+            "test accuracy: {:.2}% (head), {:.2}% (ensemble)",
+            100.0 * result.head,
+            100.0 * result.ensemble
+        );
+    }
+    Ok(())
+}
+
+fn cmd_plan(args: PlanArgs) -> Result<()> {
+    let mut c = base_config(args.preset.as_deref())?;
+    args.model.apply(&mut c)?;
+    let (channels, size, classes) = match c.data.kind {
+        DatasetKind::FashionMnist | DatasetKind::Mnist => (1, 28, 10),
+        DatasetKind::Cifar10 => (3, 32, 10),
+        DatasetKind::Cifar100 => (3, 32, 100),
+        DatasetKind::ImageNet32 => (3, 32, 1000),
+        DatasetKind::Synthetic => (
+            c.data.synthetic.channels as i64,
+            c.data.synthetic.size as i64,
+            c.data.synthetic.classes as i64,
+        ),
+    };
+    let arch = c.arch(
+        args.in_channels.unwrap_or(channels) as usize,
+        args.image_size.unwrap_or(size) as usize,
+        args.classes.unwrap_or(classes) as usize,
+    );
+    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?;
+    let nodes = plan.nodes();
+    if args.json {
+        let out = serde_json::json!({
+            "plan": plan,
+            "boundaries": plan.boundary_names(),
+            "nodes": nodes,
+            "max_node_macs": plan.figure_max_node_macs(),
+            "inference_macs": plan.inference_macs(),
+            "params": plan.total_params(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let a = &plan.arch;
+    println!(
+        "ResNet-{} widths {:?}, input {}x{}x{}, {} classes; plan {} -> boundaries {:?}; G={}; aux input {:?}",
+        a.depth(),
+        a.widths,
+        a.in_channels,
+        a.image_size,
+        a.image_size,
+        a.classes,
+        c.plan,
+        plan.boundary_names(),
+        plan.groups,
+        plan.aux_input
+    );
+    println!(
+        "{:<14} {:>12} {:>12} {:>12} {:>10}  layers",
+        "node", "trunk MACs", "clf MACs", "total MACs", "params"
+    );
+    for n in &nodes {
+        let name = match n.kind {
+            groupwise::plan::cost::NodeKind::Unit { module, group } => {
+                format!("unit {module}.{group}")
+            }
+            groupwise::plan::cost::NodeKind::TailColumn { group } => format!("tail {group}"),
+            groupwise::plan::cost::NodeKind::Head => "head".into(),
+        };
+        let layers: Vec<String> = n
+            .layers
+            .iter()
+            .map(|&(s, b)| {
+                if s == 0 {
+                    "stem".into()
+                } else {
+                    format!("{s}.{b}")
+                }
+            })
+            .collect();
+        println!(
+            "{:<14} {:>12.4e} {:>12.4e} {:>12.4e} {:>10}  {}",
+            name,
+            n.trunk.macs as f64,
+            n.classifier.macs as f64,
+            n.total().macs as f64,
+            n.total().params,
+            layers.join(" ")
+        );
+    }
+    println!(
+        "max node (paper's figure conventions): {:.4e} MACs; inference: {:.4e} MACs; parameters: {}",
+        plan.figure_max_node_macs() as f64,
+        plan.inference_macs() as f64,
+        plan.total_params()
+    );
+    Ok(())
+}
+
+/// Overwrites `dst` with the flag's value when the flag was given.
+fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
+    if let Some(v) = src {
+        *dst = v.clone();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => cmd_train(a),
+        Command::Eval(a) => cmd_eval(a),
+        Command::Plan(a) => cmd_plan(a),
+        Command::Bench(a) => bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

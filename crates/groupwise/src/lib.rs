@@ -4,5 +4,12 @@
 //! group) is a [`local::Unit`] with its own parameters, optimizer and local loss. See `METHOD.md`.
 #![deny(missing_docs)]
 
+pub mod checkpoint;
+pub mod data;
+pub mod device;
+pub mod eval;
+pub mod local;
 pub mod model;
 pub mod plan;
+pub mod schedule;
+pub mod train;

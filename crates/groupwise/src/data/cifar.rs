@@ -31,7 +31,7 @@ fn read_batch(path: &Path, layout: &Layout) -> Result<Dataset, DataError> {
     let bytes = read_file(path)?;
     let label_bytes = layout.label_classes.len();
     let record = label_bytes + PIXELS;
-    if bytes.is_empty() || bytes.len() % record != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(record) {
         return Err(DataError::format(
             path,
             format!(
@@ -63,32 +63,37 @@ fn read_batch(path: &Path, layout: &Layout) -> Result<Dataset, DataError> {
     Dataset::new(images, labels, (3, 32, 32), classes)
 }
 
-/// `dir` itself if it holds `probe`, else `dir/sub` if that does, else `dir` (so the error names
-/// the file expected in the given directory).
-fn resolve(dir: &Path, sub: &str, probe: &str, kind: DatasetKind) -> Result<PathBuf, DataError> {
-    require_dir(dir, kind)?;
-    if !dir.join(probe).exists() && dir.join(sub).join(probe).exists() {
-        return Ok(dir.join(sub));
-    }
-    Ok(dir.to_path_buf())
-}
-
-fn read_all(
+/// The directory holding the files: `dir` itself, or `dir/sub` (the extracted tarball's folder)
+/// when `dir` lacks the first file but `dir/sub` has it. Every file must exist there, so a missing
+/// one is reported before anything is read.
+fn resolve(
     dir: &Path,
+    sub: &str,
     files: &[String],
     kind: DatasetKind,
-    layout: &Layout,
-) -> Result<Dataset, DataError> {
+) -> Result<PathBuf, DataError> {
+    require_dir(dir, kind)?;
+    let nested = dir.join(sub);
+    let base = match files.first() {
+        Some(first) if !dir.join(first).exists() && nested.join(first).exists() => nested,
+        _ => dir.to_path_buf(),
+    };
+    if let Some(path) = files.iter().map(|f| base.join(f)).find(|p| !p.is_file()) {
+        let detail = format!(
+            "looked in {} and {}",
+            dir.display(),
+            dir.join(sub).display()
+        );
+        return Err(kind.not_found(path, Some(detail)));
+    }
+    Ok(base)
+}
+
+/// Reads and concatenates `files` (in order) from `dir`.
+fn read_all(dir: &Path, files: &[String], layout: &Layout) -> Result<Dataset, DataError> {
     let mut out: Option<Dataset> = None;
     for f in files {
-        let path = dir.join(f);
-        if !path.exists() {
-            return Err(DataError::NotFound {
-                path,
-                hint: kind.install_hint().to_string(),
-            });
-        }
-        let part = read_batch(&path, layout)?;
+        let part = read_batch(&dir.join(f), layout)?;
         match &mut out {
             None => out = Some(part),
             Some(d) => d.append(part),
@@ -100,19 +105,24 @@ fn read_all(
 /// Reads CIFAR-10 (binary version) from `dir` or `dir/cifar-10-batches-bin`: the five training
 /// batches concatenated in order, and the test batch.
 pub fn load_cifar10(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
-    let kind = DatasetKind::Cifar10;
-    let dir = resolve(dir, "cifar-10-batches-bin", "data_batch_1.bin", kind)?;
-    let train_files: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
-    let train = read_all(&dir, &train_files, kind, &CIFAR10)?;
-    let test = read_all(&dir, &["test_batch.bin".to_string()], kind, &CIFAR10)?;
-    Ok((train, test))
+    let train: Vec<String> = (1..=5).map(|i| format!("data_batch_{i}.bin")).collect();
+    let test = vec!["test_batch.bin".to_string()];
+    let all: Vec<String> = train.iter().chain(&test).cloned().collect();
+    let dir = resolve(dir, "cifar-10-batches-bin", &all, DatasetKind::Cifar10)?;
+    Ok((
+        read_all(&dir, &train, &CIFAR10)?,
+        read_all(&dir, &test, &CIFAR10)?,
+    ))
 }
 
 /// Reads CIFAR-100 (binary version) from `dir` or `dir/cifar-100-binary`, using the fine labels.
 pub fn load_cifar100(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
-    let kind = DatasetKind::Cifar100;
-    let dir = resolve(dir, "cifar-100-binary", "train.bin", kind)?;
-    let train = read_all(&dir, &["train.bin".to_string()], kind, &CIFAR100)?;
-    let test = read_all(&dir, &["test.bin".to_string()], kind, &CIFAR100)?;
-    Ok((train, test))
+    let train = vec!["train.bin".to_string()];
+    let test = vec!["test.bin".to_string()];
+    let all: Vec<String> = train.iter().chain(&test).cloned().collect();
+    let dir = resolve(dir, "cifar-100-binary", &all, DatasetKind::Cifar100)?;
+    Ok((
+        read_all(&dir, &train, &CIFAR100)?,
+        read_all(&dir, &test, &CIFAR100)?,
+    ))
 }

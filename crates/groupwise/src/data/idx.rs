@@ -23,9 +23,11 @@ fn read_maybe_gz(path: &Path) -> Result<Vec<u8>, DataError> {
         let mut out = Vec::with_capacity(raw.len() * 4);
         GzDecoder::new(raw.as_slice())
             .read_to_end(&mut out)
-            .map_err(|e| DataError::Io {
-                path: path.to_path_buf(),
-                source: e,
+            .map_err(|e| {
+                DataError::format(
+                    path,
+                    format!("cannot decompress (truncated or corrupt gzip): {e}"),
+                )
             })?;
         Ok(out)
     } else {
@@ -128,27 +130,30 @@ fn find(dir: &Path, stem: &str, kind: DatasetKind) -> Result<PathBuf, DataError>
     if gz.is_file() {
         return Ok(gz);
     }
-    Err(DataError::NotFound {
-        path: gz,
-        hint: format!(" (nor {stem}){}", kind.install_hint()),
-    })
+    Err(kind.not_found(gz, Some(format!("nor {stem}"))))
 }
 
-/// Reads one split (`prefix` = `train` or `t10k`) from `dir`.
-fn read_split(dir: &Path, prefix: &str, kind: DatasetKind) -> Result<Dataset, DataError> {
-    let images_path = find(dir, &format!("{prefix}-images-idx3-ubyte"), kind)?;
-    let labels_path = find(dir, &format!("{prefix}-labels-idx1-ubyte"), kind)?;
-    let (images, [n, rows, cols]) = read_idx_images(&images_path)?;
+/// The image and label files of one split (`prefix` = `train` or `t10k`).
+fn split_files(dir: &Path, prefix: &str, kind: DatasetKind) -> Result<[PathBuf; 2], DataError> {
+    Ok([
+        find(dir, &format!("{prefix}-images-idx3-ubyte"), kind)?,
+        find(dir, &format!("{prefix}-labels-idx1-ubyte"), kind)?,
+    ])
+}
+
+/// Reads one split from its image and label files.
+fn read_split([images_path, labels_path]: &[PathBuf; 2]) -> Result<Dataset, DataError> {
+    let (images, [n, rows, cols]) = read_idx_images(images_path)?;
     if rows != SIDE || cols != SIDE {
         return Err(DataError::format(
-            &images_path,
+            images_path,
             format!("images are {rows}x{cols}, expected {SIDE}x{SIDE}"),
         ));
     }
-    let labels = read_idx_labels(&labels_path, CLASSES)?;
+    let labels = read_idx_labels(labels_path, CLASSES)?;
     if labels.len() != n {
         return Err(DataError::format(
-            &labels_path,
+            labels_path,
             format!(
                 "holds {} labels but {} holds {n} images",
                 labels.len(),
@@ -160,9 +165,11 @@ fn read_split(dir: &Path, prefix: &str, kind: DatasetKind) -> Result<Dataset, Da
 }
 
 /// Reads MNIST or Fashion-MNIST (train and test) from the IDX files in `dir`.
+///
+/// All four files are located before any is read, so a missing one is reported first.
 pub fn load_mnist(dir: &Path, kind: DatasetKind) -> Result<(Dataset, Dataset), DataError> {
     require_dir(dir, kind)?;
-    let train = read_split(dir, "train", kind)?;
-    let test = read_split(dir, "t10k", kind)?;
-    Ok((train, test))
+    let train = split_files(dir, "train", kind)?;
+    let test = split_files(dir, "t10k", kind)?;
+    Ok((read_split(&train)?, read_split(&test)?))
 }

@@ -129,7 +129,7 @@ pub enum DataError {
         source: zip::result::ZipError,
     },
     /// The dataset kind has no default directory and none was given.
-    #[error("dataset `{kind}` has no default location: set its path (e.g. `data.path`)")]
+    #[error("dataset `{kind}` has no default location: set the data path")]
     NoPath {
         /// The dataset kind.
         kind: DatasetKind,
@@ -169,7 +169,8 @@ pub(crate) fn read_file(path: &Path) -> Result<Vec<u8>, DataError> {
     if let Ok(m) = f.metadata() {
         buf.reserve(m.len() as usize);
     }
-    f.read_to_end(&mut buf).map_err(|e| DataError::io(path, e))?;
+    f.read_to_end(&mut buf)
+        .map_err(|e| DataError::io(path, e))?;
     Ok(buf)
 }
 
@@ -239,25 +240,37 @@ impl DatasetKind {
         }
     }
 
-    /// Text appended to "not found" errors: how to get the data.
+    /// How to get the data, for "not found" errors.
     pub(crate) fn install_hint(self) -> &'static str {
         match self {
             DatasetKind::FashionMnist => {
-                " (on Debian/Ubuntu install it with `apt-get install dataset-fashion-mnist`, \
-                 or point the data path at a directory with the IDX files)"
+                "on Debian/Ubuntu install it with `apt-get install dataset-fashion-mnist`, \
+                 or point the data path at a directory with the IDX files"
             }
-            DatasetKind::Mnist => " (point the data path at a directory with the MNIST IDX files)",
+            DatasetKind::Mnist => "point the data path at a directory with the MNIST IDX files",
             DatasetKind::Cifar10 => {
-                " (download and extract cifar-10-binary.tar.gz, the binary version)"
+                "download and extract cifar-10-binary.tar.gz (the binary version) and point the \
+                 data path at it"
             }
             DatasetKind::Cifar100 => {
-                " (download and extract cifar-100-binary.tar.gz, the binary version)"
+                "download and extract cifar-100-binary.tar.gz (the binary version) and point the \
+                 data path at it"
             }
             DatasetKind::ImageNet32 => {
-                " (download the Imagenet32 npz files: Imagenet32_train_npz and Imagenet32_val_npz)"
+                "download the Imagenet32 npz files (train_data_batch_1..10.npz, val_data.npz) \
+                 and point the data path at their directory"
             }
-            DatasetKind::Synthetic => "",
+            DatasetKind::Synthetic => "synthetic data needs no files",
         }
+    }
+
+    /// A "not found" error for `path`, with `detail` (if any) and the install hint.
+    pub(crate) fn not_found(self, path: PathBuf, detail: Option<String>) -> DataError {
+        let hint = match detail {
+            Some(d) => format!(" ({d}; {})", self.install_hint()),
+            None => format!(" ({})", self.install_hint()),
+        };
+        DataError::NotFound { path, hint }
     }
 }
 
@@ -353,7 +366,9 @@ impl DataSpec {
 
 /// An in-memory image classification dataset: `u8` images in `C x H x W` layout, one after the
 /// other, with one label per image.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// `Debug` prints the size and shape only, not the pixels.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Dataset {
     images: Vec<u8>,
     labels: Vec<u16>,
@@ -517,6 +532,18 @@ impl Dataset {
     }
 }
 
+impl fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Dataset")
+            .field("len", &self.len())
+            .field("channels", &self.channels)
+            .field("height", &self.height)
+            .field("width", &self.width)
+            .field("classes", &self.classes)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A train and a test split with their preprocessing.
 #[derive(Clone, Debug)]
 pub struct Splits {
@@ -602,9 +629,6 @@ pub(crate) fn require_dir(dir: &Path, kind: DatasetKind) -> Result<(), DataError
     if dir.is_dir() {
         Ok(())
     } else {
-        Err(DataError::NotFound {
-            path: dir.to_path_buf(),
-            hint: kind.install_hint().to_string(),
-        })
+        Err(kind.not_found(dir.to_path_buf(), None))
     }
 }

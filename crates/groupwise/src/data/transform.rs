@@ -78,6 +78,9 @@ impl Transform {
     /// The normalised value of pixel `p` in channel `c`.
     ///
     /// If `mean`/`std` have a single entry it applies to every channel.
+    ///
+    /// # Panics
+    /// If `mean` or `std` is empty ([`crate::data::Loader::new`] rejects such transforms).
     pub fn normalize_value(&self, c: usize, p: u8) -> f32 {
         let m = self.mean[c.min(self.mean.len() - 1)];
         let s = self.std[c.min(self.std.len() - 1)];
@@ -100,7 +103,8 @@ impl Transform {
     /// Normalises one CHW `u8` image into `dst` (same length).
     ///
     /// # Panics
-    /// If `src.len() != dst.len()` or the length is not a multiple of `channels`.
+    /// If `src.len() != dst.len()`, the length is not a multiple of `channels`, or `mean`/`std`
+    /// is empty.
     pub fn normalize_into(&self, src: &[u8], channels: usize, dst: &mut [f32]) {
         normalize_with_lut(&self.lut(channels), src, dst);
     }
@@ -122,10 +126,14 @@ impl Transform {
 
 /// Normalises with a precomputed per-channel table.
 pub(crate) fn normalize_with_lut(lut: &[[f32; 256]], src: &[u8], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len(), "normalize: source and destination lengths differ");
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "normalize: source and destination lengths differ"
+    );
     let channels = lut.len();
     assert!(
-        channels > 0 && src.len() % channels == 0,
+        channels > 0 && src.len().is_multiple_of(channels),
         "normalize: image length is not a multiple of the channel count"
     );
     let plane = src.len() / channels;
@@ -183,18 +191,34 @@ pub fn augment_into(
 ) {
     let (channels, height, width) = shape;
     let size = channels * height * width;
-    assert_eq!(src.len(), size, "augment: source is not channels*height*width long");
-    assert_eq!(dst.len(), size, "augment: destination is not channels*height*width long");
+    assert_eq!(
+        src.len(),
+        size,
+        "augment: source is not channels*height*width long"
+    );
+    assert_eq!(
+        dst.len(),
+        size,
+        "augment: destination is not channels*height*width long"
+    );
     let plane = height * width;
     // Column sources are the same for every row and channel.
     let cols: Vec<Option<usize>> = (0..width)
         .map(|x| {
             let xx = if crop.flip { width - 1 - x } else { x };
-            source_index(xx as isize + crop.dx as isize - pad as isize, width, padding)
+            source_index(
+                xx as isize + crop.dx as isize - pad as isize,
+                width,
+                padding,
+            )
         })
         .collect();
     for y in 0..height {
-        let sy = source_index(y as isize + crop.dy as isize - pad as isize, height, padding);
+        let sy = source_index(
+            y as isize + crop.dy as isize - pad as isize,
+            height,
+            padding,
+        );
         for c in 0..channels {
             let out = &mut dst[c * plane + y * width..c * plane + (y + 1) * width];
             match sy {

@@ -1,0 +1,196 @@
+//! End-to-end runs on synthetic data: files, determinism, resume, special cases, bad input.
+
+use std::path::PathBuf;
+
+use groupwise::checkpoint;
+use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
+use groupwise::device::DeviceChoice;
+use groupwise::local::{LossConfig, SgdConfig};
+use groupwise::plan::AuxInput;
+use groupwise::schedule::Schedule;
+use groupwise::train::{self, files, EpochMetrics, RunConfig, Summary, TrainError};
+
+fn tiny(plan: &str, groups: i64) -> RunConfig {
+    RunConfig {
+        data: DataSpec {
+            kind: DatasetKind::Synthetic,
+            synthetic: SyntheticSpec {
+                channels: 3,
+                size: 16,
+                classes: 4,
+                train: 96,
+                test: 40,
+            },
+            ..DataSpec::default()
+        },
+        blocks_per_stage: 1,
+        widths: [4, 4, 8, 8],
+        plan: plan.into(),
+        groups,
+        aux_input: AuxInput::StopGradient,
+        loss: LossConfig::default(),
+        sgd: SgdConfig::default(),
+        lr: 0.05,
+        schedule: Schedule::Step {
+            milestones: vec![2],
+            gamma: 0.5,
+        },
+        epochs: 2,
+        batch_size: 32,
+        eval_batch_size: 40,
+        seed: 7,
+        device: DeviceChoice::Cpu,
+        threads: 1,
+        loader_workers: 2,
+        augment: true,
+        shuffle: true,
+        max_steps: None,
+        init_from: None,
+        eval_every: 1,
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("groupwise-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn run(config: &RunConfig, dir: &PathBuf, resume: bool) -> Result<Summary, TrainError> {
+    train::run(config, dir, resume, &mut |_| {})
+}
+
+fn params(dir: &PathBuf) -> Vec<(String, tch::Tensor)> {
+    checkpoint::read(&dir.join(files::CHECKPOINT))
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+fn assert_same(a: &[(String, tch::Tensor)], b: &[(String, tch::Tensor)]) {
+    assert_eq!(a.len(), b.len());
+    for ((na, ta), (nb, tb)) in a.iter().zip(b) {
+        assert_eq!(na, nb);
+        assert!(ta.equal(tb), "tensor {na} differs");
+    }
+}
+
+#[test]
+fn one_epoch_smoke_run_writes_the_run_directory() {
+    let dir = scratch("smoke");
+    let mut c = tiny("4", 2);
+    c.epochs = 1;
+    let summary = run(&c, &dir, false).unwrap();
+    for f in [
+        files::CONFIG,
+        files::METRICS,
+        files::CHECKPOINT,
+        files::SUMMARY,
+    ] {
+        assert!(dir.join(f).is_file(), "{f} missing");
+    }
+    let replay = train::read_config(&dir.join(files::CONFIG)).unwrap();
+    assert_eq!(replay, c);
+    let lines: Vec<EpochMetrics> = std::fs::read_to_string(dir.join(files::METRICS))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 1);
+    let m = &lines[0];
+    assert_eq!(m.train_units.len(), 4 * 2);
+    assert!(m
+        .train_units
+        .iter()
+        .all(|u| u.loss.is_finite() && u.diversity > 0.0));
+    let test = m.test.as_ref().unwrap();
+    assert_eq!(test.units.len(), 4);
+    assert_eq!(test.images, 40);
+    assert_eq!(summary.test, *test);
+    assert_eq!(summary.steps, 3);
+}
+
+#[test]
+fn same_seed_gives_identical_weights() {
+    let (a, b) = (scratch("det-a"), scratch("det-b"));
+    let c = tiny("2", 2);
+    let sa = run(&c, &a, false).unwrap();
+    let sb = run(&c, &b, false).unwrap();
+    assert_eq!(sa.test, sb.test);
+    assert_same(&params(&a), &params(&b));
+}
+
+#[test]
+fn resume_continues_exactly_where_the_run_stopped() {
+    let (full, part) = (scratch("resume-full"), scratch("resume-part"));
+    let c = tiny("4", 2);
+    run(&c, &full, false).unwrap();
+    // Stop in the middle of epoch 2 (3 steps per epoch), then resume to the end.
+    let mut stopped = c.clone();
+    stopped.max_steps = Some(4);
+    run(&stopped, &part, false).unwrap();
+    let p = checkpoint::read_progress(&part.join(files::CHECKPOINT)).unwrap();
+    assert_eq!((p.epoch, p.step), (1, 1));
+    // Resume with the original settings: the saved config must be the run's own, so rewrite it.
+    std::fs::write(part.join(files::CONFIG), serde_json::to_string(&c).unwrap()).unwrap();
+    run(&c, &part, true).unwrap();
+    assert_same(&params(&full), &params(&part));
+}
+
+#[test]
+fn end_to_end_and_dgl_special_cases() {
+    // K=1, G=1: no unit, only the head's column: plain end-to-end training.
+    let dir = scratch("e2e");
+    let mut c = tiny("1", 1);
+    c.epochs = 1;
+    run(&c, &dir, false).unwrap();
+    let names: Vec<String> = params(&dir).into_iter().map(|(n, _)| n).collect();
+    assert!(names.iter().any(|n| n.starts_with("m0.g0.stem.")));
+    assert!(!names.iter().any(|n| n.contains(".aux.")));
+    // G=1: DGL, one auxiliary classifier per boundary and no diversity term.
+    let dir = scratch("dgl");
+    let mut c = tiny("2", 1);
+    c.epochs = 1;
+    run(&c, &dir, false).unwrap();
+    let m: EpochMetrics = serde_json::from_str(
+        std::fs::read_to_string(dir.join(files::METRICS))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m.train_units.len(), 2);
+    assert!(m.train_units.iter().all(|u| u.diversity == 0.0));
+}
+
+#[test]
+fn bad_input_is_a_clear_error() {
+    let dir = scratch("bad");
+    let err = run(&tiny("4", 3), &dir, false).unwrap_err().to_string();
+    assert!(err.contains("--groups 3 does not divide width 4"), "{err}");
+    let err = run(&tiny("nonsense", 1), &dir, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown --plan 'nonsense'"), "{err}");
+    let mut c = tiny("2", 2);
+    c.data.kind = DatasetKind::Cifar10;
+    c.data.path = Some(dir.join("nowhere"));
+    let err = run(&c, &dir, false).unwrap_err().to_string();
+    assert!(err.contains("nowhere"), "{err}");
+    // A corrupt checkpoint names the file and loses nothing else.
+    let good = scratch("corrupt");
+    let mut c = tiny("2", 2);
+    c.epochs = 1;
+    run(&c, &good, false).unwrap();
+    let ckpt = good.join(files::CHECKPOINT);
+    let bytes = std::fs::read(&ckpt).unwrap();
+    std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
+    let err = run(&c, &good, true).unwrap_err().to_string();
+    assert!(err.contains("checkpoint.safetensors"), "{err}");
+    assert!(good.join(files::CONFIG).is_file());
+    // A finished run is never overwritten by accident.
+    std::fs::write(&ckpt, &bytes).unwrap();
+    let err = run(&c, &good, false).unwrap_err().to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
