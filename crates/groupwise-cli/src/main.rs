@@ -27,7 +27,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Train a network (with no arguments: the `quick` preset, GN-DGL K=4 G=2 on Fashion-MNIST).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a saved run directory or checkpoint on its test split.
     Eval(EvalArgs),
     /// Print the K x G partition: every node's layers, parameters and forward MACs per image.
@@ -607,7 +607,7 @@ fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train(a) => cmd_train(a),
+        Command::Train(a) => cmd_train(*a),
         Command::Eval(a) => cmd_eval(a),
         Command::Plan(a) => cmd_plan(a),
         Command::Bench(a) => bench::run(a),

@@ -1,6 +1,6 @@
 //! End-to-end runs on synthetic data: files, determinism, resume, special cases, bad input.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use groupwise::checkpoint;
 use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
@@ -56,11 +56,11 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn run(config: &RunConfig, dir: &PathBuf, resume: bool) -> Result<Summary, TrainError> {
+fn run(config: &RunConfig, dir: &Path, resume: bool) -> Result<Summary, TrainError> {
     train::run(config, dir, resume, &mut |_| {})
 }
 
-fn params(dir: &PathBuf) -> Vec<(String, tch::Tensor)> {
+fn params(dir: &Path) -> Vec<(String, tch::Tensor)> {
     checkpoint::read(&dir.join(files::CHECKPOINT))
         .unwrap()
         .into_iter()

@@ -128,6 +128,7 @@ impl Block {
 }
 
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // a handful per column, built once
 enum Layer {
     Stem(Stem),
     Block(Block),
