@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 use thiserror::Error;
 
 use crate::local::Network;
@@ -147,9 +147,9 @@ pub fn load(
             let buffers = tensors
                 .iter()
                 .filter_map(|(n, t)| {
-                    n.strip_prefix(&prefix)
-                        .filter(|rest| vars.contains_key(*rest))
-                        .map(|rest| (rest.to_string(), t.to_kind(Kind::Float).to_device(device)))
+                    let rest = n.strip_prefix(&prefix)?;
+                    let var = vars.get(rest)?;
+                    Some((rest.to_string(), t.to_kind(var.kind()).to_device(device)))
                 })
                 .collect();
             params.opt.set_buffers(buffers);

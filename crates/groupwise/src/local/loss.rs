@@ -30,11 +30,12 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
 /// The rows `p_g` of the diversity term: softmax(z/T), true class zeroed, renormalised to sum 1
 /// (+1e-8), L2-normalised (+1e-8 under the root). `[B, classes] -> [B, classes]`.
 fn diversity_rows(logits: &Tensor, labels: &Tensor, temperature: f64) -> Tensor {
-    let p = (logits / temperature).softmax(1, Kind::Float);
-    let keep: Tensor = 1.0 - labels.one_hot(p.size()[1]).to_kind(Kind::Float);
+    let kind = logits.kind();
+    let p = (logits / temperature).softmax(1, kind);
+    let keep: Tensor = 1.0 - labels.one_hot(p.size()[1]).to_kind(kind);
     let p: Tensor = p * keep;
-    let p = &p / (p.sum_dim_intlist(1, true, Kind::Float) + 1e-8);
-    &p / (p.square().sum_dim_intlist(1, true, Kind::Float) + 1e-8).sqrt()
+    let p = &p / (p.sum_dim_intlist(1, true, kind) + 1e-8);
+    &p / (p.square().sum_dim_intlist(1, true, kind) + 1e-8).sqrt()
 }
 
 /// `L_div` over the G logits of one boundary (0 when G = 1):
@@ -48,6 +49,7 @@ pub fn diversity(logits: &[Tensor], labels: &Tensor, temperature: f64) -> Tensor
     if g < 2 {
         return Tensor::zeros([], (Kind::Float, labels.device()));
     }
+    let kind = logits[0].kind();
     let rows: Vec<Tensor> = logits
         .iter()
         .map(|z| diversity_rows(z, labels, temperature))

@@ -41,7 +41,13 @@ fn linear(p: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
 
 /// Batch norm with gamma 1, beta 0, eps 1e-5, momentum 0.1 (PyTorch's defaults).
 fn bn(p: nn::Path, channels: i64) -> nn::BatchNorm {
-    nn::batch_norm2d(p, channels, Default::default())
+    // tch's default gamma init is U(0, 1), not PyTorch's 1: set both explicitly.
+    let config = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        ..Default::default()
+    };
+    nn::batch_norm2d(p, channels, config)
 }
 
 /// Group `g`'s slice of the stem: conv3x3 over all input channels to `w0/G` outputs, BN, ReLU.

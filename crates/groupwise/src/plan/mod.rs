@@ -166,7 +166,7 @@ impl Plan {
             return Err(PlanError::NotIncreasing(format!("{boundaries:?}")));
         }
         if let Some(&p) = boundaries.iter().find(|&&p| p >= arch.positions()) {
-            let (stage, block) = (p / arch.blocks_per_stage, p % arch.blocks_per_stage);
+            let (stage, block) = arch.stage_block(p);
             return Err(PlanError::BoundaryOutOfRange {
                 stage,
                 block,
