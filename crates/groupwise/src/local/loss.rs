@@ -59,13 +59,11 @@ pub fn diversity(logits: &[Tensor], labels: &Tensor, temperature: f64) -> Tensor
         .iter()
         .skip(1)
         .fold(rows[0].shallow_clone(), |a, r| a + r);
-    let cross = total.square().sum(Kind::Float)
+    let cross = total.square().sum(kind)
         - rows
             .iter()
-            .map(|r| r.square().sum(Kind::Float))
-            .fold(Tensor::zeros([], (Kind::Float, labels.device())), |a, s| {
-                a + s
-            });
+            .map(|r| r.square().sum(kind))
+            .fold(Tensor::zeros([], (kind, labels.device())), |a, s| a + s);
     cross / (batch * g * (g - 1)) as f64
 }
 
