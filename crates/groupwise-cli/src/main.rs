@@ -100,8 +100,9 @@ struct TrainArgs {
     /// Run directory (default: runs/<preset>-<unix time>).
     #[arg(long)]
     run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped.
-    #[arg(long, requires = "run_dir")]
+    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped (with its own
+    /// config.json; only --max-steps may change).
+    #[arg(long, requires = "run_dir", conflicts_with = "preset")]
     resume: bool,
     #[command(flatten)]
     model: ModelArgs,
@@ -265,9 +266,13 @@ impl ModelArgs {
 
 impl TrainArgs {
     fn resolve(&self) -> Result<RunConfig> {
-        let mut c = match &self.config {
-            Some(path) => train::read_config(path)?,
-            None => base_config(self.preset.as_deref())?,
+        let mut c = match (&self.config, &self.run_dir) {
+            (Some(path), _) => train::read_config(path)?,
+            // Resuming continues the run's own settings.
+            (None, Some(dir)) if self.resume => {
+                train::read_config(&dir.join(train::files::CONFIG))?
+            }
+            (None, _) => base_config(self.preset.as_deref())?,
         };
         self.model.apply(&mut c)?;
         if let Some(d) = &self.data_dir {

@@ -333,13 +333,21 @@ pub fn run(
     let metrics_path = run_dir.join(files::METRICS);
     let mut progress = Progress::default();
     if resume {
+        // --max-steps is how far to go this time, not part of what the run is.
         let saved = read_config(&config_path)?;
-        if &saved != config {
+        let identity = |c: &RunConfig| RunConfig {
+            max_steps: None,
+            ..c.clone()
+        };
+        if identity(&saved) != identity(config) {
             return Err(TrainError::Config(format!(
-                "--resume: {} differs from this run's settings; resume with --config {}",
-                config_path.display(),
+                "--resume: the settings differ from {}; resume with no other flags than --max-steps",
                 config_path.display()
             )));
+        }
+        if saved.max_steps != config.max_steps {
+            let json = serde_json::to_string_pretty(config).expect("config serialises");
+            write_atomic(&config_path, json.as_bytes())?;
         }
         progress = checkpoint::load(&mut net, &ckpt_path, true)?;
         // Drop metric lines of epochs the checkpoint does not contain (a crash between writes).

@@ -131,9 +131,13 @@ fn resume_continues_exactly_where_the_run_stopped() {
     run(&stopped, &part, false).unwrap();
     let p = checkpoint::read_progress(&part.join(files::CHECKPOINT)).unwrap();
     assert_eq!((p.epoch, p.step), (1, 1));
-    // Resume with the original settings: the saved config must be the run's own, so rewrite it.
-    std::fs::write(part.join(files::CONFIG), serde_json::to_string(&c).unwrap()).unwrap();
+    // Resume with the stopping limit lifted (the only setting a resume may change).
     run(&c, &part, true).unwrap();
+    assert_eq!(train::read_config(&part.join(files::CONFIG)).unwrap(), c);
+    let mut other = c.clone();
+    other.lr = 0.1;
+    let err = run(&other, &part, true).unwrap_err().to_string();
+    assert!(err.contains("settings differ"), "{err}");
     assert_same(&params(&full), &params(&part));
 }
 
