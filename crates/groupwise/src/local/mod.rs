@@ -320,16 +320,7 @@ impl Network {
             );
             input = cat_channels(&slices);
         }
-        let features = if self.tail.is_empty() {
-            input
-        } else {
-            let cols: Vec<Tensor> = self
-                .tail
-                .iter()
-                .map(|t| t.column.forward_t(&input, true))
-                .collect();
-            cat_channels(&cols)
-        };
+        let features = self.forward_tail(input, true);
         let z = self.head.classifier.forward_t(&features, true);
         let ce = loss::cross_entropy(&z, labels);
         ce.backward();
@@ -361,16 +352,7 @@ impl Network {
                 );
                 input = cat_channels(&slices);
             }
-            let features = if self.tail.is_empty() {
-                input
-            } else {
-                let cols: Vec<Tensor> = self
-                    .tail
-                    .iter()
-                    .map(|t| t.column.forward_t(&input, false))
-                    .collect();
-                cat_channels(&cols)
-            };
+            let features = self.forward_tail(input, false);
             Outputs {
                 aux,
                 head: self.head.classifier.forward_t(&features, false),
@@ -391,6 +373,22 @@ impl Network {
             }
         }
         out
+    }
+}
+
+impl Network {
+    /// The head's input: the final module's columns over the last boundary output, concatenated (the
+    /// boundary output itself when the last boundary ends the backbone).
+    fn forward_tail(&self, input: Tensor, train: bool) -> Tensor {
+        if self.tail.is_empty() {
+            return input;
+        }
+        let cols: Vec<Tensor> = self
+            .tail
+            .iter()
+            .map(|t| t.column.forward_t(&input, train))
+            .collect();
+        cat_channels(&cols)
     }
 }
 
