@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use groupwise::data::{self, DatasetKind};
 use groupwise::device::DeviceChoice;
+use groupwise::parallel;
 use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
 use groupwise::train::{self, Event, RunConfig};
@@ -184,6 +185,91 @@ struct TrainArgs {
     /// No progress bar (one line per epoch only).
     #[arg(long)]
     quiet: bool,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum WorkersArg {
+    /// One pipelined worker thread per node (K x G units, final columns, head).
+    #[default]
+    Threads,
+    /// Every node in turn in one thread (the reference schedule).
+    Sequential,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum TransportArg {
+    /// All nodes in this process.
+    #[default]
+    Local,
+    /// Nodes spread over MPI ranks: `mpirun -np N groupwise train --transport mpi ...` (build with
+    /// `--features mpi`).
+    Mpi,
+}
+
+/// How the nodes run (none of it changes the result; all may change on --resume).
+#[derive(Args, Clone, Default)]
+struct RuntimeArgs {
+    /// Run nodes as pipelined threads (default) or one after the other.
+    #[arg(long, value_enum, default_value_t)]
+    workers: WorkersArg,
+    /// Where the nodes live: this process, or MPI ranks.
+    #[arg(long, value_enum, default_value_t)]
+    transport: TransportArg,
+    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1).
+    #[arg(long)]
+    threads_per_worker: Option<usize>,
+    /// Messages in flight per link between nodes (back-pressure; 2 = double buffering).
+    #[arg(long, default_value_t = 2)]
+    pipeline_depth: usize,
+    /// CUDA devices to place nodes on, round-robin in node order, e.g. 0,1,2,3 (with --device cuda;
+    /// default: the first GPU).
+    #[arg(long, value_delimiter = ',')]
+    devices: Option<Vec<usize>>,
+}
+
+impl RuntimeArgs {
+    fn runtime(&self) -> Result<parallel::Runtime> {
+        if self.pipeline_depth == 0 {
+            bail!("--pipeline-depth must be at least 1");
+        }
+        if self.threads_per_worker == Some(0) {
+            bail!("--threads-per-worker must be at least 1");
+        }
+        Ok(parallel::Runtime {
+            workers: match self.workers {
+                WorkersArg::Threads => parallel::Workers::Threads,
+                WorkersArg::Sequential => parallel::Workers::Sequential,
+            },
+            threads_per_worker: self.threads_per_worker,
+            pipeline_depth: self.pipeline_depth,
+            devices: self.devices.clone().unwrap_or_default(),
+            // Testing hook for the failure path (README, "Failures"): `<node>@<step>`.
+            fault: std::env::var("GROUPWISE_FAULT").ok(),
+        })
+    }
+
+    fn cluster(&self) -> Result<Box<dyn train::Cluster>> {
+        let runtime = self.runtime()?;
+        match self.transport {
+            TransportArg::Local => Ok(Box::new(train::Local(runtime))),
+            #[cfg(feature = "mpi")]
+            TransportArg::Mpi => {
+                if runtime.workers == parallel::Workers::Sequential {
+                    bail!("--transport mpi runs nodes as workers; drop --workers sequential");
+                }
+                Ok(Box::new(groupwise::parallel::mpi::MpiCluster::init(
+                    runtime,
+                )?))
+            }
+            #[cfg(not(feature = "mpi"))]
+            TransportArg::Mpi => bail!(
+                "--transport mpi: this groupwise was built without MPI; rebuild with \
+                 `cargo build --release --features mpi` (needs an MPI library and libclang)"
+            ),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -355,7 +441,17 @@ impl TrainArgs {
 }
 
 fn cmd_train(args: TrainArgs) -> Result<()> {
-    let config = args.resolve()?;
+    let cluster = args.runtime.cluster()?;
+    let leader = cluster.leader();
+    let config = match args.resolve() {
+        Ok(c) => c,
+        // Other ranks take the leader's config (the run directory may live on its machine only).
+        Err(_) if !leader && args.resume => base_config(None)?,
+        Err(e) => {
+            cluster.abort_job(&format!("error: {e:#}"));
+            return Err(e);
+        }
+    };
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => {
@@ -371,18 +467,21 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             PathBuf::from("runs").join(format!("{name}-{secs}"))
         }
     };
-    eprintln!(
-        "groupwise: {} ResNet-{} widths {:?}, plan {}, G={}, {} epochs, batch {} -> {}",
-        config.data.kind,
-        6 * config.blocks_per_stage + 2,
-        config.widths,
-        config.plan,
-        config.groups,
-        config.epochs,
-        config.batch_size,
-        run_dir.display()
-    );
-    let quiet = args.quiet;
+    let quiet = args.quiet || !leader;
+    if leader {
+        eprintln!(
+            "groupwise: {} ResNet-{} widths {:?}, plan {}, G={}, {} epochs, batch {}, {} -> {}",
+            config.data.kind,
+            6 * config.blocks_per_stage + 2,
+            config.widths,
+            config.plan,
+            config.groups,
+            config.epochs,
+            config.batch_size,
+            cluster.describe(),
+            run_dir.display()
+        );
+    }
     let mut bar: Option<ProgressBar> = None;
     let mut observer = |event: Event| match event {
         Event::EpochStart { epoch, steps, lr } => {
@@ -423,6 +522,9 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             if let Some(b) = bar.take() {
                 b.finish_and_clear();
             }
+            if !leader {
+                return;
+            }
             let test = m
                 .test
                 .as_ref()
@@ -446,7 +548,14 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let summary = train::run(&config, &run_dir, args.resume, &mut observer)?;
+    let summary = match train::run_on(&*cluster, &config, &run_dir, args.resume, &mut observer) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            cluster.abort_job(&format!("error: {e}"));
+            return Err(e.into());
+        }
+    };
     print_eval(&summary.test);
     println!(
         "test accuracy: {:.2}% (head), {:.2}% (ensemble); {:.0}s, {:.0} train img/s; run dir {}",

@@ -120,6 +120,32 @@ pub fn load(
     with_momentum: bool,
 ) -> Result<Progress, CheckpointError> {
     let tensors = read(path)?;
+    assign_from(net, &tensors, with_momentum, true, path)?;
+    let scalar = |name: &str| tensors.get(name).map(|t| t.int64_value(&[]) as usize);
+    Ok(Progress {
+        epoch: scalar("train.epoch").unwrap_or(0),
+        step: scalar("train.step").unwrap_or(0),
+    })
+}
+
+/// Copies named tensors (checkpoint names) into the network: every node when `all` (a missing name is
+/// an error), else only the nodes whose tensors are present (the state one MPI rank sends).
+pub fn assign(
+    net: &mut Network,
+    tensors: &BTreeMap<String, Tensor>,
+    with_momentum: bool,
+    all: bool,
+) -> Result<(), CheckpointError> {
+    assign_from(net, tensors, with_momentum, all, Path::new("(message)"))
+}
+
+fn assign_from(
+    net: &mut Network,
+    tensors: &BTreeMap<String, Tensor>,
+    with_momentum: bool,
+    all: bool,
+    path: &Path,
+) -> Result<(), CheckpointError> {
     let get = |name: &str| -> Result<&Tensor, CheckpointError> {
         tensors.get(name).ok_or_else(|| CheckpointError::Missing {
             path: path.to_path_buf(),
@@ -128,6 +154,12 @@ pub fn load(
     };
     for params in net.params_mut() {
         let vars = params.vs.variables();
+        let present = vars
+            .keys()
+            .any(|n| tensors.contains_key(&format!("{}{n}", params.prefix)));
+        if !all && !present {
+            continue;
+        }
         for (name, mut var) in vars.iter().map(|(n, v)| (n.clone(), v.shallow_clone())) {
             let full = format!("{}{name}", params.prefix);
             let src = get(&full)?;
@@ -155,11 +187,7 @@ pub fn load(
             params.opt.set_buffers(buffers);
         }
     }
-    let scalar = |name: &str| tensors.get(name).map(|t| t.int64_value(&[]) as usize);
-    Ok(Progress {
-        epoch: scalar("train.epoch").unwrap_or(0),
-        step: scalar("train.step").unwrap_or(0),
-    })
+    Ok(())
 }
 
 /// Reads only the progress scalars of a checkpoint.

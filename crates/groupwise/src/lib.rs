@@ -10,6 +10,7 @@ pub mod device;
 pub mod eval;
 pub mod local;
 pub mod model;
+pub mod parallel;
 pub mod plan;
 pub mod schedule;
 pub mod train;

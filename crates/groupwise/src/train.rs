@@ -18,6 +18,7 @@ use crate::device::{self, DeviceChoice, DeviceError};
 use crate::eval::{evaluate, EvalResult};
 use crate::local::{LossConfig, Network, SgdConfig, StepStats};
 use crate::model::Arch;
+use crate::parallel::{self, NodeTiming, RuntimeError, Segment};
 use crate::plan::{AuxInput, Plan, PlanError};
 use crate::schedule::Schedule;
 
@@ -131,6 +132,9 @@ pub enum TrainError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A node failed, or the parallel runtime could not run.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
     /// Training diverged.
     #[error(
         "training diverged at epoch {epoch}, step {step}: a loss is {value} (try a smaller --lr)"
@@ -185,6 +189,9 @@ pub struct EpochMetrics {
     pub images_per_second: f64,
     /// Seconds since the run (this invocation) started.
     pub elapsed_seconds: f64,
+    /// Where each node's time went this epoch (one entry `all` for the sequential path).
+    #[serde(default)]
+    pub nodes: Vec<NodeTiming>,
 }
 
 /// `summary.json`.
@@ -206,6 +213,12 @@ pub struct Summary {
     pub images_per_second: f64,
     /// Seconds of this invocation.
     pub wall_seconds: f64,
+    /// Mean seconds per training step over this invocation.
+    #[serde(default)]
+    pub step_seconds: f64,
+    /// How the nodes ran (`sequential`, `threads`, `mpi:<ranks>`).
+    #[serde(default)]
+    pub runtime: String,
 }
 
 /// What the trainer reports while it runs (for progress bars and logs).
@@ -298,8 +311,14 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
     }
     let arch = config.arch(c, h, splits.train.classes());
     let plan = Plan::new(arch, &config.plan, config.groups, config.aux_input)?;
-    tch::manual_seed(config.seed as i64);
-    let net = Network::new(&plan, config.loss, config.sgd, device);
+    // libtorch's generator is global: hold a lock so that runs started at the same time in one
+    // process (tests, sweeps) each get exactly the weights of their seed.
+    static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let net = {
+        let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
+        tch::manual_seed(config.seed as i64);
+        Network::new(&plan, config.loss, config.sgd, device)
+    };
     Ok(Prepared {
         splits,
         plan,
@@ -308,14 +327,87 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
     })
 }
 
-/// Trains `config` in `run_dir` (created if needed). With `resume`, continues from the run's
-/// checkpoint exactly where it stopped (the config must be the run's own).
+/// Where the nodes of a run execute: this process (sequentially or as threads), or MPI ranks.
+pub trait Cluster {
+    /// Whether this process writes the run directory, evaluates and reports (rank 0).
+    fn leader(&self) -> bool {
+        true
+    }
+    /// Called before anything is built: the leader's config replaces every other rank's.
+    fn share_config(&self, _config: &mut RunConfig) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// Called once the leader has loaded or initialised the network: its state and progress reach
+    /// every rank.
+    fn share_start(&self, _net: &mut Network, _progress: &mut Progress) -> Result<(), TrainError> {
+        Ok(())
+    }
+    /// Runs one segment of training steps; on the leader `net` comes back with every node's state.
+    fn run_segment(
+        &self,
+        net: Network,
+        segment: Segment,
+        on_step: &mut parallel::OnStep<TrainError>,
+    ) -> (Network, Result<Vec<NodeTiming>, TrainError>);
+    /// `sequential`, `threads` or `mpi:<ranks>`.
+    fn describe(&self) -> String;
+    /// Ends every process of the job after `message` (an error on this one); a no-op in one process,
+    /// where returning the error ends the job.
+    fn abort_job(&self, _message: &str) {}
+}
+
+/// This process: the sequential path or one thread per node.
+pub struct Local(pub parallel::Runtime);
+
+impl Cluster for Local {
+    fn run_segment(
+        &self,
+        net: Network,
+        segment: Segment,
+        on_step: &mut parallel::OnStep<TrainError>,
+    ) -> (Network, Result<Vec<NodeTiming>, TrainError>) {
+        parallel::run_local(&self.0, net, segment, on_step)
+    }
+
+    fn describe(&self) -> String {
+        match self.0.workers {
+            parallel::Workers::Sequential => "sequential".into(),
+            parallel::Workers::Threads => "threads".into(),
+        }
+    }
+}
+
+/// Trains `config` in `run_dir` (created if needed) with every node as a pipelined thread. With
+/// `resume`, continues from the run's checkpoint exactly where it stopped (the config must be the
+/// run's own).
 pub fn run(
     config: &RunConfig,
     run_dir: &Path,
     resume: bool,
     observer: &mut dyn FnMut(Event),
 ) -> Result<Summary, TrainError> {
+    let summary = run_on(
+        &Local(parallel::Runtime::default()),
+        config,
+        run_dir,
+        resume,
+        observer,
+    )?;
+    Ok(summary.expect("a local run is its own leader"))
+}
+
+/// [`run`] on a [`Cluster`]. Returns the summary on the leader, `None` on other ranks.
+pub fn run_on(
+    cluster: &dyn Cluster,
+    config: &RunConfig,
+    run_dir: &Path,
+    resume: bool,
+    observer: &mut dyn FnMut(Event),
+) -> Result<Option<Summary>, TrainError> {
+    let mut config = config.clone();
+    cluster.share_config(&mut config)?;
+    let config = &config;
+    let leader = cluster.leader();
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| TrainError::Io { path, source }
@@ -327,12 +419,13 @@ pub fn run(
         mut net,
         device,
     } = prepare(config)?;
-    std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
     let config_path = run_dir.join(files::CONFIG);
     let ckpt_path = run_dir.join(files::CHECKPOINT);
     let metrics_path = run_dir.join(files::METRICS);
     let mut progress = Progress::default();
-    if resume {
+    if !leader {
+        // Other ranks never touch the run directory: the leader's state arrives in share_start.
+    } else if resume {
         // --max-steps is how far to go this time, not part of what the run is.
         let saved = read_config(&config_path)?;
         let identity = |c: &RunConfig| RunConfig {
@@ -364,6 +457,7 @@ pub fn run(
             write_atomic(&metrics_path, kept.as_bytes())?;
         }
     } else {
+        std::fs::create_dir_all(run_dir).map_err(io(run_dir))?;
         if ckpt_path.exists() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run; pass --resume to continue it or choose another --run-dir",
@@ -377,12 +471,13 @@ pub fn run(
             checkpoint::load(&mut net, init, false)?;
         }
     }
+    cluster.share_start(&mut net, &mut progress)?;
 
     let train = Arc::new(splits.train);
     let test = Arc::new(splits.test);
     let steps_per_epoch = Loader::steps_for(train.len(), config.batch_size, false);
     let mut total_steps = progress.epoch * steps_per_epoch + progress.step;
-    let (mut images_seen, mut train_time) = (0usize, 0f64);
+    let (mut images_seen, mut train_time, mut train_steps) = (0usize, 0f64, 0usize);
     let mut last_eval = None;
     let lambda = config.loss.diversity_weight;
 
@@ -414,14 +509,17 @@ pub fn run(
         });
         let epoch_start = Instant::now();
         let mut acc = Accumulator::new(&net);
+        let remaining = config.max_steps.map_or(usize::MAX, |m| m - total_steps);
+        let planned = (steps_per_epoch - skip).min(remaining);
+        let segment = Segment {
+            batches: Box::new(loader.skip(skip)),
+            steps: planned,
+            lr,
+            done: total_steps,
+        };
         let mut step = skip;
-        let mut stopped = false;
-        for batch in loader.skip(skip) {
-            let x = batch.images.to_device(device);
-            let y = batch.labels.to_device(device);
-            let stats = net.train_step(&x, &y, lr);
+        let mut on_step = |stats: StepStats| -> Result<(), TrainError> {
             step += 1;
-            total_steps += 1;
             let worst = stats
                 .units
                 .iter()
@@ -439,14 +537,24 @@ pub fn run(
                 stats: &stats,
                 images_per_second: acc.images as f64 / secs.max(1e-9),
             });
-            if config.max_steps.is_some_and(|m| total_steps >= m) {
-                stopped = step < steps_per_epoch;
-                break;
-            }
-        }
+            Ok(())
+        };
+        let (back, timings) = cluster.run_segment(net, segment, &mut on_step);
+        net = back;
+        let timings = timings?;
+        let step = skip + planned;
+        total_steps += planned;
+        train_steps += planned;
+        let stopped = step < steps_per_epoch;
         let secs = epoch_start.elapsed().as_secs_f64();
         train_time += secs;
         images_seen += acc.images;
+        if !leader {
+            if config.max_steps.is_some_and(|m| total_steps >= m) || epoch == config.epochs {
+                break;
+            }
+            continue;
+        }
         let done = Progress {
             epoch: if stopped { epoch - 1 } else { epoch },
             step: if stopped { step } else { 0 },
@@ -467,7 +575,8 @@ pub fn run(
         } else {
             None
         };
-        let metrics = acc.finish(epoch, lr, step - skip, test_result, secs, lambda, started);
+        let mut metrics = acc.finish(epoch, lr, step - skip, test_result, secs, lambda, started);
+        metrics.nodes = timings;
         if !stopped {
             let mut f = std::fs::OpenOptions::new()
                 .create(true)
@@ -484,6 +593,9 @@ pub fn run(
         }
     }
 
+    if !leader {
+        return Ok(None);
+    }
     let test = match last_eval {
         Some(r) => r,
         None => evaluate(
@@ -505,10 +617,12 @@ pub fn run(
         params: plan.total_params(),
         images_per_second: images_seen as f64 / train_time.max(1e-9),
         wall_seconds: started.elapsed().as_secs_f64(),
+        step_seconds: train_time / train_steps.max(1) as f64,
+        runtime: cluster.describe(),
     };
     let json = serde_json::to_string_pretty(&summary).expect("summary serialises");
     write_atomic(&run_dir.join(files::SUMMARY), json.as_bytes())?;
-    Ok(summary)
+    Ok(Some(summary))
 }
 
 /// Sums of per-step statistics over an epoch.
@@ -599,6 +713,7 @@ impl Accumulator {
             train_seconds: secs,
             images_per_second: self.images as f64 / secs.max(1e-9),
             elapsed_seconds: started.elapsed().as_secs_f64(),
+            nodes: Vec::new(),
         }
     }
 }

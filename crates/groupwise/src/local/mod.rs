@@ -152,12 +152,44 @@ pub struct TailColumn {
     column: Column,
 }
 
+impl TailColumn {
+    /// Group g's slice of the head's input. `[B, C_in, H, W] -> [B, C/G, H', W']`.
+    pub fn forward(&self, input: &Tensor, train: bool) -> Tensor {
+        self.column.forward_t(input, train)
+    }
+
+    /// One SGD update from the gradients already accumulated by a backward pass through the head.
+    pub fn step(&mut self, lr: f64) {
+        self.params.backward_and_step(lr);
+    }
+}
+
 /// The final 1c2f head.
 #[derive(Debug)]
 pub struct Head {
     /// Parameters and optimizer state.
     pub params: Params,
     classifier: Classifier1c2f,
+}
+
+impl Head {
+    /// Head logits `[B, classes]` of the backbone's features.
+    pub fn forward(&self, features: &Tensor, train: bool) -> Tensor {
+        self.classifier.forward_t(features, train)
+    }
+
+    /// The head's loss `CE(z, y)` and its backward pass (into the head and whatever `logits` were
+    /// computed from); the caller steps the nodes it reached. Returns (loss, correct).
+    pub fn loss_backward(&self, logits: &Tensor, labels: &Tensor) -> (f64, i64) {
+        let ce = loss::cross_entropy(logits, labels);
+        ce.backward();
+        (ce.double_value(&[]), loss::correct(logits, labels))
+    }
+
+    /// One SGD update of the head from its accumulated gradients.
+    pub fn step(&mut self, lr: f64) {
+        self.params.backward_and_step(lr);
+    }
 }
 
 /// Per-batch statistics of a training step.
@@ -321,15 +353,12 @@ impl Network {
             input = cat_channels(&slices);
         }
         let features = self.forward_tail(input, true);
-        let z = self.head.classifier.forward_t(&features, true);
-        let ce = loss::cross_entropy(&z, labels);
-        ce.backward();
+        let z = self.head.forward(&features, true);
+        (stats.head_loss, stats.head_correct) = self.head.loss_backward(&z, labels);
         for t in &mut self.tail {
-            t.params.backward_and_step(lr);
+            t.step(lr);
         }
-        self.head.params.backward_and_step(lr);
-        stats.head_loss = ce.double_value(&[]);
-        stats.head_correct = loss::correct(&z, labels);
+        self.head.step(lr);
         stats
     }
 
@@ -355,7 +384,7 @@ impl Network {
             let features = self.forward_tail(input, false);
             Outputs {
                 aux,
-                head: self.head.classifier.forward_t(&features, false),
+                head: self.head.forward(&features, false),
             }
         })
     }
@@ -383,16 +412,13 @@ impl Network {
         if self.tail.is_empty() {
             return input;
         }
-        let cols: Vec<Tensor> = self
-            .tail
-            .iter()
-            .map(|t| t.column.forward_t(&input, train))
-            .collect();
+        let cols: Vec<Tensor> = self.tail.iter().map(|t| t.forward(&input, train)).collect();
         cat_channels(&cols)
     }
 }
 
-fn cat_channels(parts: &[Tensor]) -> Tensor {
+/// Concatenates group slices along channels (no copy for a single slice).
+pub fn cat_channels(parts: &[Tensor]) -> Tensor {
     if parts.len() == 1 {
         parts[0].shallow_clone()
     } else {

@@ -1,0 +1,223 @@
+//! The nodes of a plan and who sends what to whom (METHOD.md section 9).
+//!
+//! Node ids: units `(k, g)` are `k * G + g` (module-major), then the final module's columns when they
+//! are nodes of their own (a plan whose last boundary does not end the backbone, with G > 1: K=1 GN-DGL),
+//! then the head. With G = 1 such a final column is part of the head's node (one end-to-end module, no
+//! gradient crossing nodes). The collector of step statistics is the pseudo-node `len()`.
+
+use crate::plan::Plan;
+
+use super::transport::{Channel, Kind};
+
+/// What a node runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Unit (k, g): a group's column of module k and its auxiliary classifier.
+    Unit {
+        /// Module k.
+        module: usize,
+        /// Group g.
+        group: usize,
+    },
+    /// Group g's column of the final module, trained through the head (gradient from the head node).
+    Tail {
+        /// Group g.
+        group: usize,
+    },
+    /// The head (and, with G = 1, the final module's column).
+    Head,
+}
+
+/// The node graph of a plan.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// Boundaries (modules with auxiliary classifiers).
+    pub boundaries: usize,
+    /// Groups G.
+    pub groups: usize,
+    /// The final module's columns are nodes of their own.
+    pub separate_tail: bool,
+    /// The head's node also runs the final module's (single) column.
+    pub merged_tail: bool,
+    /// `reads[k][g][h]`: aux[k][g] reads part of group h's slice.
+    reads: Vec<Vec<Vec<bool>>>,
+    /// Forward MACs per image of every node.
+    macs: Vec<u64>,
+}
+
+impl Topology {
+    /// The nodes of `plan`.
+    pub fn new(plan: &Plan) -> Self {
+        let boundaries = plan.boundary_count();
+        let groups = plan.groups as usize;
+        let has_tail = !plan.module_positions(boundaries).is_empty();
+        let reads = (0..boundaries)
+            .map(|k| {
+                (0..groups)
+                    .map(|g| {
+                        let windows = plan.aux_windows(k, g as i64);
+                        (0..groups)
+                            .map(|h| windows.iter().any(|w| w.0 as usize == h))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let separate_tail = has_tail && groups > 1;
+        let mut macs: Vec<u64> = plan.nodes().iter().map(|n| n.total().macs).collect();
+        if has_tail && groups == 1 {
+            // The column and the head are one node.
+            let head = macs.pop().unwrap_or(0);
+            if let Some(last) = macs.last_mut() {
+                *last += head;
+            }
+        }
+        Topology {
+            boundaries,
+            groups,
+            separate_tail,
+            merged_tail: has_tail && groups == 1,
+            reads,
+            macs,
+        }
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.boundaries * self.groups + if self.separate_tail { self.groups } else { 0 } + 1
+    }
+
+    /// Never true: every plan has a head.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The collector pseudo-node (receives statistics and timings; lives with the leader).
+    pub fn collector(&self) -> usize {
+        self.len()
+    }
+
+    /// Node of unit (k, g).
+    pub fn unit(&self, k: usize, g: usize) -> usize {
+        k * self.groups + g
+    }
+
+    /// Node of final column g (only with `separate_tail`).
+    pub fn tail(&self, g: usize) -> usize {
+        self.boundaries * self.groups + g
+    }
+
+    /// The head's node.
+    pub fn head(&self) -> usize {
+        self.len() - 1
+    }
+
+    /// What node `id` runs.
+    pub fn role(&self, id: usize) -> Role {
+        let units = self.boundaries * self.groups;
+        if id < units {
+            Role::Unit {
+                module: id / self.groups,
+                group: id % self.groups,
+            }
+        } else if id == self.head() {
+            Role::Head
+        } else {
+            Role::Tail { group: id - units }
+        }
+    }
+
+    /// Node name as in checkpoints and metrics: `m{k}.g{g}` or `head`.
+    pub fn name(&self, id: usize) -> String {
+        match self.role(id) {
+            Role::Unit { module, group } => format!("m{module}.g{group}"),
+            Role::Tail { group } => format!("m{}.g{group}", self.boundaries),
+            Role::Head => "head".into(),
+        }
+    }
+
+    /// The node with this name.
+    pub fn find(&self, name: &str) -> Option<usize> {
+        (0..self.len()).find(|&id| self.name(id) == name)
+    }
+
+    /// Forward MACs per image of node `id` (what placement balances).
+    pub fn macs(&self, id: usize) -> u64 {
+        self.macs[id]
+    }
+
+    /// The producers of node `id`'s input, in group order (`None`: the input is the images).
+    pub fn inputs(&self, id: usize) -> Option<Vec<usize>> {
+        let last_boundary = |s: &Self| -> Option<Vec<usize>> {
+            (s.boundaries > 0).then(|| (0..s.groups).map(|h| s.unit(s.boundaries - 1, h)).collect())
+        };
+        match self.role(id) {
+            Role::Unit { module: 0, .. } => None,
+            Role::Unit { module, .. } => {
+                Some((0..self.groups).map(|h| self.unit(module - 1, h)).collect())
+            }
+            Role::Tail { .. } => last_boundary(self),
+            Role::Head if self.separate_tail => {
+                Some((0..self.groups).map(|h| self.tail(h)).collect())
+            }
+            Role::Head => last_boundary(self),
+        }
+    }
+
+    /// Whether node `id` consumes the images (and not another node's output).
+    pub fn reads_images(&self, id: usize) -> bool {
+        self.inputs(id).is_none()
+    }
+
+    /// The nodes that receive node `id`'s output as (part of) their input.
+    pub fn consumers(&self, id: usize) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&c| self.inputs(c).is_some_and(|i| i.contains(&id)))
+            .collect()
+    }
+
+    /// Whether aux[k][g] reads part of group h's slice.
+    pub fn reads_slice(&self, k: usize, g: usize, h: usize) -> bool {
+        self.reads[k][g][h]
+    }
+
+    /// The groups of unit (k, g)'s module that read its slice.
+    pub fn slice_readers(&self, k: usize, g: usize) -> Vec<usize> {
+        (0..self.groups)
+            .filter(|&h| h != g && self.reads_slice(k, h, g))
+            .collect()
+    }
+
+    /// Nodes that report per-step statistics to the collector (units and head).
+    pub fn reporters(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&id| !matches!(self.role(id), Role::Tail { .. }))
+            .collect()
+    }
+
+    /// Every channel of a training step, in a fixed order (MPI tags are indices into it).
+    pub fn channels(&self) -> Vec<Channel> {
+        let mut out = Vec::new();
+        for id in 0..self.len() {
+            for c in self.consumers(id) {
+                out.push(Channel::new(id, c, Kind::Activation));
+            }
+            if let Role::Unit { module, group } = self.role(id) {
+                for h in self.slice_readers(module, group) {
+                    out.push(Channel::new(id, self.unit(module, h), Kind::Slice));
+                }
+                if self.groups > 1 {
+                    for h in (0..self.groups).filter(|&h| h != group) {
+                        out.push(Channel::new(id, self.unit(module, h), Kind::Logits));
+                    }
+                }
+            }
+            if let Role::Tail { .. } = self.role(id) {
+                out.push(Channel::new(self.head(), id, Kind::Gradient));
+            }
+            out.push(Channel::new(id, self.collector(), Kind::Stats));
+            out.push(Channel::new(id, self.collector(), Kind::Timing));
+        }
+        out
+    }
+}

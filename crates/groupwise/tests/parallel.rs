@@ -1,0 +1,215 @@
+//! The pipelined runtime computes what the sequential path computes (METHOD.md section 9): same seed,
+//! same data order, same parameters after several steps; failures end the run promptly and name the node.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use groupwise::checkpoint;
+use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
+use groupwise::device::DeviceChoice;
+use groupwise::local::{LossConfig, SgdConfig};
+use groupwise::parallel::{Runtime, Topology, Workers};
+use groupwise::plan::{AuxInput, Plan};
+use groupwise::schedule::Schedule;
+use groupwise::train::{self, files, Local, RunConfig, Summary, TrainError};
+
+fn config(blocks: usize, plan: &str, groups: i64, aux_input: AuxInput) -> RunConfig {
+    RunConfig {
+        data: DataSpec {
+            kind: DatasetKind::Synthetic,
+            synthetic: SyntheticSpec {
+                channels: 3,
+                size: 16,
+                classes: 4,
+                train: 160,
+                test: 40,
+            },
+            ..DataSpec::default()
+        },
+        blocks_per_stage: blocks,
+        widths: [8, 8, 16, 16],
+        plan: plan.into(),
+        groups,
+        aux_input,
+        loss: LossConfig::default(),
+        sgd: SgdConfig::default(),
+        lr: 0.05,
+        schedule: Schedule::Step {
+            milestones: vec![1],
+            gamma: 0.5,
+        },
+        epochs: 2,
+        batch_size: 32,
+        eval_batch_size: 40,
+        seed: 11,
+        device: DeviceChoice::Cpu,
+        threads: 1,
+        loader_workers: 1,
+        augment: true,
+        shuffle: true,
+        max_steps: None,
+        init_from: None,
+        eval_every: 1,
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("groupwise-par-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn threads(depth: usize) -> Runtime {
+    Runtime {
+        workers: Workers::Threads,
+        threads_per_worker: Some(1),
+        pipeline_depth: depth,
+        devices: Vec::new(),
+        fault: None,
+    }
+}
+
+fn train_with(runtime: Runtime, c: &RunConfig, dir: &Path) -> Result<Summary, TrainError> {
+    train::run_on(&Local(runtime), c, dir, false, &mut |_| {}).map(|s| s.expect("leader"))
+}
+
+/// Largest relative difference over every parameter, BN statistic and momentum buffer.
+fn max_rel_diff(a: &Path, b: &Path) -> f64 {
+    let ta = checkpoint::read(&a.join(files::CHECKPOINT)).unwrap();
+    let tb = checkpoint::read(&b.join(files::CHECKPOINT)).unwrap();
+    assert_eq!(
+        ta.keys().collect::<Vec<_>>(),
+        tb.keys().collect::<Vec<_>>(),
+        "same tensors"
+    );
+    let mut worst = 0f64;
+    for (name, x) in &ta {
+        let y = &tb[name];
+        let x = x.to_kind(tch::Kind::Double);
+        let y = y.to_kind(tch::Kind::Double);
+        let scale = x.abs().max().double_value(&[]).max(1e-12);
+        let diff = (&x - &y).abs().max().double_value(&[]) / scale;
+        worst = worst.max(diff);
+    }
+    worst
+}
+
+fn assert_equivalent(name: &str, c: &RunConfig) {
+    let seq = scratch(&format!("{name}-seq"));
+    let par = scratch(&format!("{name}-par"));
+    let s = train_with(Runtime::sequential(), c, &seq).unwrap();
+    let p = train_with(threads(2), c, &par).unwrap();
+    assert_eq!(s.steps, p.steps);
+    let diff = max_rel_diff(&seq, &par);
+    assert!(
+        diff <= 1e-5,
+        "{name}: threads vs sequential differ by {diff:e}"
+    );
+    assert_eq!(s.test, p.test, "{name}: same test accuracies");
+    // Per-node timings are in the metrics, one entry per node.
+    let metrics = std::fs::read_to_string(par.join(files::METRICS)).unwrap();
+    let line: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+    let nodes = line["nodes"].as_array().unwrap();
+    let plan = Plan::new(c.arch(3, 16, 4), &c.plan, c.groups, c.aux_input).unwrap();
+    assert_eq!(
+        nodes.len(),
+        Topology::new(&plan).len(),
+        "{name}: a timing per node"
+    );
+    for n in nodes {
+        assert!(n["steps"].as_u64().unwrap() > 0);
+        assert!(n["compute_seconds"].as_f64().unwrap() > 0.0);
+    }
+    let _ = std::fs::remove_dir_all(&seq);
+    let _ = std::fs::remove_dir_all(&par);
+}
+
+#[test]
+fn threads_match_sequential_k4_g2_stop_gradient_diversity() {
+    assert_equivalent("k4g2", &config(5, "4", 2, AuxInput::StopGradient));
+}
+
+#[test]
+fn threads_match_sequential_k2_g1_dgl() {
+    assert_equivalent("k2g1", &config(5, "2", 1, AuxInput::StopGradient));
+}
+
+#[test]
+fn threads_match_sequential_k1_g2_gradient_from_head() {
+    // No boundary: the G columns are nodes of their own and train through the head's gradient.
+    assert_equivalent("k1g2", &config(1, "1", 2, AuxInput::StopGradient));
+}
+
+#[test]
+fn threads_match_sequential_end_to_end_and_partial_windows() {
+    assert_equivalent("k1g1", &config(1, "1", 1, AuxInput::StopGradient));
+    assert_equivalent(
+        "partial",
+        &config(1, "1:0,2:0,3:0", 4, AuxInput::Partial(0.5)),
+    );
+    assert_equivalent("isolated", &config(1, "1:0,3:0", 2, AuxInput::Isolated));
+}
+
+#[test]
+fn pipeline_depth_does_not_change_the_result() {
+    let c = RunConfig {
+        max_steps: Some(7),
+        ..config(1, "1:0,2:0,3:0", 2, AuxInput::StopGradient)
+    };
+    let a = scratch("depth1");
+    let b = scratch("depth4");
+    train_with(threads(1), &c, &a).unwrap();
+    train_with(threads(4), &c, &b).unwrap();
+    assert_eq!(max_rel_diff(&a, &b), 0.0);
+}
+
+#[test]
+fn topology_links_every_node() {
+    let c = config(5, "4", 2, AuxInput::StopGradient);
+    let plan = Plan::new(c.arch(3, 16, 4), "4", 2, AuxInput::StopGradient).unwrap();
+    let t = Topology::new(&plan);
+    assert_eq!(t.len(), 4 * 2 + 1);
+    assert_eq!(t.name(t.unit(2, 1)), "m2.g1");
+    assert_eq!(t.name(t.head()), "head");
+    assert_eq!(t.inputs(t.unit(0, 1)), None);
+    assert_eq!(t.inputs(t.unit(1, 0)), Some(vec![0, 1]));
+    assert_eq!(t.inputs(t.head()), Some(vec![6, 7]));
+    assert_eq!(t.consumers(t.unit(3, 0)), vec![t.head()]);
+    assert_eq!(t.slice_readers(1, 0), vec![1]);
+    let k1 = Plan::new(c.arch(3, 16, 4), "1", 2, AuxInput::StopGradient).unwrap();
+    let t1 = Topology::new(&k1);
+    assert!(t1.separate_tail);
+    assert_eq!(t1.len(), 3);
+    assert_eq!(t1.name(t1.tail(1)), "m0.g1");
+    let iso = Plan::new(c.arch(3, 16, 4), "1:0,3:0", 2, AuxInput::Isolated).unwrap();
+    assert!(Topology::new(&iso).slice_readers(0, 0).is_empty());
+}
+
+#[test]
+fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
+    let c = config(1, "1:0,2:0,3:0", 2, AuxInput::StopGradient);
+    let dir = scratch("fault");
+    // Epoch 1 has 5 steps; node m1.g0 fails on step 8, in epoch 2.
+    let faulty = Runtime {
+        fault: Some("m1.g0@8".into()),
+        ..threads(2)
+    };
+    let start = Instant::now();
+    let err = train_with(faulty, &c, &dir).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(60));
+    let msg = err.to_string();
+    assert!(
+        msg.contains("node m1.g0") && msg.contains("step 8"),
+        "{msg}"
+    );
+    let progress = checkpoint::read_progress(&dir.join(files::CHECKPOINT)).unwrap();
+    assert_eq!((progress.epoch, progress.step), (1, 0));
+    let resumed = train::run_on(&Local(threads(2)), &c, &dir, true, &mut |_| {})
+        .unwrap()
+        .unwrap();
+    assert_eq!(resumed.epochs, 2);
+    // The resumed run ends where an uninterrupted one does.
+    let clean = scratch("fault-clean");
+    train_with(threads(2), &c, &clean).unwrap();
+    assert!(max_rel_diff(&dir, &clean) <= 1e-5);
+}
