@@ -1,8 +1,15 @@
 # The two quick-start commands are `make train` and `make check`; everything they need is installed here.
-.PHONY: setup data train check bench
+.PHONY: setup data mpi train check check-features bench
 
 setup:
 	./scripts/setup-libtorch.sh
+
+# OpenMPI and libclang for `--features mpi` (the MPI transport and its tests).
+mpi:
+	./scripts/setup-mpi.sh || echo "note: OpenMPI could not be installed; MPI tests will be skipped"
+
+# The mpi feature when an MPI library is installed, so `make check` also runs the MPI tests.
+FEATURES := $(shell command -v mpicc >/dev/null 2>&1 && echo --features groupwise-cli/mpi)
 
 data:
 	./scripts/setup-data.sh
@@ -11,11 +18,15 @@ data:
 train: setup data
 	cargo run --release -p groupwise-cli -- train
 
-# The test command: formatting, lints, every test.
-check: setup
+# The test command: formatting, lints (with and without MPI), every test (MPI ones under mpiexec).
+check: setup mpi
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace
+	$(MAKE) --no-print-directory check-features
+
+check-features:
+	@if [ -n "$(FEATURES)" ]; then cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings; fi
+	cargo test --workspace $(FEATURES)
 
 bench: setup
 	cargo run --release -p groupwise-cli -- bench

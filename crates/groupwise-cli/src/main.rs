@@ -70,7 +70,7 @@ struct ModelArgs {
     #[arg(long)]
     depth: Option<usize>,
     /// Widths w0,w1,w2,w3 (the paper's ResNet-32x2 is 32,32,64,128).
-    #[arg(long, value_delimiter = ',', num_args = 4)]
+    #[arg(long, value_delimiter = ',')]
     widths: Option<Vec<i64>>,
     /// Module plan: 1 (end-to-end), 1A, K (2, 3, 4, 8, 16 from the paper's table for ResNet-32;
     /// cost-balanced otherwise) or explicit boundaries like 1:2,2:1,3:0,3:4.
@@ -114,7 +114,7 @@ struct TrainArgs {
     #[arg(long)]
     train_subset: Option<usize>,
     /// Synthetic data: image size, channels, classes, train and test counts, e.g. 32,3,10,1000,200.
-    #[arg(long, value_delimiter = ',', num_args = 5)]
+    #[arg(long, value_delimiter = ',')]
     synthetic: Option<Vec<usize>>,
     /// Weight lambda of the diversity term (0 disables it).
     #[arg(long)]
@@ -325,6 +325,12 @@ impl ModelArgs {
             c.blocks_per_stage = (d - 2) / 6;
         }
         if let Some(w) = &self.widths {
+            if w.len() != 4 {
+                bail!(
+                    "--widths takes 4 values w0,w1,w2,w3 (e.g. 16,16,32,64), got {}",
+                    w.len()
+                );
+            }
             c.widths = [w[0], w[1], w[2], w[3]];
         }
         if let Some(p) = &self.plan {
@@ -368,6 +374,13 @@ impl TrainArgs {
             c.data.train_subset = self.train_subset;
         }
         if let Some(s) = &self.synthetic {
+            if s.len() != 5 {
+                bail!(
+                    "--synthetic takes 5 values size,channels,classes,train,test (e.g. \
+                     32,3,10,1000,200), got {}",
+                    s.len()
+                );
+            }
             c.data.kind = DatasetKind::Synthetic;
             c.data.synthetic = data::SyntheticSpec {
                 size: s[0],

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Installs what `--features mpi` needs when missing: an MPI library with its launcher (Debian's OpenMPI;
+# MPICH works too) and libclang for rsmpi's bindgen.
+set -euo pipefail
+if command -v mpicc >/dev/null && command -v mpiexec >/dev/null \
+  && ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+  exit 0
+fi
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+echo "installing OpenMPI and libclang (for the mpi feature) ..."
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
