@@ -16,27 +16,37 @@ use groupwise::plan::{AuxInput, Plan};
 /// Options of `groupwise bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1 4:4.
-    #[arg(long, value_delimiter = ',', default_values_t = ["1:1".to_string(), "4:4".to_string()])]
-    configs: Vec<String>,
+    // Fields are read by bench_parallel too.
+    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:4; with --parallel
+    /// 1:2,2:1,2:2).
+    #[arg(long, value_delimiter = ',')]
+    pub configs: Option<Vec<String>>,
     /// Batch size.
     #[arg(long, default_value_t = 128)]
-    batch: i64,
+    pub batch: i64,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 20)]
-    steps: usize,
+    pub steps: usize,
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
-    warmup: usize,
+    pub warmup: usize,
     /// libtorch intra-op threads for both sides (0: one per core).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub threads: usize,
     /// Python with torch for the comparison (default: $GROUPWISE_PYTHON, else python3).
     #[arg(long)]
     python: Option<PathBuf>,
     /// Skip the PyTorch comparison.
     #[arg(long)]
     no_torch: bool,
+    /// Instead: step time of the sequential path vs pipelined threads vs MPI ranks (the built binary
+    /// under mpiexec, when built with `--features mpi` and mpiexec is on PATH), per-node split and
+    /// the ideal speed-up from the plan's MAC balance. Default configs 1:2, 2:1, 2:2.
+    #[arg(long)]
+    pub parallel: bool,
+    /// Workers (threads' cores, MPI ranks) for --parallel (default: the machine's cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
 }
 
 fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
@@ -67,6 +77,12 @@ fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
     Ok(times[times.len() / 2])
 }
 
+fn configs(a: &BenchArgs) -> Vec<String> {
+    a.configs
+        .clone()
+        .unwrap_or_else(|| vec!["1:1".into(), "4:4".into()])
+}
+
 fn time_torch(a: &BenchArgs) -> Result<Vec<(String, i64, f64)>> {
     let python = a
         .python
@@ -80,7 +96,7 @@ fn time_torch(a: &BenchArgs) -> Result<Vec<(String, i64, f64)>> {
         .args(["--steps", &a.steps.to_string()])
         .args(["--warmup", &a.warmup.to_string()])
         .args(["--threads", &a.threads.to_string()]);
-    for c in &a.configs {
+    for c in &configs(a) {
         cmd.args(["--config", c]);
     }
     let out = cmd.output().with_context(|| {
@@ -112,11 +128,14 @@ fn time_torch(a: &BenchArgs) -> Result<Vec<(String, i64, f64)>> {
 
 /// Runs the benchmark and prints a table.
 pub fn run(a: BenchArgs) -> Result<()> {
+    if a.parallel {
+        return crate::bench_parallel::run(&a);
+    }
     if a.threads > 0 {
         tch::set_num_threads(a.threads as i32);
     }
     let mut rows = Vec::new();
-    for c in &a.configs {
+    for c in &configs(&a) {
         let (k, g) = c
             .split_once(':')
             .with_context(|| format!("--configs entry '{c}' is not K:G"))?;

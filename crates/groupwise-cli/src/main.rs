@@ -1,6 +1,7 @@
 //! The `groupwise` command: train, evaluate, plan and benchmark GN-DGL runs.
 
 mod bench;
+mod bench_parallel;
 mod presets;
 
 use std::path::{Path, PathBuf};

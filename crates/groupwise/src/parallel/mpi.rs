@@ -9,7 +9,7 @@
 //! - One progress thread per rank owns MPI during a segment (`MPI_THREAD_SERIALIZED`): it posts
 //!   non-blocking sends (at most `--pipeline-depth` in flight per channel: double buffering at 2, and
 //!   back-pressure beyond), and receives a channel's next message only when the local mailbox has room.
-//!   It polls and sleeps 50 us when idle, so waiting ranks do not spin a core.
+//!   It polls, backing off from 20 us to 1 ms while idle, so waiting ranks do not spin a core.
 //! - Failure: a worker's error or panic, or an error on any rank, prints the rank and the message and
 //!   calls `MPI_Abort`, which ends every rank of the job.
 //! - Rank 0 is the leader: it alone reads and writes the run directory, broadcasts the config and the
@@ -39,6 +39,10 @@ use super::{
 use crate::checkpoint::{self, Progress};
 use crate::local::Network;
 use crate::train::{Cluster, RunConfig, TrainError};
+
+/// Shortest and longest sleep of the progress thread when idle.
+const IDLE_MIN: Duration = Duration::from_micros(20);
+const IDLE_MAX: Duration = Duration::from_millis(1);
 
 /// Control-message tags on `MPI_COMM_WORLD` (training traffic uses its own communicators).
 const TAG_STATE: i32 = 1;
@@ -518,6 +522,7 @@ impl Pump<'_> {
     fn run(&self, done: &AtomicBool) -> Result<(), RuntimeError> {
         let t = self.transport;
         let mut posted: Vec<Posted> = Vec::new();
+        let mut idle = IDLE_MIN;
         loop {
             if let Some(msg) = t.mailboxes.aborted() {
                 eprintln!("groupwise: rank {}: {msg}", t.rank);
@@ -591,8 +596,13 @@ impl Pump<'_> {
             {
                 return Ok(());
             }
-            if !progressed {
-                std::thread::sleep(Duration::from_micros(50));
+            // Back off while nothing moves (a rank bound to one core shares it with its workers);
+            // poll fast again as soon as something does.
+            if progressed {
+                idle = IDLE_MIN;
+            } else {
+                std::thread::sleep(idle);
+                idle = (idle * 2).min(IDLE_MAX);
             }
         }
     }
