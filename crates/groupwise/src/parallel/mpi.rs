@@ -99,7 +99,7 @@ impl MpiCluster {
             let thread = std::thread::current();
             eprintln!(
                 "groupwise: rank {rank} ({}) panicked: {info}",
-                thread.name().unwrap_or("main")
+                thread.name().unwrap_or("a worker thread")
             );
             default_hook(info);
             // SAFETY: MPI_Abort on the world communicator, the documented way to end a job from any
