@@ -30,7 +30,9 @@ use mpi::Threading;
 use tch::{Device, Kind as DType, Tensor};
 
 use super::topology::{Role, Topology};
-use super::transport::{payload_bytes, Aborted, Channel, Kind, Mailboxes, Sent, Transport};
+use super::transport::{
+    capacity, payload_bytes, Aborted, Channel, Kind, Mailboxes, Sent, Transport,
+};
 use super::worker;
 use super::{
     default_threads_per_worker, place_nodes, placement, NodeRunner, NodeTiming, OnStep, Runtime,
@@ -43,6 +45,9 @@ use crate::train::{Cluster, RunConfig, TrainError};
 /// Shortest and longest sleep of the progress thread when idle.
 const IDLE_MIN: Duration = Duration::from_micros(20);
 const IDLE_MAX: Duration = Duration::from_millis(1);
+
+/// Tags every MPI library allows (MPI_TAG_UB is at least this); one per channel of a step.
+const MIN_TAG_UB: usize = 32767;
 
 /// Control-message tags on `MPI_COMM_WORLD` (training traffic uses its own communicators).
 const TAG_STATE: i32 = 1;
@@ -311,13 +316,10 @@ impl Cluster for MpiCluster {
             Some(Err(e)) => return (net, Err(RuntimeError(e).into())),
         };
         let channels = topo.channels();
-        if channels.len() as i64 >= i32::MAX as i64
-            || tag_limit(&self.comms.world) < channels.len() as i64
-        {
+        if channels.len() > MIN_TAG_UB {
             let e = RuntimeError(format!(
-                "this plan needs {} MPI tags; the MPI library allows {}",
-                channels.len(),
-                tag_limit(&self.comms.world)
+                "this plan needs {} MPI tags; MPI guarantees only {MIN_TAG_UB}",
+                channels.len()
             ));
             return (net, Err(e.into()));
         }
@@ -392,12 +394,6 @@ impl Cluster for MpiCluster {
     }
 }
 
-fn tag_limit(world: &SimpleCommunicator) -> i64 {
-    // MPI guarantees at least 32767.
-    let _ = world;
-    32767
-}
-
 /// One rank's side of the traffic: local channels through mailboxes, remote ones through the pump.
 struct MpiTransport {
     rank: usize,
@@ -442,10 +438,7 @@ impl Transport for MpiTransport {
         }
         let bytes = payload_bytes(tensor);
         let message = encode_tensor(tensor);
-        let bound = match channel.kind {
-            Kind::Stats | Kind::Timing => usize::MAX,
-            _ => self.depth,
-        };
+        let bound = capacity(channel.kind, self.depth);
         let start = Instant::now();
         let mut f = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         loop {

@@ -107,10 +107,7 @@ impl Mailboxes {
     }
 
     fn bound(&self, channel: Channel) -> usize {
-        match channel.kind {
-            Kind::Stats | Kind::Timing => usize::MAX,
-            _ => self.depth,
-        }
+        capacity(channel.kind, self.depth)
     }
 
     /// Whether `channel` can take a message now without blocking.
@@ -193,4 +190,13 @@ impl Transport for Mailboxes {
 /// Bytes of a tensor's elements.
 pub fn payload_bytes(t: &Tensor) -> u64 {
     (t.numel() * t.kind().elt_size_in_bytes()) as u64
+}
+
+/// Messages a channel of `kind` may hold: `depth` for the training data, unbounded for `Stats` and
+/// `Timing` (tiny, and the collector must never stall a worker).
+pub fn capacity(kind: Kind, depth: usize) -> usize {
+    match kind {
+        Kind::Stats | Kind::Timing => usize::MAX,
+        _ => depth,
+    }
 }

@@ -7,7 +7,7 @@ use tch::{Device, Kind as DType, Tensor};
 
 use crate::local::{cat_channels, Head, TailColumn, Unit};
 
-use super::topology::{Role, Topology};
+use super::topology::Topology;
 use super::transport::{Aborted, Channel, Kind, Transport};
 
 /// The state a node owns (moved into its worker for a segment, returned at its end).
@@ -133,10 +133,10 @@ impl Worker<'_> {
     pub fn run(&mut self, node: &mut NodeState, feed: &Receiver<Work>) -> Result<(), String> {
         let name = self.topo.name(self.id);
         loop {
-            let waited = Instant::now();
+            // A step's time starts with waiting for its batch.
+            let start = Instant::now();
             let Ok(work) = feed.recv() else { break };
-            self.meter.wait += waited.elapsed();
-            let start = Instant::now() - waited.elapsed();
+            self.meter.wait += start.elapsed();
             if self.fail_at == Some(work.step) {
                 return Err(format!(
                     "node {name} failed at step {}: injected fault (GROUPWISE_FAULT)",
@@ -278,9 +278,4 @@ pub fn parse_fault(spec: &str, topo: &Topology) -> Result<(usize, usize), String
 pub fn stats_values(t: &Tensor) -> Vec<f64> {
     let t = t.to_kind(DType::Double).to_device(Device::Cpu);
     Vec::<f64>::try_from(&t).unwrap_or_default()
-}
-
-/// Whether `role` reports statistics.
-pub fn reports(role: Role) -> bool {
-    !matches!(role, Role::Tail { .. })
 }
