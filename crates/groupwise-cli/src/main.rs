@@ -36,6 +36,27 @@ enum Command {
     Plan(PlanArgs),
     /// Time a training step against PyTorch (same step, same process tree, same run).
     Bench(bench::BenchArgs),
+    /// List the presets under configs/ (the paper's grid, its short-budget variants, quick, smoke).
+    Presets(PresetsArgs),
+}
+
+#[derive(Args)]
+struct PresetsArgs {
+    /// Print this preset's resolved config (its bases applied) as TOML instead of the list.
+    #[arg(long)]
+    show: Option<String>,
+}
+
+fn cmd_presets(args: PresetsArgs) -> Result<()> {
+    if let Some(name) = args.show {
+        let config = presets::preset(&name)?;
+        print!("{}", toml::to_string(&config).context("config as TOML")?);
+        return Ok(());
+    }
+    for name in presets::names() {
+        println!("{name:<28} {}", presets::describe(name));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,7 +114,8 @@ struct ModelArgs {
 
 #[derive(Args, Default)]
 struct TrainArgs {
-    /// Start from a named preset: quick (default), paper, smoke.
+    /// Start from a preset: a name under configs/ (quick (default), short, paper, smoke,
+    /// short/resnet32-g2-k4, ...; `groupwise presets` lists them) or a .toml file.
     #[arg(long)]
     preset: Option<String>,
     /// Start from an earlier run's config.json (replays it exactly; other flags override it).
@@ -284,7 +306,8 @@ struct EvalArgs {
 
 #[derive(Args)]
 struct PlanArgs {
-    /// Start from a preset (default quick) for the values not given.
+    /// Start from a preset (default quick; a name under configs/ or a .toml file) for the values not
+    /// given.
     #[arg(long)]
     preset: Option<String>,
     #[command(flatten)]
@@ -308,13 +331,7 @@ fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
 }
 
 fn base_config(preset: Option<&str>) -> Result<RunConfig> {
-    let name = preset.unwrap_or("quick");
-    presets::preset(name).with_context(|| {
-        format!(
-            "unknown --preset '{name}'; choose one of {}",
-            presets::NAMES.join(", ")
-        )
-    })
+    presets::preset(preset.unwrap_or("quick")).context("--preset")
 }
 
 impl ModelArgs {
@@ -469,11 +486,11 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
     let run_dir = match &args.run_dir {
         Some(d) => d.clone(),
         None => {
-            let name = args.preset.as_deref().unwrap_or(if args.config.is_some() {
-                "replay"
-            } else {
-                "quick"
-            });
+            let name = match (&args.preset, &args.config) {
+                (Some(p), _) => preset_label(p),
+                (None, Some(_)) => "replay".into(),
+                (None, None) => "quick".into(),
+            };
             let secs = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs())
@@ -655,7 +672,8 @@ fn cmd_plan(args: PlanArgs) -> Result<()> {
         args.image_size.unwrap_or(size) as usize,
         args.classes.unwrap_or(classes) as usize,
     );
-    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?;
+    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?
+        .with_decoder(c.loss.infopro.map(|i| i.decoder_width));
     let nodes = plan.nodes();
     if args.json {
         let out = serde_json::json!({
@@ -725,6 +743,19 @@ fn cmd_plan(args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// A preset name as one path component: `short/resnet32-e2e` -> `short-resnet32-e2e`, a file by its
+/// stem.
+fn preset_label(preset: &str) -> String {
+    if preset.ends_with(".toml") {
+        Path::new(preset)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "preset".into())
+    } else {
+        preset.replace('/', "-")
+    }
+}
+
 /// Overwrites `dst` with the flag's value when the flag was given.
 fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
     if let Some(v) = src {
@@ -739,6 +770,7 @@ fn main() -> ExitCode {
         Command::Eval(a) => cmd_eval(a),
         Command::Plan(a) => cmd_plan(a),
         Command::Bench(a) => bench::run(a),
+        Command::Presets(a) => cmd_presets(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

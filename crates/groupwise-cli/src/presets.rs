@@ -1,105 +1,201 @@
-//! Named presets: complete run configurations, each value with its reason.
+//! Named presets: the TOML files under `configs/`, embedded at build time.
+//!
+//! A preset is a partial [`RunConfig`] in TOML with an optional `base = "NAME"` (another preset, or a
+//! path to a `.toml` file relative to this one): the base is read first and this file's values replace
+//! its values key by key. Tables merge key by key too (`[data]`, `[loss]`, `[sgd]`), except a table with
+//! a `kind` (`[schedule]`, `[aux_input]`), which is an enum and replaces the base's whole. The merged
+//! table must be a complete config; unknown keys are errors.
 
-use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
-use groupwise::device::DeviceChoice;
-use groupwise::local::{LossConfig, SgdConfig};
-use groupwise::plan::AuxInput;
-use groupwise::schedule::Schedule;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
 use groupwise::train::RunConfig;
 
-/// Names accepted by `--preset`.
-pub const NAMES: &[&str] = &["quick", "paper", "smoke"];
+include!(concat!(env!("OUT_DIR"), "/presets.rs"));
 
-/// The preset called `name`.
-pub fn preset(name: &str) -> Option<RunConfig> {
-    match name {
-        "quick" => Some(quick()),
-        "paper" => Some(paper()),
-        "smoke" => Some(smoke()),
-        _ => None,
+/// Names of the built-in presets, in file order.
+pub fn names() -> impl Iterator<Item = &'static str> {
+    BUILTIN.iter().map(|(n, _)| *n)
+}
+
+/// Where a preset's text comes from.
+#[derive(Clone, Debug)]
+enum Source {
+    Builtin(&'static str),
+    File(PathBuf),
+}
+
+impl Source {
+    fn find(name: &str, relative_to: Option<&Path>) -> Result<Source> {
+        if let Some((n, _)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+            return Ok(Source::Builtin(n));
+        }
+        if name.ends_with(".toml") {
+            let path = match relative_to {
+                Some(dir) => dir.join(name),
+                None => PathBuf::from(name),
+            };
+            return Ok(Source::File(path));
+        }
+        let close: Vec<&str> = names()
+            .filter(|n| n.contains(name) || name.contains(*n))
+            .take(8)
+            .collect();
+        let hint = if close.is_empty() {
+            "`groupwise presets` lists them".to_string()
+        } else {
+            format!(
+                "did you mean {}? (`groupwise presets` lists them)",
+                close.join(", ")
+            )
+        };
+        bail!("unknown preset '{name}' (a name under configs/, or a path ending in .toml); {hint}")
+    }
+
+    fn read(&self) -> Result<(String, String)> {
+        match self {
+            Source::Builtin(n) => {
+                let text = BUILTIN.iter().find(|(b, _)| b == n).expect("listed").1;
+                Ok((format!("configs/{n}.toml"), text.to_string()))
+            }
+            Source::File(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read preset file {}", p.display()))?;
+                Ok((p.display().to_string(), text))
+            }
+        }
+    }
+
+    fn dir(&self) -> Option<PathBuf> {
+        match self {
+            Source::Builtin(_) => None,
+            Source::File(p) => p.parent().map(Path::to_path_buf),
+        }
     }
 }
 
-/// The paper's setting (METHOD.md section 5) for ResNet-32, GN-DGL K=4, G=2, stop-gradient input with
-/// the diversity term, on Fashion-MNIST (pass `--dataset cifar10 --data-dir ...` for the paper's data).
-fn paper() -> RunConfig {
-    RunConfig {
-        data: DataSpec::default(),
-        blocks_per_stage: 5,               // ResNet-32
-        widths: [16, 16, 32, 64],          // the paper's ResNet-32 (x2: 32,32,64,128)
-        plan: "4".into(),                  // K=4 from the paper's table
-        groups: 2,                         // G=2
-        aux_input: AuxInput::StopGradient, // the paper's main setting
-        loss: LossConfig::default(),       // lambda 0.5, T 3.0
-        sgd: SgdConfig::default(),         // Nesterov 0.9, wd 1e-4
-        lr: 0.8,                           // lr0 for batch 1024
-        schedule: Schedule::Cosine { warmup_epochs: 10 },
-        epochs: 160,
-        batch_size: 1024,
-        eval_batch_size: 1024,
-        seed: 0,
-        device: DeviceChoice::Cpu,
-        threads: 0, // libtorch's default: one per core
-        loader_workers: 2,
-        augment: true,
-        shuffle: true,
-        max_steps: None,
-        init_from: None,
-        eval_every: 1,
+/// The merged TOML table of a preset (its bases applied), without `base`.
+fn table(source: &Source, chain: &mut Vec<String>) -> Result<toml::Table> {
+    let (label, text) = source.read()?;
+    if chain.contains(&label) {
+        bail!(
+            "preset {label}: `base` loops ({} -> {label})",
+            chain.join(" -> ")
+        );
+    }
+    chain.push(label.clone());
+    let mut own: toml::Table = text
+        .parse()
+        .with_context(|| format!("preset {label} is not valid TOML"))?;
+    let base = match own.remove("base") {
+        None => toml::Table::new(),
+        Some(toml::Value::String(b)) => {
+            let src = Source::find(&b, source.dir().as_deref())
+                .with_context(|| format!("preset {label}: base"))?;
+            table(&src, chain)?
+        }
+        Some(other) => bail!("preset {label}: `base` must be a string, not {other}"),
+    };
+    let mut merged = base;
+    merge(&mut merged, own);
+    Ok(merged)
+}
+
+/// Overlays `over` on `base`: tables merge key by key, except tables with a `kind` (enums), which
+/// replace the base's value whole, like every other value.
+pub fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) if !o.contains_key("kind") => {
+                merge(b, o)
+            }
+            (_, v) => {
+                base.insert(key, v);
+            }
+        }
     }
 }
 
-/// The README's main job: GN-DGL (K=4, G=2, stop-gradient, diversity) on Fashion-MNIST in minutes on a
-/// 2-core laptop. Same method and optimizer as `paper`; the budget is cut so it finishes quickly.
-fn quick() -> RunConfig {
-    RunConfig {
-        data: DataSpec {
-            // 20k of the 60k training images: enough for ~90% test accuracy in three epochs.
-            train_subset: Some(20_000),
-            ..DataSpec::default()
-        },
-        blocks_per_stage: 3, // ResNet-20: a lighter backbone with the same three stages
-        widths: [16, 16, 32, 64], // the paper's widths
-        epochs: 3,
-        batch_size: 128, // more steps per epoch than the paper's 1024 on a short budget
-        lr: 0.1,         // lr0 scaled down with the batch (0.8 * 128 / 1024)
-        // The paper's cosine sets epoch E's rate to 0, a third of a 3-epoch budget: decay 10x for the
-        // last epoch instead.
-        schedule: Schedule::Step {
-            milestones: vec![3],
-            gamma: 0.1,
-        },
-        eval_batch_size: 500,
-        ..paper()
-    }
+/// A config from a merged table.
+pub fn from_table(table: toml::Table, label: &str) -> Result<RunConfig> {
+    let config: RunConfig = toml::Value::Table(table)
+        .try_into()
+        .with_context(|| format!("preset {label} is not a complete groupwise config"))?;
+    config
+        .validate()
+        .with_context(|| format!("preset {label}"))?;
+    Ok(config)
 }
 
-/// A seconds-long run on synthetic data with tiny widths: for tests and first checks.
-fn smoke() -> RunConfig {
-    RunConfig {
-        data: DataSpec {
-            kind: DatasetKind::Synthetic,
-            synthetic: SyntheticSpec {
-                channels: 3,
-                size: 16,
-                classes: 4,
-                train: 256,
-                test: 64,
-            },
-            ..DataSpec::default()
-        },
-        blocks_per_stage: 1,
-        widths: [4, 4, 8, 8],
-        epochs: 1,
-        batch_size: 32,
-        eval_batch_size: 64,
-        lr: 0.05,
-        // Constant rate: the cosine would give the only epoch a rate of 0.
-        schedule: Schedule::Step {
-            milestones: vec![],
-            gamma: 1.0,
-        },
-        loader_workers: 1,
-        ..paper()
+/// The merged table of the preset `name` (a built-in name or a path to a `.toml` file).
+pub fn preset_table(name: &str) -> Result<toml::Table> {
+    let source = Source::find(name, None)?;
+    table(&source, &mut Vec::new())
+}
+
+/// The preset `name` (a built-in name or a path to a `.toml` file), validated.
+pub fn preset(name: &str) -> Result<RunConfig> {
+    from_table(preset_table(name)?, name)
+}
+
+/// The first comment line of a built-in preset: what it is.
+pub fn describe(name: &str) -> &'static str {
+    BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .and_then(|(_, text)| text.lines().next())
+        .and_then(|l| l.strip_prefix("# "))
+        .unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_builtin_preset_resolves_to_a_valid_config() {
+        assert!(names().count() >= 84, "the grid is missing files");
+        for name in names() {
+            preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        }
+    }
+
+    #[test]
+    fn grid_files_change_only_what_they_name() {
+        let base = preset("short").unwrap();
+        let g4 = preset("short/resnet32x2-g4-1a").unwrap();
+        assert_eq!(g4.widths, [32, 32, 64, 128]);
+        assert_eq!((g4.plan.as_str(), g4.groups), ("1A", 4));
+        assert_eq!(g4.aux_input, groupwise::plan::AuxInput::Isolated);
+        assert_eq!(g4.loss.diversity_weight, 0.0);
+        // [loss] merged key by key: the temperature stays the base's.
+        assert_eq!(g4.loss.temperature, base.loss.temperature);
+        assert_eq!(
+            (g4.lr, g4.epochs, g4.data.clone()),
+            (base.lr, base.epochs, base.data)
+        );
+        // [schedule] has a kind: short replaces paper's cosine whole.
+        assert!(matches!(
+            base.schedule,
+            groupwise::schedule::Schedule::Step { .. }
+        ));
+    }
+
+    #[test]
+    fn unknown_keys_names_and_loops_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("gw-presets-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "base = \"short\"\nepochz = 3\n").unwrap();
+        let e = format!("{:#}", preset(typo.to_str().unwrap()).unwrap_err());
+        assert!(e.contains("epochz"), "{e}");
+        let a = dir.join("a.toml");
+        std::fs::write(&a, "base = \"b.toml\"\n").unwrap();
+        std::fs::write(dir.join("b.toml"), "base = \"a.toml\"\n").unwrap();
+        let e = format!("{:#}", preset(a.to_str().unwrap()).unwrap_err());
+        assert!(e.contains("loops"), "{e}");
+        let e = format!("{:#}", preset("short/resnet32-g3-k4").unwrap_err());
+        assert!(e.contains("unknown preset"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -102,6 +102,15 @@ impl RunConfig {
         if self.max_steps == Some(0) {
             return bad("--max-steps must be at least 1".into());
         }
+        if let Some(i) = &self.loss.infopro {
+            let weights = i.reconstruction.iter().chain(&i.classification);
+            if weights.clone().any(|w| !(w.is_finite() && *w >= 0.0)) {
+                return bad("InfoPro weights must be finite and non-negative".into());
+            }
+            if i.decoder_width < 1 {
+                return bad("InfoPro's decoder_width must be at least 1".into());
+            }
+        }
         Ok(())
     }
 }
@@ -162,6 +171,9 @@ pub struct UnitMetrics {
     pub diversity: f64,
     /// Training accuracy of `aux[k][g]`.
     pub accuracy: f64,
+    /// Mean InfoPro reconstruction BCE (0 without InfoPro).
+    #[serde(default)]
+    pub reconstruction: f64,
 }
 
 /// One line of `metrics.jsonl`.
@@ -310,15 +322,18 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
         )));
     }
     let arch = config.arch(c, h, splits.train.classes());
-    let plan = Plan::new(arch, &config.plan, config.groups, config.aux_input)?;
+    let plan = Plan::new(arch, &config.plan, config.groups, config.aux_input)?
+        .with_decoder(config.loss.infopro.map(|i| i.decoder_width));
     // libtorch's generator is global: hold a lock so that runs started at the same time in one
     // process (tests, sweeps) each get exactly the weights of their seed.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let net = {
+    let mut net = {
         let _guard = INIT.lock().unwrap_or_else(|e| e.into_inner());
         tch::manual_seed(config.seed as i64);
         Network::new(&plan, config.loss, config.sgd, device)
     };
+    let norm = &splits.test_transform;
+    net.set_pixel_scale(&norm.mean, &norm.std);
     Ok(Prepared {
         splits,
         plan,
@@ -627,7 +642,8 @@ pub fn run_on(
 
 /// Sums of per-step statistics over an epoch.
 struct Accumulator {
-    units: Vec<Vec<(f64, f64, i64)>>,
+    /// Per unit: sums of cross-entropy, diversity, correct, reconstruction.
+    units: Vec<Vec<(f64, f64, i64, f64)>>,
     head_loss: f64,
     head_correct: i64,
     images: usize,
@@ -640,7 +656,7 @@ impl Accumulator {
             units: net
                 .units
                 .iter()
-                .map(|u| vec![(0.0, 0.0, 0); u.len()])
+                .map(|u| vec![(0.0, 0.0, 0, 0.0); u.len()])
                 .collect(),
             head_loss: 0.0,
             head_correct: 0,
@@ -656,6 +672,7 @@ impl Accumulator {
                 e.0 += u.cross_entropy;
                 e.1 += u.diversity;
                 e.2 += u.correct;
+                e.3 += u.reconstruction;
             }
         }
         self.head_loss += s.head_loss;
@@ -684,12 +701,13 @@ impl Accumulator {
             .flat_map(|(k, us)| {
                 us.iter()
                     .enumerate()
-                    .map(move |(g, &(ce, div, c))| UnitMetrics {
+                    .map(move |(g, &(ce, div, c, rec))| UnitMetrics {
                         module: k,
                         group: g,
                         loss: ce / n,
                         diversity: div / n,
                         accuracy: c as f64 / imgs,
+                        reconstruction: rec / n,
                     })
             })
             .collect();

@@ -603,6 +603,7 @@ fn unit_step_is_isolated() {
         .map(|u| u.forward_trunk(&input, true))
         .collect();
     let slices: Vec<Tensor> = own.iter().map(Tensor::detach).collect();
+    let aux_in = net.units[1][0].aux_input(&own[0], &slices);
     let logits: Vec<Tensor> = net.units[1]
         .iter()
         .zip(&own)
@@ -616,7 +617,8 @@ fn unit_step_is_isolated() {
         .into_iter()
         .map(|(n, t)| (n, t.copy()))
         .collect();
-    let stats = net.units[1][0].step(&logits[0], &logits, &labels, 0.1);
+    let images = Tensor::zeros([4, 3, 32, 32], (Kind::Float, Device::Cpu));
+    let stats = net.units[1][0].step(&aux_in, &logits[0], &logits, &labels, &images, 0.1);
     assert!(stats.cross_entropy.is_finite() && stats.diversity > 0.0);
 
     let after = net.named_tensors();
@@ -751,4 +753,71 @@ fn fresh_network_init_follows_method() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// InfoPro's decoder loss (scripts/golden/make_infopro.py): output, BCE, every parameter gradient, the
+/// input gradient and the BN statistics after a training-mode forward match PyTorch in float64.
+#[test]
+fn golden_infopro_decoder_matches_pytorch() {
+    let fixture = read_tensors("infopro.safetensors");
+    let meta = read_json("infopro.json");
+    let mut vs = tch::nn::VarStore::new(Device::Cpu);
+    let decoder = groupwise::model::Decoder::new(&vs.root(), 6, 12, 3, 16);
+    vs.double();
+    let vars = vs.variables();
+    assert_eq!(vars.len(), 8, "{:?}", vars.keys().collect::<Vec<_>>());
+    tch::no_grad(|| {
+        for (name, var) in &vars {
+            let init = fixture
+                .get(&format!("init.{name}"))
+                .unwrap_or_else(|| panic!("fixture lacks init.{name}"));
+            var.shallow_clone().copy_(init);
+        }
+    });
+    let features = fixture["input.features"].copy().set_requires_grad(true);
+    let out = decoder.forward_t(&features, true);
+    let bce = loss::reconstruction(&out, &fixture["input.target"]);
+    bce.backward();
+    let (mut worst, mut failures) = (Worst::default(), Vec::new());
+    check_scalar(
+        "loss",
+        bce.double_value(&[]),
+        meta["loss"].as_f64().unwrap(),
+        &mut worst,
+        &mut failures,
+    );
+    check_tensor(
+        "output",
+        &out,
+        &fixture["output"],
+        &mut worst,
+        &mut failures,
+    );
+    check_tensor(
+        "grad.features",
+        &features.grad(),
+        &fixture["grad.features"],
+        &mut worst,
+        &mut failures,
+    );
+    for (name, var) in &vars {
+        if name.contains("running") {
+            let want = &fixture[&format!("after.{name}")];
+            check_tensor(name, var, want, &mut worst, &mut failures);
+        } else {
+            let want = &fixture[&format!("grad.{name}")];
+            check_tensor(
+                &format!("grad.{name}"),
+                &var.grad(),
+                want,
+                &mut worst,
+                &mut failures,
+            );
+        }
+    }
+    println!(
+        "infopro: worst relative error {:.3e} ({})",
+        worst.rel, worst.name
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

@@ -135,6 +135,18 @@ fn threads_match_sequential_k2_g1_dgl() {
 }
 
 #[test]
+fn threads_match_sequential_with_infopro_decoders() {
+    // Every unit also reads the batch's images for its reconstruction target.
+    let mut c = config(1, "2", 2, AuxInput::StopGradient);
+    c.loss.infopro = Some(groupwise::local::InfoPro {
+        reconstruction: [1.0, 0.5],
+        classification: [1.0, 2.0],
+        decoder_width: 4,
+    });
+    assert_equivalent("infopro", &c);
+}
+
+#[test]
 fn threads_match_sequential_k1_g2_gradient_from_head() {
     // No boundary: the G columns are nodes of their own and train through the head's gradient.
     assert_equivalent("k1g2", &config(1, "1", 2, AuxInput::StopGradient));

@@ -1,15 +1,49 @@
-//! The local loss of METHOD.md section 4: group cross-entropies plus the diversity term.
+//! The local loss of METHOD.md section 4: group cross-entropies plus the diversity term, and optionally
+//! InfoPro's reconstruction term.
 
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Reduction, Tensor};
 
-/// Weight and temperature of the diversity term.
+/// Weight and temperature of the diversity term, and the optional InfoPro term.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LossConfig {
     /// `lambda`, the weight of `L_div` (METHOD.md: 0.5).
     pub diversity_weight: f64,
     /// `T`, the softmax temperature inside `L_div` (METHOD.md: 3.0).
     pub temperature: f64,
+    /// InfoPro's local loss (off when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub infopro: Option<InfoPro>,
+}
+
+/// InfoPro's local loss (Wang et al., ICLR 2021): every auxiliary classifier gets a decoder that
+/// reconstructs the input image from the same input, and unit (k, g) minimises
+/// `a_k * BCE(decoder(x), image) + b_k * CE(z, y)` (+ the diversity term when G > 1), with `a_k`, `b_k`
+/// moving linearly from the first boundary's weight to the last's (the reference's `ixx`, `ixy`).
+/// The image is the network input mapped back to `[0, 1]` pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InfoPro {
+    /// BCE weight `a` at the first and the last boundary (reference: 1, 1).
+    pub reconstruction: [f64; 2],
+    /// CE weight `b` at the first and the last boundary (reference: 1, 1).
+    pub classification: [f64; 2],
+    /// Hidden channels of the decoder (reference: 12).
+    pub decoder_width: i64,
+}
+
+impl InfoPro {
+    /// `(a_k, b_k)` at boundary `k` of `m`: linear in `k / (m - 1)` (0 with one boundary).
+    pub fn weights(&self, k: usize, m: usize) -> (f64, f64) {
+        let r = if m > 1 {
+            k as f64 / (m - 1) as f64
+        } else {
+            0.0
+        };
+        let lerp = |w: [f64; 2]| w[0] * (1.0 - r) + w[1] * r;
+        (lerp(self.reconstruction), lerp(self.classification))
+    }
 }
 
 impl Default for LossConfig {
@@ -18,6 +52,7 @@ impl Default for LossConfig {
         LossConfig {
             diversity_weight: 0.5,
             temperature: 3.0,
+            infopro: None,
         }
     }
 }
@@ -65,6 +100,12 @@ pub fn diversity(logits: &[Tensor], labels: &Tensor, temperature: f64) -> Tensor
             .map(|r| r.square().sum(kind))
             .fold(Tensor::zeros([], (kind, labels.device())), |a, s| a + s);
     cross / (batch * g * (g - 1)) as f64
+}
+
+/// Mean binary cross-entropy of a reconstruction `pred` in `(0, 1)` against `target` in `[0, 1]`
+/// (PyTorch's `BCELoss`, log clamped at -100).
+pub fn reconstruction(pred: &Tensor, target: &Tensor) -> Tensor {
+    pred.binary_cross_entropy::<Tensor>(target, None, Reduction::Mean)
 }
 
 /// Number of rows of `logits` whose argmax equals the label.

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use tch::{nn, Device, Tensor};
 
-use crate::model::{Classifier1c2f, Column};
+use crate::model::{Classifier1c2f, Column, Decoder};
 use crate::plan::Plan;
-pub use loss::LossConfig;
+pub use loss::{InfoPro, LossConfig};
 pub use optim::{Sgd, SgdConfig};
 
 /// Parameters and optimizer state of one node.
@@ -52,6 +52,18 @@ pub struct UnitStats {
     pub diversity: f64,
     /// Correct predictions of its classifier.
     pub correct: i64,
+    /// InfoPro's reconstruction BCE (0 without InfoPro).
+    pub reconstruction: f64,
+}
+
+/// InfoPro's part of a unit: its decoder, the BCE weight `a_k`, and the map from network input back to
+/// `[0, 1]` pixels (`x * std + mean`, per channel, `[1, C, 1, 1]` each).
+#[derive(Debug)]
+struct Reconstruction {
+    decoder: Decoder,
+    weight: f64,
+    mean: Tensor,
+    std: Tensor,
 }
 
 /// Unit (k, g): group g's column of module k and its auxiliary classifier `aux[k][g]`.
@@ -68,6 +80,9 @@ pub struct Unit {
     /// `(group, start, len)` windows of the boundary's slices that the auxiliary classifier reads.
     windows: Vec<(i64, i64, i64)>,
     loss: LossConfig,
+    /// Weight of the cross-entropy term (1, or InfoPro's `b_k`).
+    ce_weight: f64,
+    reconstruction: Option<Box<Reconstruction>>,
 }
 
 impl Unit {
@@ -109,13 +124,17 @@ impl Unit {
     }
 
     /// The unit's local step: `CE(z_g, y) + lambda * L_div(z_g, others)` with the other groups' logits
-    /// `peers` treated as constants (the entry at this group's index is ignored), backward through
-    /// this unit only, one SGD update of this unit's parameters.
+    /// `peers` treated as constants (the entry at this group's index is ignored), plus InfoPro's
+    /// weighted terms when configured (`aux_input` is what the classifier read, `images` the network
+    /// input); backward through this unit only, one SGD update of this unit's parameters.
+    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
+        aux_input: &Tensor,
         logits: &Tensor,
         peers: &[Tensor],
         labels: &Tensor,
+        images: &Tensor,
         lr: f64,
     ) -> UnitStats {
         let ce = loss::cross_entropy(logits, labels);
@@ -131,13 +150,32 @@ impl Unit {
             })
             .collect();
         let div = loss::diversity(&all, labels, self.loss.temperature);
-        let total = &ce + &div * self.loss.diversity_weight;
+        let mut total = &ce * self.ce_weight + &div * self.loss.diversity_weight;
+        let mut bce = 0.0;
+        if let Some(r) = &self.reconstruction {
+            let target = (images.to_device(aux_input.device()) * &r.std + &r.mean).clamp(0.0, 1.0);
+            let rec = loss::reconstruction(&r.decoder.forward_t(aux_input, true), &target);
+            bce = rec.double_value(&[]);
+            total += rec * r.weight;
+        }
         total.backward();
         self.params.backward_and_step(lr);
         UnitStats {
             cross_entropy: ce.double_value(&[]),
             diversity: div.double_value(&[]),
             correct: loss::correct(logits, labels),
+            reconstruction: bce,
+        }
+    }
+
+    /// Sets the map from network input back to `[0, 1]` pixels for the reconstruction target:
+    /// `pixel = x * std + mean` per channel (one entry applies to every channel).
+    fn set_pixel_scale(&mut self, mean: &[f32], std: &[f32]) {
+        if let Some(r) = &mut self.reconstruction {
+            let device = r.mean.device();
+            let shape = |v: &[f32]| Tensor::from_slice(v).view([1, -1, 1, 1]).to_device(device);
+            r.mean = shape(mean);
+            r.std = shape(std);
         }
     }
 }
@@ -243,15 +281,31 @@ impl Network {
     pub fn new(plan: &Plan, loss: LossConfig, sgd: SgdConfig, device: Device) -> Self {
         let arch = &plan.arch;
         let g_count = plan.groups;
-        let units = (0..plan.boundary_count())
+        let m = plan.boundary_count();
+        let units = (0..m)
             .map(|k| {
                 let (cin, hidden) = plan.aux_shape(k);
+                let (rec_weight, ce_weight) = loss.infopro.map_or((0.0, 1.0), |i| i.weights(k, m));
                 (0..g_count)
                     .map(|g| {
                         let params = Params::new(format!("m{k}.g{g}."), device, sgd);
                         let root = params.vs.root();
                         let column = Column::new(&root, arch, plan.module_positions(k), g, g_count);
                         let aux = Classifier1c2f::new(&(&root / "aux"), cin, hidden, arch.classes);
+                        let reconstruction = loss.infopro.map(|i| {
+                            Box::new(Reconstruction {
+                                decoder: Decoder::new(
+                                    &(&root / "decoder"),
+                                    cin,
+                                    i.decoder_width,
+                                    arch.in_channels,
+                                    arch.image_size,
+                                ),
+                                weight: rec_weight,
+                                mean: Tensor::zeros([1, 1, 1, 1], (tch::Kind::Float, device)),
+                                std: Tensor::ones([1, 1, 1, 1], (tch::Kind::Float, device)),
+                            })
+                        });
                         Unit {
                             module: k,
                             group: g as usize,
@@ -260,6 +314,8 @@ impl Network {
                             aux,
                             windows: plan.aux_windows(k, g),
                             loss,
+                            ce_weight,
+                            reconstruction,
                         }
                     })
                     .collect()
@@ -300,6 +356,14 @@ impl Network {
         }
     }
 
+    /// Tells InfoPro's decoders how to map the network input back to `[0, 1]` pixels (`x * std + mean`
+    /// per channel, the inverse of the data's normalisation). Without it the input is taken as pixels.
+    pub fn set_pixel_scale(&mut self, mean: &[f32], std: &[f32]) {
+        for u in self.units.iter_mut().flatten() {
+            u.set_pixel_scale(mean, std);
+        }
+    }
+
     /// Every node's parameters, in build order.
     pub fn params(&self) -> Vec<&Params> {
         self.units
@@ -337,17 +401,22 @@ impl Network {
                 .map(|u| u.forward_trunk(&input, true))
                 .collect();
             let slices: Vec<Tensor> = own.iter().map(Tensor::detach).collect();
-            let logits: Vec<Tensor> = units
+            let aux_inputs: Vec<Tensor> = units
                 .iter()
                 .zip(&own)
-                .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), true))
+                .map(|(u, o)| u.aux_input(o, &slices))
+                .collect();
+            let logits: Vec<Tensor> = units
+                .iter()
+                .zip(&aux_inputs)
+                .map(|(u, x)| u.forward_aux(x, true))
                 .collect();
             let peers: Vec<Tensor> = logits.iter().map(Tensor::detach).collect();
             stats.units.push(
                 units
                     .iter_mut()
-                    .zip(&logits)
-                    .map(|(u, z)| u.step(z, &peers, labels, lr))
+                    .zip(aux_inputs.iter().zip(&logits))
+                    .map(|(u, (x, z))| u.step(x, z, &peers, labels, images, lr))
                     .collect(),
             );
             input = cat_channels(&slices);

@@ -12,6 +12,7 @@ use tch::{nn::VarStore, Tensor};
 
 /// Optimizer hyper-parameters (METHOD.md section 5).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct SgdConfig {
     /// Momentum (0.9).
     pub momentum: f64,

@@ -233,3 +233,53 @@ impl Classifier1c2f {
         h.apply(&self.fc1).relu().apply(&self.fc2)
     }
 }
+
+/// InfoPro's decoder (Wang et al., ICLR 2021, as in the reference): bilinear upsampling of the features
+/// to the image size (corners aligned), conv3x3 `C -> width` with bias, BN, ReLU, conv3x3
+/// `width -> image channels` with bias, sigmoid: a reconstruction of the input image in `[0, 1]`.
+/// Convolution weights are initialised like the backbone's (the reference's init loop covers every
+/// `Conv2d`), biases with PyTorch's default U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+#[derive(Debug)]
+pub struct Decoder {
+    conv1: nn::Conv2D,
+    bn: nn::BatchNorm,
+    conv2: nn::Conv2D,
+    image_size: i64,
+}
+
+impl Decoder {
+    /// A decoder from `cin` channels through `width` hidden channels to `image_channels` channels of
+    /// `image_size` x `image_size`.
+    pub fn new(p: &nn::Path, cin: i64, width: i64, image_channels: i64, image_size: i64) -> Self {
+        let conv_bias = |p: nn::Path, cin: i64, cout: i64| {
+            let bound = 1.0 / ((9 * cin) as f64).sqrt();
+            let config = nn::ConvConfig {
+                padding: 1,
+                ws_init: nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: (2.0 / (9 * cout) as f64).sqrt(),
+                },
+                bs_init: nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                ..Default::default()
+            };
+            nn::conv2d(p, cin, cout, 3, config)
+        };
+        Decoder {
+            conv1: conv_bias(p / "conv1", cin, width),
+            bn: bn(p / "bn", width),
+            conv2: conv_bias(p / "conv2", width, image_channels),
+            image_size,
+        }
+    }
+
+    /// `[B, C, h, w] -> [B, image channels, S, S]`, values in `(0, 1)`.
+    pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
+        let s = self.image_size;
+        let up = features.upsample_bilinear2d([s, s], true, None, None);
+        let h = self.bn.forward_t(&up.apply(&self.conv1), train).relu();
+        h.apply(&self.conv2).sigmoid()
+    }
+}

@@ -12,7 +12,7 @@
 
 mod layers;
 
-pub use layers::{Block, Classifier1c2f, Column, Stem};
+pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
 
 use serde::{Deserialize, Serialize};
 

@@ -403,6 +403,7 @@ impl NodeRunner<'_> {
                         cross_entropy: v[0],
                         diversity: v[1],
                         correct: v[2] as i64,
+                        reconstruction: v[3],
                     }),
                     _ => {
                         stats.head_loss = v[0];

@@ -181,7 +181,8 @@ impl Worker<'_> {
                 Tensor::new()
             });
         }
-        let logits = unit.forward_aux(&unit.aux_input(&own, &slices), true);
+        let aux_input = unit.aux_input(&own, &slices);
+        let logits = unit.forward_aux(&aux_input, true);
         let mut peers = Vec::with_capacity(groups);
         if groups > 1 {
             let detached = logits.detach();
@@ -199,8 +200,14 @@ impl Worker<'_> {
             peers.push(logits.detach());
         }
         let labels = work.labels.to_device(self.device);
-        let s = unit.step(&logits, &peers, &labels, work.lr);
-        self.report(&[s.cross_entropy, s.diversity, s.correct as f64])
+        let images = work.images.to_device(self.device);
+        let s = unit.step(&aux_input, &logits, &peers, &labels, &images, work.lr);
+        self.report(&[
+            s.cross_entropy,
+            s.diversity,
+            s.correct as f64,
+            s.reconstruction,
+        ])
     }
 
     fn tail_step(&mut self, tail: &mut TailColumn, work: &Work) -> Result<(), Aborted> {

@@ -113,6 +113,26 @@ pub fn classifier_cost(cin: i64, size: i64, hidden: i64, classes: i64) -> Cost {
         + linear(hidden, classes)
 }
 
+/// Cost of InfoPro's decoder over `cin` channels, reconstructing `channels` x `size` x `size`:
+/// upsampling (output numel), conv3x3 with bias to `width`, BN, ReLU, conv3x3 with bias to `channels`
+/// (ptflops counts no sigmoid).
+pub fn decoder_cost(cin: i64, width: i64, channels: i64, size: i64) -> Cost {
+    let biased = |cin: i64, cout: i64| {
+        conv(cin, cout, 3, size)
+            + Cost {
+                macs: (cout * size * size) as u64,
+                params: cout as u64,
+            }
+    };
+    Cost {
+        macs: (cin * size * size) as u64,
+        params: 0,
+    } + biased(cin, width)
+        + bn(width, size)
+        + relu(width * size * size)
+        + biased(width, channels)
+}
+
 /// What a node of the plan is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -165,10 +185,14 @@ impl Plan {
             .sum()
     }
 
-    /// Cost of `aux[k][g]`.
+    /// Cost of `aux[k][g]`, with its InfoPro decoder when the plan has one.
     pub fn aux_cost(&self, k: usize) -> Cost {
         let (cin, hidden) = self.aux_shape(k);
-        classifier_cost(cin, self.boundary_size(k), hidden, self.arch.classes)
+        let clf = classifier_cost(cin, self.boundary_size(k), hidden, self.arch.classes);
+        match self.decoder_width {
+            Some(w) => clf + decoder_cost(cin, w, self.arch.in_channels, self.arch.image_size),
+            None => clf,
+        }
     }
 
     /// Cost of the final head.

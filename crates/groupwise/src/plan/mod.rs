@@ -125,6 +125,10 @@ pub struct Plan {
     pub groups: i64,
     /// How auxiliary classifiers read the boundary output.
     pub aux_input: AuxInput,
+    /// Hidden width of InfoPro's decoder beside every auxiliary classifier (none without InfoPro);
+    /// counted in the units' cost.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decoder_width: Option<i64>,
 }
 
 impl Plan {
@@ -142,6 +146,13 @@ impl Plan {
         validate_arch(&arch)?;
         let boundaries = resolve_boundaries(&arch, name)?;
         Plan::from_boundaries(arch, boundaries, groups, aux_input)
+    }
+
+    /// The same plan with InfoPro decoders of hidden width `width` (or none) beside the auxiliary
+    /// classifiers.
+    pub fn with_decoder(mut self, width: Option<i64>) -> Plan {
+        self.decoder_width = width;
+        self
     }
 
     /// Builds and validates a plan from explicit boundary positions.
@@ -179,6 +190,7 @@ impl Plan {
             boundaries,
             groups,
             aux_input,
+            decoder_width: None,
         };
         if let AuxInput::Partial(ratio) = aux_input {
             for k in 0..plan.boundaries.len() {
