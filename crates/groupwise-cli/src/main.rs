@@ -3,6 +3,8 @@
 mod bench;
 mod bench_parallel;
 mod presets;
+mod report;
+mod sweep;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +40,11 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List the presets under configs/ (the paper's grid, its short-budget variants, quick, smoke).
     Presets(PresetsArgs),
+    /// Run a set of configurations (presets x grid), skipping finished runs and resuming
+    /// interrupted ones; writes a report at the end.
+    Sweep(Box<sweep::SweepArgs>),
+    /// Results table (Markdown, CSV) and plots (SVG, PNG) of finished or running run directories.
+    Report(report::ReportArgs),
 }
 
 #[derive(Args)]
@@ -253,6 +260,28 @@ struct RuntimeArgs {
 }
 
 impl RuntimeArgs {
+    /// The same settings as `groupwise train` flags (the local transport).
+    fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--workers".to_string(),
+            match self.workers {
+                WorkersArg::Threads => "threads",
+                WorkersArg::Sequential => "sequential",
+            }
+            .to_string(),
+            "--pipeline-depth".to_string(),
+            self.pipeline_depth.to_string(),
+        ];
+        if let Some(t) = self.threads_per_worker {
+            a.extend(["--threads-per-worker".to_string(), t.to_string()]);
+        }
+        if let Some(d) = &self.devices {
+            let list: Vec<String> = d.iter().map(usize::to_string).collect();
+            a.extend(["--devices".to_string(), list.join(",")]);
+        }
+        a
+    }
+
     fn runtime(&self) -> Result<parallel::Runtime> {
         if self.pipeline_depth == 0 {
             bail!("--pipeline-depth must be at least 1");
@@ -656,26 +685,42 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
 fn cmd_plan(args: PlanArgs) -> Result<()> {
     let mut c = base_config(args.preset.as_deref())?;
     args.model.apply(&mut c)?;
-    let (channels, size, classes) = match c.data.kind {
+    let (channels, size, classes) = dataset_shape(&c);
+    let arch = c.arch(
+        args.in_channels.unwrap_or(channels as i64) as usize,
+        args.image_size.unwrap_or(size as i64) as usize,
+        args.classes.unwrap_or(classes as i64) as usize,
+    );
+    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?
+        .with_decoder(c.loss.infopro.map(|i| i.decoder_width));
+    print_plan(&c, &plan, args.json)
+}
+
+/// (channels, image size, classes) of a config's dataset, without reading it.
+pub(crate) fn dataset_shape(c: &RunConfig) -> (usize, usize, usize) {
+    match c.data.kind {
         DatasetKind::FashionMnist | DatasetKind::Mnist => (1, 28, 10),
         DatasetKind::Cifar10 => (3, 32, 10),
         DatasetKind::Cifar100 => (3, 32, 100),
         DatasetKind::ImageNet32 => (3, 32, 1000),
         DatasetKind::Synthetic => (
-            c.data.synthetic.channels as i64,
-            c.data.synthetic.size as i64,
-            c.data.synthetic.classes as i64,
+            c.data.synthetic.channels,
+            c.data.synthetic.size,
+            c.data.synthetic.classes,
         ),
-    };
-    let arch = c.arch(
-        args.in_channels.unwrap_or(channels) as usize,
-        args.image_size.unwrap_or(size) as usize,
-        args.classes.unwrap_or(classes) as usize,
-    );
-    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?
-        .with_decoder(c.loss.infopro.map(|i| i.decoder_width));
+    }
+}
+
+/// The validated plan of a config (what `groupwise plan` prints), without reading the data.
+pub(crate) fn config_plan(c: &RunConfig) -> Result<Plan> {
+    let (channels, size, classes) = dataset_shape(c);
+    Ok(Plan::new(c.arch(channels, size, classes), &c.plan, c.groups, c.aux_input)?
+        .with_decoder(c.loss.infopro.map(|i| i.decoder_width)))
+}
+
+fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
     let nodes = plan.nodes();
-    if args.json {
+    if json {
         let out = serde_json::json!({
             "plan": plan,
             "boundaries": plan.boundary_names(),
@@ -743,6 +788,11 @@ fn cmd_plan(args: PlanArgs) -> Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub(crate) fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    train::write_atomic(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+}
+
 /// A preset name as one path component: `short/resnet32-e2e` -> `short-resnet32-e2e`, a file by its
 /// stem.
 fn preset_label(preset: &str) -> String {
@@ -771,6 +821,8 @@ fn main() -> ExitCode {
         Command::Plan(a) => cmd_plan(a),
         Command::Bench(a) => bench::run(a),
         Command::Presets(a) => cmd_presets(a),
+        Command::Sweep(a) => sweep::run(*a),
+        Command::Report(a) => report::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

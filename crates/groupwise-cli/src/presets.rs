@@ -118,9 +118,11 @@ pub fn merge(base: &mut toml::Table, over: toml::Table) {
 
 /// A config from a merged table.
 pub fn from_table(table: toml::Table, label: &str) -> Result<RunConfig> {
-    let config: RunConfig = toml::Value::Table(table)
+    let mut config: RunConfig = toml::Value::Table(table)
         .try_into()
         .with_context(|| format!("preset {label} is not a complete groupwise config"))?;
+    // One seed drives everything (`train --seed` sets both too).
+    config.data.seed = config.seed;
     config
         .validate()
         .with_context(|| format!("preset {label}"))?;
@@ -156,7 +158,9 @@ mod tests {
     fn every_builtin_preset_resolves_to_a_valid_config() {
         assert!(names().count() >= 84, "the grid is missing files");
         for name in names() {
-            preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            let c = preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            // What `groupwise plan --preset NAME` builds: the plan must be valid too.
+            crate::config_plan(&c).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
     }
 

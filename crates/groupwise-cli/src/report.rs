@@ -1,0 +1,733 @@
+//! `groupwise report`: a results table (Markdown, CSV) and plots (SVG, PNG) of run directories.
+//!
+//! Everything comes from the run directories' files (`config.json`, `metrics.jsonl`, `summary.json`):
+//! costs from the plan (METHOD.md section 8), accuracies and times as measured. Runs still in progress
+//! are reported with the epochs they have.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::Args;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
+
+/// Flags of `groupwise report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run directories; a directory of run directories (a sweep's --out) stands for all of them.
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write report.md, results.csv and the plots.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// The run (directory name) speed-ups are relative to (default: the end-to-end run, plan 1 with
+    /// G=1, else the first run).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// TrueType font for the plots (default: DejaVu Sans from Debian's fonts-dejavu-core).
+    #[arg(long)]
+    pub font: Option<PathBuf>,
+    /// Title of the report.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+/// Report settings.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// See [`ReportArgs::baseline`].
+    pub baseline: Option<String>,
+    /// See [`ReportArgs::font`].
+    pub font: Option<PathBuf>,
+    /// See [`ReportArgs::title`].
+    pub title: Option<String>,
+}
+
+/// `groupwise report`.
+pub fn run(args: ReportArgs) -> Result<()> {
+    let dirs = expand(&args.dirs)?;
+    let opts = Options {
+        baseline: args.baseline,
+        font: args.font,
+        title: args.title,
+    };
+    write(&dirs, &args.out, &opts)?;
+    println!("{}", args.out.join("report.md").display());
+    Ok(())
+}
+
+/// Run directories named by `dirs`: each one that holds a `config.json`, else its subdirectories
+/// that do.
+fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        if d.join(train::files::CONFIG).exists() {
+            out.push(d.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(d)
+            .with_context(|| format!("{} is not a run directory (no config.json)", d.display()))?;
+        let mut subs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(train::files::CONFIG).exists())
+            .collect();
+        if subs.is_empty() {
+            bail!(
+                "{} is neither a run directory nor a directory of runs (no config.json)",
+                d.display()
+            );
+        }
+        subs.sort();
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+/// One run, as read from its directory.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Directory name.
+    pub name: String,
+    /// Its config.
+    pub config: RunConfig,
+    /// Every complete epoch's metrics.
+    pub metrics: Vec<EpochMetrics>,
+    /// Whether `summary.json` is there.
+    pub finished: bool,
+    /// Final (or latest) test accuracy of the head, in [0, 1]; NaN before any evaluation.
+    pub head: f64,
+    /// Same for the layerwise ensemble.
+    pub ensemble: f64,
+    /// Largest per-node forward MACs (figure conventions).
+    pub max_node_macs: u64,
+    /// Inference MACs per image.
+    pub inference_macs: u64,
+    /// Trainable parameters.
+    pub params: u64,
+    /// Mean measured seconds per training step over the logged epochs.
+    pub step_seconds: f64,
+    /// Mean measured training seconds per epoch.
+    pub epoch_seconds: f64,
+    /// How the nodes ran.
+    pub runtime: String,
+}
+
+impl Row {
+    fn read(dir: &Path) -> Result<Row> {
+        let config = train::read_config(&dir.join(train::files::CONFIG))?;
+        let metrics_path = dir.join(train::files::METRICS);
+        let mut metrics = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                metrics.push(serde_json::from_str::<EpochMetrics>(line).with_context(|| {
+                    format!("{} line {}: not a metrics line", metrics_path.display(), i + 1)
+                })?);
+            }
+        }
+        let summary_path = dir.join(train::files::SUMMARY);
+        let summary: Option<Summary> = match std::fs::read_to_string(&summary_path) {
+            Ok(t) => Some(serde_json::from_str(&t).with_context(|| {
+                format!("{}: not a groupwise summary", summary_path.display())
+            })?),
+            Err(_) => None,
+        };
+        let plan = crate::config_plan(&config)
+            .with_context(|| format!("{}: the run's plan", dir.display()))?;
+        let latest = metrics.iter().rev().find_map(|m| m.test.clone());
+        let test = summary.as_ref().map(|s| s.test.clone()).or(latest);
+        let (steps, secs) = metrics
+            .iter()
+            .fold((0usize, 0f64), |(n, t), m| (n + m.steps, t + m.train_seconds));
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Row {
+            name,
+            finished: summary.is_some(),
+            head: test.as_ref().map_or(f64::NAN, |t| t.head),
+            ensemble: test.as_ref().map_or(f64::NAN, |t| t.ensemble),
+            max_node_macs: plan.figure_max_node_macs(),
+            inference_macs: plan.inference_macs(),
+            params: plan.total_params(),
+            step_seconds: if steps > 0 {
+                secs / steps as f64
+            } else {
+                f64::NAN
+            },
+            epoch_seconds: if metrics.is_empty() {
+                f64::NAN
+            } else {
+                secs / metrics.len() as f64
+            },
+            runtime: summary.map(|s| s.runtime).unwrap_or_default(),
+            config,
+            metrics,
+        })
+    }
+
+    fn is_end_to_end(&self) -> bool {
+        self.config.plan == "1" && self.config.groups == 1
+    }
+
+    /// `e2e`, `DGL K=4`, `GN-DGL G=2 K=4`, `1A G=4`, with ` InfoPro` when it has the decoder loss.
+    pub fn method(&self) -> String {
+        let c = &self.config;
+        let k = c.plan.as_str();
+        let base = match (k, c.groups) {
+            ("1", 1) => "e2e".to_string(),
+            ("1A", g) => format!("1A G={g}"),
+            (k, 1) => format!("DGL K={k}"),
+            (k, g) => format!("GN-DGL G={g} K={k}"),
+        };
+        if c.loss.infopro.is_some() {
+            format!("{base} InfoPro")
+        } else {
+            base
+        }
+    }
+
+    fn epochs(&self) -> String {
+        if self.finished {
+            format!("{}", self.metrics.len().max(self.config.epochs))
+        } else {
+            format!("{}/{}", self.metrics.len(), self.config.epochs)
+        }
+    }
+}
+
+fn pct(x: f64) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{:.2}", 100.0 * x)
+    }
+}
+
+fn num(x: f64, digits: usize) -> String {
+    if x.is_nan() {
+        "-".into()
+    } else {
+        format!("{x:.digits$}")
+    }
+}
+
+fn sci(x: u64) -> String {
+    format!("{:.2e}", x as f64)
+}
+
+/// Draws `$draw` (generic over the backend) as `OUT/STEM.svg` and `OUT/STEM.png`, each written to a
+/// temporary name and renamed.
+macro_rules! plot_both {
+    ($out:expr, $stem:expr, $rows:expr, $draw:ident) => {{
+        let (out, stem): (&Path, &str) = ($out, $stem);
+        for ext in ["svg", "png"] {
+            let tmp = out.join(format!("{stem}.tmp.{ext}"));
+            {
+                let drawn = if ext == "svg" {
+                    let root = SVGBackend::new(&tmp, SIZE).into_drawing_area();
+                    $draw(&root, $rows).and_then(|()| root.present().map_err(perr))
+                } else {
+                    let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
+                    $draw(&root, $rows).and_then(|()| root.present().map_err(perr))
+                };
+                drawn.with_context(|| format!("{}", out.join(format!("{stem}.{ext}")).display()))?;
+            }
+            let dst = out.join(format!("{stem}.{ext}"));
+            std::fs::rename(&tmp, &dst).with_context(|| format!("{}", dst.display()))?;
+        }
+    }};
+}
+
+/// Writes `report.md`, `results.csv` and the plots of the runs in `dirs` to `out`.
+pub fn write(dirs: &[PathBuf], out: &Path, opts: &Options) -> Result<()> {
+    let rows = dirs
+        .iter()
+        .map(|d| Row::read(d))
+        .collect::<Result<Vec<_>>>()?;
+    if rows.is_empty() {
+        bail!("no runs to report");
+    }
+    let base = match &opts.baseline {
+        Some(b) => rows
+            .iter()
+            .position(|r| &r.name == b)
+            .with_context(|| format!("--baseline {b}: no run of that name"))?,
+        None => rows.iter().position(Row::is_end_to_end).unwrap_or(0),
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    register_font(opts.font.as_deref())?;
+    let speedup = |r: &Row| rows[base].step_seconds / r.step_seconds;
+    let ideal = |r: &Row| rows[base].max_node_macs as f64 / r.max_node_macs as f64;
+
+    // CSV: raw numbers.
+    let mut csv = String::from(
+        "run,method,plan,groups,aux_input,epochs_done,epochs,finished,head_accuracy,ensemble_accuracy,\
+         max_node_macs,inference_macs,params,seconds_per_step,seconds_per_epoch,speedup,\
+         max_node_macs_ratio,runtime\n",
+    );
+    for r in &rows {
+        let c = &r.config;
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            r.name,
+            r.method(),
+            c.plan,
+            c.groups,
+            aux_name(c),
+            r.metrics.len(),
+            c.epochs,
+            r.finished,
+            num(r.head, 6),
+            num(r.ensemble, 6),
+            r.max_node_macs,
+            r.inference_macs,
+            r.params,
+            num(r.step_seconds, 6),
+            num(r.epoch_seconds, 3),
+            num(speedup(r), 4),
+            num(ideal(r), 4),
+            r.runtime
+        )?;
+    }
+    crate::atomic_write(&out.join("results.csv"), csv.as_bytes())?;
+
+    // Markdown.
+    let mut md = String::new();
+    let title = opts.title.as_deref().unwrap_or("groupwise results");
+    writeln!(md, "# {title}\n")?;
+    writeln!(
+        md,
+        "Accuracy is top-1 on the test split (the final epoch's, or the latest evaluated one for a run \
+         still in progress). MACs are forward multiply-accumulates per image from the plan (METHOD.md \
+         section 8): *max node* is the largest node with the paper's figure conventions, *inference* \
+         the whole network. Times are measured: mean training seconds per step and per epoch \
+         (evaluation excluded). Speed-up is {}'s seconds per step over the run's; *MAC ratio* is the \
+         same ratio of max node MACs, the speed-up one node per worker would give if time followed \
+         MACs.\n",
+        rows[base].name
+    )?;
+    writeln!(
+        md,
+        "| run | method | epochs | head % | ensemble % | max node MACs | inference MACs | params | \
+         s/step | s/epoch | speed-up | MAC ratio |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    for r in &rows {
+        writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}x | {}x |",
+            r.name,
+            r.method(),
+            r.epochs(),
+            pct(r.head),
+            pct(r.ensemble),
+            sci(r.max_node_macs),
+            sci(r.inference_macs),
+            r.params,
+            num(r.step_seconds, 3),
+            num(r.epoch_seconds, 1),
+            num(speedup(r), 2),
+            num(ideal(r), 2)
+        )?;
+    }
+    writeln!(md)?;
+    let plots = [
+        (
+            "accuracy_vs_max_node_macs",
+            "Accuracy against the largest node's MACs; bubble area follows inference MACs (the \
+             paper's figure).",
+        ),
+        (
+            "accuracy_vs_step_time",
+            "Accuracy against measured seconds per training step.",
+        ),
+        (
+            "curves",
+            "Training curves: head test accuracy and head training loss by epoch.",
+        ),
+        (
+            "units",
+            "Auxiliary classifiers' test accuracy by depth (boundary) and group: the line is the \
+             group mean, the dots the groups.",
+        ),
+    ];
+    for (stem, what) in plots {
+        writeln!(md, "{what}\n\n![{stem}]({stem}.svg)\n")?;
+    }
+    crate::atomic_write(&out.join("report.md"), md.as_bytes())?;
+
+    plot_both!(out, "accuracy_vs_max_node_macs", &rows, bubbles);
+    plot_both!(out, "accuracy_vs_step_time", &rows, versus_time);
+    plot_both!(out, "curves", &rows, curves);
+    plot_both!(out, "units", &rows, units);
+    Ok(())
+}
+
+fn aux_name(c: &RunConfig) -> String {
+    match c.aux_input {
+        groupwise::plan::AuxInput::StopGradient => "stop-gradient".into(),
+        groupwise::plan::AuxInput::Isolated => "isolated".into(),
+        groupwise::plan::AuxInput::Partial(r) => format!("partial({r})"),
+    }
+}
+
+/// The font every plot's text uses.
+const FONT: &str = "sans-serif";
+
+/// Registers a TrueType file as [`FONT`] (once per process).
+fn register_font(explicit: Option<&Path>) -> Result<()> {
+    static DONE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    let candidates = [
+        "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/TTF/DejaVuSans.ttf",
+        "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+        "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+        "/usr/share/fonts/liberation/LiberationSans-Regular.ttf",
+    ];
+    let result = DONE.get_or_init(|| {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
+                Some(p) => p,
+                None => {
+                    return Err(
+                        "no TrueType font for the plots: install fonts-dejavu-core \
+                         (apt-get install fonts-dejavu-core) or pass --font FILE.ttf"
+                            .into(),
+                    )
+                }
+            },
+        };
+        let bytes = std::fs::read(&path).map_err(|e| format!("--font {}: {e}", path.display()))?;
+        let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+        plotters::style::register_font(FONT, FontStyle::Normal, bytes)
+            .map_err(|_| format!("{} is not a TrueType font", path.display()))
+    });
+    result.clone().map_err(|e| anyhow!(e))
+}
+
+const SIZE: (u32, u32) = (960, 640);
+
+type Area<DB> = DrawingArea<DB, Shift>;
+
+/// A plotting error as text (the backends' error types differ).
+fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
+    anyhow!("plotting: {e:?}")
+}
+
+/// The paper's colours: end-to-end black, DGL green, G=2 blue, G=4 yellow, G=8 brown; other G from
+/// a palette.
+fn family_colour(r: &Row) -> RGBColor {
+    match (r.is_end_to_end(), r.config.groups) {
+        (true, _) => RGBColor(20, 20, 20),
+        (false, 1) => RGBColor(34, 139, 34),
+        (false, 2) => RGBColor(31, 90, 200),
+        (false, 4) => RGBColor(225, 170, 0),
+        (false, 8) => RGBColor(140, 80, 30),
+        (false, g) => {
+            let c = Palette99::pick(g as usize).to_rgba();
+            RGBColor(c.0, c.1, c.2)
+        }
+    }
+}
+
+fn family_name(r: &Row) -> String {
+    match (r.is_end_to_end(), r.config.groups) {
+        (true, _) => "end-to-end".into(),
+        (false, 1) => "DGL (G=1)".into(),
+        (false, g) => format!("G={g}"),
+    }
+}
+
+/// One colour per run.
+fn run_colour(i: usize) -> RGBColor {
+    let c = Palette99::pick(i).to_rgba();
+    RGBColor(c.0, c.1, c.2)
+}
+
+/// `[lo, hi]` of accuracies in percent, padded, within [0, 100].
+fn accuracy_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let v: Vec<f64> = values.filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0..100.0;
+    }
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.15).max(1.0);
+    (lo - pad).max(0.0)..(hi + pad).min(101.0)
+}
+
+/// `[lo, hi]` of positive values on a log axis, padded by a factor.
+fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+    let v: Vec<f64> = values.filter(|x| x.is_finite() && *x > 0.0).collect();
+    if v.is_empty() {
+        return 1.0..10.0;
+    }
+    let lo = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    lo / 1.6..hi * 1.6
+}
+
+/// Scatter of head accuracy against an x value per run (log x axis), labelled, coloured by family;
+/// `radius` gives each point's size.
+fn scatter<DB: DrawingBackend>(
+    root: &Area<DB>,
+    rows: &[Row],
+    caption: &str,
+    x_desc: &str,
+    x: &dyn Fn(&Row) -> f64,
+    radius: &dyn Fn(&Row) -> i32,
+) -> Result<()> {
+    root.fill(&WHITE).map_err(perr)?;
+    let shown: Vec<&Row> = rows
+        .iter()
+        .filter(|r| r.head.is_finite() && x(r).is_finite() && x(r) > 0.0)
+        .collect();
+    let xr = log_range(shown.iter().map(|r| x(r)));
+    let yr = accuracy_range(shown.iter().map(|r| 100.0 * r.head));
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, (FONT, 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(xr.log_scale(), yr)
+        .map_err(perr)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc("test accuracy, head (%)")
+        .x_label_formatter(&|v| format!("{v:.1e}"))
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(perr)?;
+    let mut families: Vec<String> = Vec::new();
+    for r in &shown {
+        let fam = family_name(r);
+        let colour = family_colour(r);
+        let point = (x(r), 100.0 * r.head);
+        let series = chart
+            .draw_series(std::iter::once(Circle::new(
+                point,
+                radius(r),
+                colour.mix(0.45).filled(),
+            )))
+            .map_err(perr)?;
+        if !families.contains(&fam) {
+            series
+                .label(fam.clone())
+                .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
+            families.push(fam);
+        }
+        chart
+            .draw_series(std::iter::once(Circle::new(point, 2, colour.filled())))
+            .map_err(perr)?;
+        chart
+            .draw_series(std::iter::once(
+                EmptyElement::at(point)
+                    + Text::new(r.method(), (7, -14), (FONT, 13).into_font().color(&BLACK)),
+            ))
+            .map_err(perr)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(perr)?;
+    Ok(())
+}
+
+/// The paper's figure: accuracy against max node MACs, bubble area following inference MACs.
+fn bubbles<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+    let biggest = rows.iter().map(|r| r.inference_macs).max().unwrap_or(1).max(1) as f64;
+    scatter(
+        root,
+        rows,
+        "Accuracy vs largest node (bubble area: inference MACs)",
+        "max node forward MACs per image (log)",
+        &|r| r.max_node_macs as f64,
+        &|r| (6.0 + 26.0 * (r.inference_macs as f64 / biggest).sqrt()) as i32,
+    )
+}
+
+/// Accuracy against measured seconds per step.
+fn versus_time<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+    scatter(
+        root,
+        rows,
+        "Accuracy vs measured training time",
+        "seconds per training step, measured (log)",
+        &|r| r.step_seconds,
+        &|_| 8,
+    )
+}
+
+/// Head test accuracy and head training loss by epoch, one line per run.
+fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+    root.fill(&WHITE).map_err(perr)?;
+    let (left, right) = root.split_horizontally(SIZE.0 / 2);
+    let epochs = rows
+        .iter()
+        .map(|r| r.metrics.iter().map(|m| m.epoch).max().unwrap_or(1))
+        .max()
+        .unwrap_or(1)
+        .max(2) as f64;
+    let tests = |r: &Row| -> Vec<(f64, f64)> {
+        r.metrics
+            .iter()
+            .filter_map(|m| m.test.as_ref().map(|t| (m.epoch as f64, 100.0 * t.head)))
+            .collect()
+    };
+    let losses = |r: &Row| -> Vec<(f64, f64)> {
+        r.metrics
+            .iter()
+            .filter(|m| m.train_head_loss.is_finite())
+            .map(|m| (m.epoch as f64, m.train_head_loss))
+            .collect()
+    };
+    let yr = accuracy_range(rows.iter().flat_map(|r| tests(r).into_iter().map(|p| p.1)));
+    let lmax = rows
+        .iter()
+        .flat_map(|r| losses(r).into_iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        .max(1e-3)
+        * 1.1;
+    let panels: [(&Area<DB>, &str, std::ops::Range<f64>, bool); 2] = [
+        (&left, "head test accuracy (%)", yr, true),
+        (&right, "head training loss", 0.0..lmax, false),
+    ];
+    for (area, desc, range, is_acc) in panels {
+        let mut chart = ChartBuilder::on(area)
+            .caption(desc, (FONT, 18))
+            .margin(15)
+            .x_label_area_size(40)
+            .y_label_area_size(55)
+            .build_cartesian_2d(0.5..epochs + 0.5, range)
+            .map_err(perr)?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .x_labels(epochs as usize + 2)
+            .x_label_formatter(&integer_label)
+            .label_style((FONT, 13))
+            .draw()
+            .map_err(perr)?;
+        for (i, r) in rows.iter().enumerate() {
+            let pts = if is_acc { tests(r) } else { losses(r) };
+            let colour = run_colour(i);
+            chart
+                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
+                .map_err(perr)?
+                .label(r.name.clone())
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+                });
+            chart
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+                .map_err(perr)?;
+        }
+        if is_acc {
+            chart
+                .configure_series_labels()
+                .label_font((FONT, 12))
+                .background_style(WHITE.mix(0.85))
+                .border_style(BLACK)
+                .position(SeriesLabelPosition::LowerRight)
+                .draw()
+                .map_err(perr)?;
+        }
+    }
+    Ok(())
+}
+
+/// Tick labels of an integer axis: whole numbers only.
+fn integer_label(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-6 {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
+/// Auxiliary test accuracy by boundary: the group mean as a line, each group as a dot.
+fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+    root.fill(&WHITE).map_err(perr)?;
+    let tests: Vec<Option<&groupwise::eval::EvalResult>> = rows
+        .iter()
+        .map(|r| r.metrics.iter().rev().find_map(|m| m.test.as_ref()))
+        .collect();
+    let depth = tests
+        .iter()
+        .map(|t| t.map_or(0, |t| t.units.len()))
+        .max()
+        .unwrap_or(0)
+        .max(1) as f64;
+    let yr = accuracy_range(
+        tests
+            .iter()
+            .flatten()
+            .flat_map(|t| t.units.iter().flatten().map(|a| 100.0 * a)),
+    );
+    let mut chart = ChartBuilder::on(root)
+        .caption("Auxiliary classifiers: test accuracy by depth and group", (FONT, 22))
+        .margin(20)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.5..depth + 0.5, yr)
+        .map_err(perr)?;
+    chart
+        .configure_mesh()
+        .x_desc("boundary k (1 = after the first module)")
+        .y_desc("test accuracy (%)")
+        .x_labels(depth as usize + 2)
+        .x_label_formatter(&integer_label)
+        .label_style((FONT, 14))
+        .draw()
+        .map_err(perr)?;
+    for (i, (r, t)) in rows.iter().zip(&tests).enumerate() {
+        let Some(t) = t else { continue };
+        if t.units.is_empty() {
+            continue;
+        }
+        let colour = run_colour(i);
+        let means: Vec<(f64, f64)> = t
+            .units
+            .iter()
+            .enumerate()
+            .map(|(k, g)| {
+                let m = g.iter().sum::<f64>() / g.len().max(1) as f64;
+                ((k + 1) as f64, 100.0 * m)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(means, colour.stroke_width(2)))
+            .map_err(perr)?
+            .label(r.name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+        let dots: Vec<(f64, f64)> = t
+            .units
+            .iter()
+            .enumerate()
+            .flat_map(|(k, g)| g.iter().map(move |a| ((k + 1) as f64, 100.0 * a)))
+            .collect();
+        chart
+            .draw_series(dots.into_iter().map(|p| Circle::new(p, 4, colour.mix(0.7).filled())))
+            .map_err(perr)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 12))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(perr)?;
+    Ok(())
+}

@@ -1,0 +1,743 @@
+//! `groupwise sweep`: run a set of configurations, each in its own run directory under `--out`, one
+//! `groupwise train` process each; skip finished runs, resume interrupted ones, show overall progress.
+//!
+//! A run's identity is its resolved config: the run directory `OUT/NAME` holds `config.json`, and a
+//! sweep that finds a *different* config there stops with an error instead of mixing results. Training
+//! writes a checkpoint after every epoch (atomically), so killing a sweep loses at most the epoch in
+//! progress of the runs in progress; starting the same sweep again resumes them.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use groupwise::train::{self, RunConfig, Summary};
+
+use crate::presets;
+
+/// Flags of `groupwise sweep`.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Presets to run: names under configs/ (`groupwise presets`), `*` matching any characters (e.g.
+    /// 'short/resnet32-g*-k4'), or .toml files.
+    pub presets: Vec<String>,
+    /// A sweep file (TOML): `presets = [...]`, optional `out = "DIR"`, a `[set]` table of values for
+    /// every run and a `[grid]` table of value lists (one run per combination). Flags add to it.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// An axis KEY=V1,V2,...: every preset runs once per value; repeat for a grid (the product).
+    /// Dotted keys reach nested values: data.train_subset=5000,20000.
+    #[arg(long = "grid", value_name = "KEY=VALUES")]
+    pub grid: Vec<String>,
+    /// KEY=VALUE applied to every run, e.g. epochs=1 or data.path=/data/cifar (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Directory of the sweep: one run directory per configuration, and the report (default
+    /// runs/sweep, or the sweep file's `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Runs at once, each a `groupwise train` process (mind the cores: each run uses them all by
+    /// default; pass --threads-per-worker to share).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// List the runs and what the sweep would do with each, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not write OUT/report when the sweep ends.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Node runtime flags passed to every run (`--workers`, `--threads-per-worker`, ...).
+    #[command(flatten)]
+    pub runtime: crate::RuntimeArgs,
+}
+
+/// One configuration of the sweep.
+#[derive(Clone, Debug)]
+pub struct PlannedRun {
+    /// Directory name under the sweep's `out`.
+    pub name: String,
+    /// Its resolved config.
+    pub config: RunConfig,
+}
+
+/// What a sweep does with a run directory.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RunState {
+    /// Nothing there yet (or nothing worth keeping): train from the start.
+    Fresh,
+    /// A checkpoint after `epochs` complete epochs: resume from it.
+    Resume {
+        /// Epochs complete.
+        epochs: usize,
+    },
+    /// `summary.json` is there: finished, skip.
+    Done,
+}
+
+/// The state of `dir` for `planned`; an error when it holds a run of another config.
+pub fn run_state(dir: &Path, planned: &RunConfig) -> Result<RunState> {
+    let config_path = dir.join(train::files::CONFIG);
+    if !config_path.exists() {
+        return Ok(RunState::Fresh);
+    }
+    let existing = train::read_config(&config_path)?;
+    if &existing != planned {
+        bail!(
+            "{} holds a run of a different config; move it away, or choose another --out",
+            dir.display()
+        );
+    }
+    if dir.join(train::files::SUMMARY).exists() {
+        return Ok(RunState::Done);
+    }
+    if dir.join(train::files::CHECKPOINT).exists() {
+        return Ok(RunState::Resume {
+            epochs: epochs_logged(dir),
+        });
+    }
+    Ok(RunState::Fresh)
+}
+
+/// Complete epochs recorded in a run directory's `metrics.jsonl`.
+pub fn epochs_logged(dir: &Path) -> usize {
+    std::fs::File::open(dir.join(train::files::METRICS))
+        .map(|f| {
+            std::io::BufReader::new(f)
+                .lines()
+                .map_while(|l| l.ok())
+                .filter(|l| !l.trim().is_empty())
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// A TOML value from a command-line text: TOML syntax when it parses (numbers, booleans, arrays),
+/// else the text as a string; a string anyway where the config holds a string (`plan = 4` means "4").
+fn parse_value(text: &str, current: Option<&toml::Value>) -> toml::Value {
+    if matches!(current, Some(toml::Value::String(_))) {
+        return toml::Value::String(text.to_string());
+    }
+    format!("v = {text}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(text.to_string()))
+}
+
+fn get_path<'a>(table: &'a toml::Table, key: &str) -> Option<&'a toml::Value> {
+    let mut parts = key.split('.');
+    let mut value = table.get(parts.next()?)?;
+    for p in parts {
+        value = value.as_table()?.get(p)?;
+    }
+    Some(value)
+}
+
+fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut t = table;
+    for p in &parts[..parts.len() - 1] {
+        t = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{key}: {p} is not a table"))?;
+    }
+    t.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+/// A run-directory name: the preset with `/` as `-`, then `_key=value` for every grid axis.
+fn run_name(preset: &str, axes: &[(String, String)]) -> String {
+    let mut name = if preset.ends_with(".toml") {
+        Path::new(preset)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    } else {
+        preset.replace('/', "-")
+    };
+    for (k, v) in axes {
+        name.push_str(&format!("_{k}={v}"));
+    }
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_=.,".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// `*` matches any run of characters.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || !name[first.len()..].ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// The presets named by `patterns`, globs expanded in file order.
+fn expand_presets(patterns: &[String]) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for p in patterns {
+        if p.contains('*') {
+            let hits: Vec<String> = presets::names()
+                .filter(|n| glob_match(p, n))
+                .map(String::from)
+                .collect();
+            if hits.is_empty() {
+                bail!("'{p}' matches no preset (`groupwise presets` lists them)");
+            }
+            out.extend(hits);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    out.retain(|p| seen.insert(p.clone()));
+    Ok(out)
+}
+
+/// What a sweep runs: presets, values set on every run, grid axes (key, values as text).
+#[derive(Debug, Default)]
+pub struct SweepSpec {
+    /// Preset names or files (globs allowed).
+    pub presets: Vec<String>,
+    /// `(key, value)` set on every run.
+    pub set: Vec<(String, String)>,
+    /// `(key, values)` axes of the grid.
+    pub grid: Vec<(String, Vec<String>)>,
+}
+
+fn split_kv(s: &str, flag: &str) -> Result<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
+        _ => bail!("{flag} {s}: expected KEY=VALUE"),
+    }
+}
+
+/// A TOML value as the text `--set`/`--grid` would take.
+fn value_text(v: &toml::Value) -> String {
+    match v {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl SweepSpec {
+    /// From the flags and an optional sweep file; returns the spec and the file's `out`.
+    fn from_args(args: &SweepArgs) -> Result<(SweepSpec, Option<PathBuf>)> {
+        let mut spec = SweepSpec::default();
+        let mut out = None;
+        if let Some(path) = &args.file {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read sweep file {}", path.display()))?;
+            let mut t: toml::Table = text
+                .parse()
+                .with_context(|| format!("sweep file {} is not valid TOML", path.display()))?;
+            let ctx = |what: &str| format!("sweep file {}: {what}", path.display());
+            if let Some(p) = t.remove("presets") {
+                let list = p.as_array().with_context(|| ctx("presets must be a list"))?;
+                for v in list {
+                    let name = v.as_str().with_context(|| ctx("presets are strings"))?;
+                    // Preset files in a sweep file are relative to it.
+                    spec.presets.push(if name.ends_with(".toml") {
+                        let dir = path.parent().unwrap_or(Path::new("."));
+                        dir.join(name).display().to_string()
+                    } else {
+                        name.to_string()
+                    });
+                }
+            }
+            if let Some(o) = t.remove("out") {
+                out = Some(PathBuf::from(
+                    o.as_str().with_context(|| ctx("out must be a string"))?,
+                ));
+            }
+            if let Some(s) = t.remove("set") {
+                let s = s.as_table().with_context(|| ctx("[set] must be a table"))?;
+                flatten(s, "", &mut |k, v| spec.set.push((k, value_text(v))));
+            }
+            if let Some(g) = t.remove("grid") {
+                let g = g.as_table().with_context(|| ctx("[grid] must be a table"))?;
+                let mut axes = Vec::new();
+                flatten(g, "", &mut |k, v| axes.push((k, v.clone())));
+                for (k, v) in axes {
+                    let values = v
+                        .as_array()
+                        .with_context(|| ctx(&format!("grid.{k} must be a list of values")))?;
+                    spec.grid
+                        .push((k, values.iter().map(value_text).collect::<Vec<_>>()));
+                }
+            }
+            if let Some(k) = t.keys().next() {
+                bail!(ctx(&format!(
+                    "unknown key '{k}' (presets, out, [set], [grid])"
+                )));
+            }
+        }
+        spec.presets.extend(args.presets.iter().cloned());
+        for s in &args.set {
+            spec.set.push(split_kv(s, "--set")?);
+        }
+        for g in &args.grid {
+            let (k, v) = split_kv(g, "--grid")?;
+            spec.grid
+                .push((k, v.split(',').map(|s| s.trim().to_string()).collect()));
+        }
+        if spec.presets.is_empty() {
+            bail!("no presets to run: name some (`groupwise presets` lists them) or pass --file");
+        }
+        Ok((spec, out))
+    }
+
+    /// Every run of the sweep, in order: presets outermost, then the grid axes in order.
+    pub fn runs(&self) -> Result<Vec<PlannedRun>> {
+        let mut combos: Vec<Vec<(String, String)>> = vec![Vec::new()];
+        for (key, values) in &self.grid {
+            if values.is_empty() || values.iter().any(String::is_empty) {
+                bail!("grid axis {key} has an empty value");
+            }
+            combos = combos
+                .into_iter()
+                .flat_map(|c| {
+                    values.iter().map(move |v| {
+                        let mut c = c.clone();
+                        c.push((key.clone(), v.clone()));
+                        c
+                    })
+                })
+                .collect();
+        }
+        let mut out = Vec::new();
+        let mut names = BTreeMap::new();
+        for preset in expand_presets(&self.presets)? {
+            for combo in &combos {
+                let mut table = presets::preset_table(&preset)?;
+                for (k, v) in self.set.iter().chain(combo) {
+                    let value = parse_value(v, get_path(&table, k));
+                    set_path(&mut table, k, value)?;
+                }
+                let name = run_name(&preset, combo);
+                let config = presets::from_table(table, &name)?;
+                crate::config_plan(&config).with_context(|| format!("run {name}"))?;
+                if let Some(other) = names.insert(name.clone(), preset.clone()) {
+                    bail!("runs of {other} and {preset} would share the directory name {name}");
+                }
+                out.push(PlannedRun { name, config });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn flatten(t: &toml::Table, prefix: &str, f: &mut dyn FnMut(String, &toml::Value)) {
+    for (k, v) in t {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        match v {
+            toml::Value::Table(inner) if !inner.contains_key("kind") => flatten(inner, &key, f),
+            other => f(key, other),
+        }
+    }
+}
+
+/// A started `groupwise train`.
+struct Running {
+    index: usize,
+    child: Child,
+    started: Instant,
+}
+
+/// Runs the sweep.
+pub fn run(args: SweepArgs) -> Result<()> {
+    if args.jobs == 0 {
+        bail!("--jobs must be at least 1");
+    }
+    if !matches!(args.runtime.transport, crate::TransportArg::Local) {
+        bail!(
+            "sweep runs each configuration in this machine's processes; for MPI, run \
+             `mpirun ... groupwise train --preset ...` per configuration"
+        );
+    }
+    let (spec, file_out) = SweepSpec::from_args(&args)?;
+    let out = args
+        .out
+        .clone()
+        .or(file_out)
+        .unwrap_or_else(|| PathBuf::from("runs/sweep"));
+    let runs = spec.runs()?;
+    let states = runs
+        .iter()
+        .map(|r| run_state(&out.join(&r.name), &r.config))
+        .collect::<Result<Vec<_>>>()?;
+    let total_epochs: usize = runs.iter().map(|r| r.config.epochs).sum();
+    let (mut todo, mut skipped) = (Vec::new(), 0);
+    eprintln!(
+        "groupwise sweep: {} runs ({} epochs) in {}",
+        runs.len(),
+        total_epochs,
+        out.display()
+    );
+    for (i, (r, s)) in runs.iter().zip(&states).enumerate() {
+        let what = match s {
+            RunState::Done => {
+                skipped += 1;
+                "done, skipped".to_string()
+            }
+            RunState::Resume { epochs } => {
+                todo.push(i);
+                format!("resume after epoch {epochs}/{}", r.config.epochs)
+            }
+            RunState::Fresh => {
+                todo.push(i);
+                format!("{} epochs", r.config.epochs)
+            }
+        };
+        eprintln!(
+            "  {:<40} plan {:<4} G={:<2} {what}",
+            r.name, r.config.plan, r.config.groups
+        );
+    }
+    if args.dry_run {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+
+    let bar = ProgressBar::new(total_epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "sweep [{bar:30}] {pos}/{len} epochs, {prefix} runs done ({elapsed}<{eta}) {msg}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    let progress = |bar: &ProgressBar, finished: usize| {
+        let epochs: usize = runs
+            .iter()
+            .map(|r| epochs_logged(&out.join(&r.name)).min(r.config.epochs))
+            .sum();
+        bar.set_position(epochs as u64);
+        bar.set_prefix(format!("{finished}/{}", runs.len()));
+    };
+    let exe = std::env::current_exe().context("cannot find the groupwise executable")?;
+    let mut queue = todo.into_iter();
+    let mut running: Vec<Running> = Vec::new();
+    let (mut finished, mut failed) = (skipped, Vec::new());
+    progress(&bar, finished);
+    loop {
+        while running.len() < args.jobs {
+            let Some(i) = queue.next() else { break };
+            let r = &runs[i];
+            let dir = out.join(&r.name);
+            let child = start(&exe, &dir, r, &states[i], &args.runtime)?;
+            running.push(Running {
+                index: i,
+                child,
+                started: Instant::now(),
+            });
+        }
+        if running.is_empty() {
+            break;
+        }
+        let names: Vec<&str> = running
+            .iter()
+            .map(|r| runs[r.index].name.as_str())
+            .collect();
+        bar.set_message(names.join(", "));
+        std::thread::sleep(Duration::from_millis(500));
+        let mut still = Vec::new();
+        for mut r in running {
+            match r.child.try_wait()? {
+                None => still.push(r),
+                Some(status) => {
+                    finished += 1;
+                    let run = &runs[r.index];
+                    let dir = out.join(&run.name);
+                    let line = if status.success() {
+                        finished_line(&dir, r.started.elapsed())
+                    } else {
+                        failed.push(run.name.clone());
+                        format!(
+                            "FAILED ({status}); see {}: {}",
+                            dir.join(LOG).display(),
+                            last_line(&dir.join(LOG))
+                        )
+                    };
+                    bar.println(format!("[{finished}/{}] {}: {line}", runs.len(), run.name));
+                }
+            }
+        }
+        running = still;
+        progress(&bar, finished);
+    }
+    bar.finish_and_clear();
+    if !args.no_report {
+        let dirs: Vec<PathBuf> = runs.iter().map(|r| out.join(&r.name)).collect();
+        let done: Vec<PathBuf> = dirs
+            .into_iter()
+            .filter(|d| d.join(train::files::SUMMARY).exists())
+            .collect();
+        if !done.is_empty() {
+            let report_dir = out.join("report");
+            crate::report::write(&done, &report_dir, &crate::report::Options::default())?;
+            eprintln!("report: {}", report_dir.join("report.md").display());
+        }
+    }
+    if !failed.is_empty() {
+        bail!(
+            "{} of {} runs failed: {}",
+            failed.len(),
+            runs.len(),
+            failed.join(", ")
+        );
+    }
+    eprintln!("sweep complete: {} runs in {}", runs.len(), out.display());
+    Ok(())
+}
+
+/// The log of a run started by a sweep (the trainer's stdout and stderr, appended).
+const LOG: &str = "train.log";
+
+fn start(
+    exe: &Path,
+    dir: &Path,
+    run: &PlannedRun,
+    state: &RunState,
+    runtime: &crate::RuntimeArgs,
+) -> Result<Child> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("train").arg("--run-dir").arg(dir).arg("--quiet");
+    match state {
+        RunState::Resume { .. } => {
+            cmd.arg("--resume");
+        }
+        _ => {
+            // The planned config, replayed exactly by `train --config`.
+            let planned = dir.join("planned.json");
+            let json = serde_json::to_string_pretty(&run.config)?;
+            train::write_atomic(&planned, json.as_bytes())?;
+            cmd.arg("--config").arg(&planned);
+        }
+    }
+    cmd.args(runtime.to_args());
+    let log_path = dir.join(LOG);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    writeln!(log, "--- {:?}", cmd)?;
+    cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    die_with_parent(&mut cmd);
+    cmd.spawn()
+        .with_context(|| format!("cannot start {}", exe.display()))
+}
+
+/// The child gets SIGKILL when the sweep dies (a killed sweep leaves no orphan training in the
+/// background; its run resumes from its last checkpoint next time).
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+fn finished_line(dir: &Path, took: Duration) -> String {
+    let summary: Option<Summary> = std::fs::read_to_string(dir.join(train::files::SUMMARY))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    match summary {
+        Some(s) => format!(
+            "{:.2}% head, {:.2}% ensemble, {:.0}s",
+            100.0 * s.test.head,
+            100.0 * s.test.ensemble,
+            took.as_secs_f64()
+        ),
+        None => format!("finished in {:.0}s (no summary.json?)", took.as_secs_f64()),
+    }
+}
+
+fn last_line(path: &Path) -> String {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(String::from))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("gw-sweep-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn spec(presets: &[&str], set: &[(&str, &str)], grid: &[(&str, &[&str])]) -> SweepSpec {
+        SweepSpec {
+            presets: presets.iter().map(|s| s.to_string()).collect(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            grid: grid
+                .iter()
+                .map(|(k, vs)| (k.to_string(), vs.iter().map(|v| v.to_string()).collect()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn grid_is_the_product_and_values_take_the_config_types() {
+        let runs = spec(
+            &["smoke"],
+            &[("epochs", "2"), ("data.synthetic.train", "128")],
+            &[("plan", &["1", "2"]), ("groups", &["1", "2"])],
+        )
+        .runs()
+        .unwrap();
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "smoke_plan=1_groups=1",
+                "smoke_plan=1_groups=2",
+                "smoke_plan=2_groups=1",
+                "smoke_plan=2_groups=2"
+            ]
+        );
+        assert_eq!(runs[3].config.plan, "2"); // a string where the config holds one
+        assert_eq!(runs[3].config.groups, 2);
+        assert!(runs.iter().all(|r| r.config.epochs == 2));
+        assert!(runs.iter().all(|r| r.config.data.synthetic.train == 128));
+    }
+
+    #[test]
+    fn globs_expand_in_file_order_and_bad_keys_are_errors() {
+        let runs = spec(&["short/resnet32-g*-k4"], &[], &[]).runs().unwrap();
+        let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "short-resnet32-g2-k4",
+                "short-resnet32-g4-k4",
+                "short-resnet32-g8-k4"
+            ]
+        );
+        let e = spec(&["smoke"], &[("epochz", "2")], &[]).runs().unwrap_err();
+        assert!(format!("{e:#}").contains("epochz"), "{e:#}");
+        // Impossible plans are found before anything runs.
+        let e = spec(&["smoke"], &[("groups", "3")], &[]).runs().unwrap_err();
+        assert!(format!("{e:#}").contains("smoke"), "{e:#}");
+        assert!(spec(&["smoke"], &[("epochs", "0")], &[]).runs().is_err());
+        assert!(spec(&["nope/*"], &[], &[]).runs().is_err());
+    }
+
+    #[test]
+    fn run_states_fresh_resume_done_and_conflict() {
+        let dir = scratch("state");
+        let run = &spec(&["smoke"], &[], &[]).runs().unwrap()[0];
+        let rd = dir.join(&run.name);
+        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Fresh);
+        // Killed before the first checkpoint: start again.
+        std::fs::create_dir_all(&rd).unwrap();
+        let json = serde_json::to_string(&run.config).unwrap();
+        std::fs::write(rd.join(train::files::CONFIG), &json).unwrap();
+        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Fresh);
+        // A checkpoint and one logged epoch: resume.
+        std::fs::write(rd.join(train::files::CHECKPOINT), b"x").unwrap();
+        std::fs::write(rd.join(train::files::METRICS), "{}\n").unwrap();
+        assert_eq!(
+            run_state(&rd, &run.config).unwrap(),
+            RunState::Resume { epochs: 1 }
+        );
+        std::fs::write(rd.join(train::files::SUMMARY), "{}").unwrap();
+        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Done);
+        // Another config in the same directory is never overwritten.
+        let mut other = run.config.clone();
+        other.epochs += 1;
+        let e = run_state(&rd, &other).unwrap_err();
+        assert!(format!("{e}").contains("different config"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sweep_files_give_presets_set_and_grid() {
+        let dir = scratch("file");
+        let f = dir.join("s.toml");
+        std::fs::write(
+            &f,
+            "presets = [\"smoke\"]\nout = \"x\"\n[set]\nepochs = 2\n[set.data]\ntrain_subset = 100\n\
+             [grid]\nseed = [1, 2]\n",
+        )
+        .unwrap();
+        let args = SweepArgs {
+            presets: vec![],
+            file: Some(f.clone()),
+            grid: vec![],
+            set: vec!["lr=0.01".into()],
+            out: None,
+            jobs: 1,
+            dry_run: true,
+            no_report: true,
+            runtime: crate::RuntimeArgs::default(),
+        };
+        let (s, out) = SweepSpec::from_args(&args).unwrap();
+        assert_eq!(out, Some(PathBuf::from("x")));
+        let runs = s.runs().unwrap();
+        assert_eq!(runs.len(), 2);
+        assert_eq!(runs[1].name, "smoke_seed=2");
+        assert_eq!(
+            (runs[1].config.epochs, runs[1].config.seed, runs[1].config.lr),
+            (2, 2, 0.01)
+        );
+        assert_eq!(runs[0].config.data.train_subset, Some(100));
+        std::fs::write(&f, "presets = [\"smoke\"]\nepochs = 2\n").unwrap();
+        let e = SweepSpec::from_args(&args).unwrap_err();
+        assert!(format!("{e:#}").contains("unknown key 'epochs'"), "{e:#}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn glob_matching() {
+        assert!(glob_match("a*c", "abc"));
+        assert!(glob_match("a*", "a"));
+        assert!(glob_match("*-k4", "short/resnet32-g2-k4"));
+        assert!(!glob_match("*-k4", "short/resnet32-g2-k16"));
+        assert!(glob_match("s*/*-g*-k4", "short/resnet32-g2-k4"));
+        assert!(!glob_match("ab*ba", "aba"));
+    }
+}
