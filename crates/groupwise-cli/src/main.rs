@@ -52,12 +52,19 @@ struct PresetsArgs {
     /// Print this preset's resolved config (its bases applied) as TOML instead of the list.
     #[arg(long)]
     show: Option<String>,
+    /// With --show: print it as JSON, the form of a run's config.json (`train --config` replays it).
+    #[arg(long, requires = "show")]
+    json: bool,
 }
 
 fn cmd_presets(args: PresetsArgs) -> Result<()> {
     if let Some(name) = args.show {
         let config = presets::preset(&name)?;
-        print!("{}", toml::to_string(&config).context("config as TOML")?);
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&config)?);
+        } else {
+            print!("{}", toml::to_string(&config).context("config as TOML")?);
+        }
         return Ok(());
     }
     for name in presets::names() {
@@ -152,6 +159,11 @@ struct TrainArgs {
     /// Temperature T of the diversity term.
     #[arg(long)]
     temperature: Option<f64>,
+    /// Add InfoPro's local loss (Wang et al., ICLR 2021): a decoder per auxiliary classifier
+    /// reconstructs the input image (BCE) beside the cross-entropy, with the reference's weights (1, 1);
+    /// a preset's `[loss.infopro]` sets other weights.
+    #[arg(long)]
+    infopro: bool,
     /// Base learning rate lr0.
     #[arg(long)]
     lr: Option<f64>,
@@ -439,6 +451,9 @@ impl TrainArgs {
         }
         set(&mut c.loss.diversity_weight, &self.diversity_weight);
         set(&mut c.loss.temperature, &self.temperature);
+        if self.infopro && c.loss.infopro.is_none() {
+            c.loss.infopro = Some(groupwise::local::InfoPro::default());
+        }
         set(&mut c.lr, &self.lr);
         set(&mut c.sgd.momentum, &self.momentum);
         set(&mut c.sgd.weight_decay, &self.weight_decay);
@@ -714,8 +729,13 @@ pub(crate) fn dataset_shape(c: &RunConfig) -> (usize, usize, usize) {
 /// The validated plan of a config (what `groupwise plan` prints), without reading the data.
 pub(crate) fn config_plan(c: &RunConfig) -> Result<Plan> {
     let (channels, size, classes) = dataset_shape(c);
-    Ok(Plan::new(c.arch(channels, size, classes), &c.plan, c.groups, c.aux_input)?
-        .with_decoder(c.loss.infopro.map(|i| i.decoder_width)))
+    Ok(Plan::new(
+        c.arch(channels, size, classes),
+        &c.plan,
+        c.groups,
+        c.aux_input,
+    )?
+    .with_decoder(c.loss.infopro.map(|i| i.decoder_width)))
 }
 
 fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {

@@ -121,26 +121,35 @@ impl Row {
         let metrics_path = dir.join(train::files::METRICS);
         let mut metrics = Vec::new();
         if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 metrics.push(serde_json::from_str::<EpochMetrics>(line).with_context(|| {
-                    format!("{} line {}: not a metrics line", metrics_path.display(), i + 1)
+                    format!(
+                        "{} line {}: not a metrics line",
+                        metrics_path.display(),
+                        i + 1
+                    )
                 })?);
             }
         }
         let summary_path = dir.join(train::files::SUMMARY);
-        let summary: Option<Summary> = match std::fs::read_to_string(&summary_path) {
-            Ok(t) => Some(serde_json::from_str(&t).with_context(|| {
-                format!("{}: not a groupwise summary", summary_path.display())
-            })?),
-            Err(_) => None,
-        };
+        let summary: Option<Summary> =
+            match std::fs::read_to_string(&summary_path) {
+                Ok(t) => Some(serde_json::from_str(&t).with_context(|| {
+                    format!("{}: not a groupwise summary", summary_path.display())
+                })?),
+                Err(_) => None,
+            };
         let plan = crate::config_plan(&config)
             .with_context(|| format!("{}: the run's plan", dir.display()))?;
         let latest = metrics.iter().rev().find_map(|m| m.test.clone());
         let test = summary.as_ref().map(|s| s.test.clone()).or(latest);
-        let (steps, secs) = metrics
-            .iter()
-            .fold((0usize, 0f64), |(n, t), m| (n + m.steps, t + m.train_seconds));
+        let (steps, secs) = metrics.iter().fold((0usize, 0f64), |(n, t), m| {
+            (n + m.steps, t + m.train_seconds)
+        });
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -234,7 +243,8 @@ macro_rules! plot_both {
                     let root = BitMapBackend::new(&tmp, SIZE).into_drawing_area();
                     $draw(&root, $rows).and_then(|()| root.present().map_err(perr))
                 };
-                drawn.with_context(|| format!("{}", out.join(format!("{stem}.{ext}")).display()))?;
+                drawn
+                    .with_context(|| format!("{}", out.join(format!("{stem}.{ext}")).display()))?;
             }
             let dst = out.join(format!("{stem}.{ext}"));
             std::fs::rename(&tmp, &dst).with_context(|| format!("{}", dst.display()))?;
@@ -395,11 +405,9 @@ fn register_font(explicit: Option<&Path>) -> Result<()> {
             None => match candidates.iter().map(PathBuf::from).find(|p| p.exists()) {
                 Some(p) => p,
                 None => {
-                    return Err(
-                        "no TrueType font for the plots: install fonts-dejavu-core \
+                    return Err("no TrueType font for the plots: install fonts-dejavu-core \
                          (apt-get install fonts-dejavu-core) or pass --font FILE.ttf"
-                            .into(),
-                    )
+                        .into())
                 }
             },
         };
@@ -444,10 +452,24 @@ fn family_name(r: &Row) -> String {
     }
 }
 
-/// One colour per run.
+/// One colour per run: ten dark, distinct colours, then a palette.
 fn run_colour(i: usize) -> RGBColor {
-    let c = Palette99::pick(i).to_rgba();
-    RGBColor(c.0, c.1, c.2)
+    const COLOURS: [RGBColor; 10] = [
+        RGBColor(20, 20, 20),
+        RGBColor(34, 139, 34),
+        RGBColor(31, 90, 200),
+        RGBColor(230, 120, 0),
+        RGBColor(140, 80, 30),
+        RGBColor(200, 30, 60),
+        RGBColor(120, 60, 170),
+        RGBColor(0, 140, 140),
+        RGBColor(120, 120, 120),
+        RGBColor(180, 150, 0),
+    ];
+    COLOURS.get(i).copied().unwrap_or_else(|| {
+        let c = Palette99::pick(i).to_rgba();
+        RGBColor(c.0, c.1, c.2)
+    })
 }
 
 /// `[lo, hi]` of accuracies in percent, padded, within [0, 100].
@@ -501,7 +523,8 @@ fn scatter<DB: DrawingBackend>(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc("test accuracy, head (%)")
-        .x_label_formatter(&|v| format!("{v:.1e}"))
+        .x_labels(30)
+        .x_label_formatter(&log_label)
         .label_style((FONT, 14))
         .draw()
         .map_err(perr)?;
@@ -546,7 +569,12 @@ fn scatter<DB: DrawingBackend>(
 
 /// The paper's figure: accuracy against max node MACs, bubble area following inference MACs.
 fn bubbles<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
-    let biggest = rows.iter().map(|r| r.inference_macs).max().unwrap_or(1).max(1) as f64;
+    let biggest = rows
+        .iter()
+        .map(|r| r.inference_macs)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
     scatter(
         root,
         rows,
@@ -647,6 +675,23 @@ fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
+/// Tick labels of a log axis: only at 1, 2 and 5 times a power of ten, so they never crowd.
+fn log_label(v: &f64) -> String {
+    if *v <= 0.0 {
+        return String::new();
+    }
+    let exp = v.log10().floor();
+    let mantissa = v / 10f64.powf(exp);
+    if [1.0, 2.0, 5.0, 10.0]
+        .iter()
+        .any(|m| (mantissa - m).abs() < 1e-6 * m)
+    {
+        format!("{v:.0e}")
+    } else {
+        String::new()
+    }
+}
+
 /// Tick labels of an integer axis: whole numbers only.
 fn integer_label(v: &f64) -> String {
     if (v - v.round()).abs() < 1e-6 {
@@ -676,7 +721,10 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
             .flat_map(|t| t.units.iter().flatten().map(|a| 100.0 * a)),
     );
     let mut chart = ChartBuilder::on(root)
-        .caption("Auxiliary classifiers: test accuracy by depth and group", (FONT, 22))
+        .caption(
+            "Auxiliary classifiers: test accuracy by depth and group",
+            (FONT, 22),
+        )
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
@@ -710,7 +758,9 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
             .draw_series(LineSeries::new(means, colour.stroke_width(2)))
             .map_err(perr)?
             .label(r.name.clone())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+            });
         let dots: Vec<(f64, f64)> = t
             .units
             .iter()
@@ -718,7 +768,10 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
             .flat_map(|(k, g)| g.iter().map(move |a| ((k + 1) as f64, 100.0 * a)))
             .collect();
         chart
-            .draw_series(dots.into_iter().map(|p| Circle::new(p, 4, colour.mix(0.7).filled())))
+            .draw_series(
+                dots.into_iter()
+                    .map(|p| Circle::new(p, 4, colour.mix(0.7).filled())),
+            )
             .map_err(perr)?;
     }
     chart

@@ -257,7 +257,9 @@ impl SweepSpec {
                 .with_context(|| format!("sweep file {} is not valid TOML", path.display()))?;
             let ctx = |what: &str| format!("sweep file {}: {what}", path.display());
             if let Some(p) = t.remove("presets") {
-                let list = p.as_array().with_context(|| ctx("presets must be a list"))?;
+                let list = p
+                    .as_array()
+                    .with_context(|| ctx("presets must be a list"))?;
                 for v in list {
                     let name = v.as_str().with_context(|| ctx("presets are strings"))?;
                     // Preset files in a sweep file are relative to it.
@@ -279,7 +281,9 @@ impl SweepSpec {
                 flatten(s, "", &mut |k, v| spec.set.push((k, value_text(v))));
             }
             if let Some(g) = t.remove("grid") {
-                let g = g.as_table().with_context(|| ctx("[grid] must be a table"))?;
+                let g = g
+                    .as_table()
+                    .with_context(|| ctx("[grid] must be a table"))?;
                 let mut axes = Vec::new();
                 flatten(g, "", &mut |k, v| axes.push((k, v.clone())));
                 for (k, v) in axes {
@@ -435,11 +439,20 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .expect("valid template")
         .progress_chars("=> "),
     );
+    let started = Instant::now();
     let progress = |bar: &ProgressBar, finished: usize| {
         let epochs: usize = runs
             .iter()
             .map(|r| epochs_logged(&out.join(&r.name)).min(r.config.epochs))
             .sum();
+        // Without a terminal the bar is hidden: a line per epoch instead.
+        if bar.is_hidden() && epochs as u64 != bar.position() {
+            eprintln!(
+                "sweep: {epochs}/{total_epochs} epochs, {finished}/{} runs done, {:.0}s",
+                runs.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         bar.set_position(epochs as u64);
         bar.set_prefix(format!("{finished}/{}", runs.len()));
     };
@@ -487,7 +500,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
                             last_line(&dir.join(LOG))
                         )
                     };
-                    bar.println(format!("[{finished}/{}] {}: {line}", runs.len(), run.name));
+                    let line = format!("[{finished}/{}] {}: {line}", runs.len(), run.name);
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
                 }
             }
         }
@@ -552,7 +570,9 @@ fn start(
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     writeln!(log, "--- {:?}", cmd)?;
-    cmd.stdout(log.try_clone()?).stderr(log).stdin(Stdio::null());
+    cmd.stdout(log.try_clone()?)
+        .stderr(log)
+        .stdin(Stdio::null());
     die_with_parent(&mut cmd);
     cmd.spawn()
         .with_context(|| format!("cannot start {}", exe.display()))
@@ -591,7 +611,12 @@ fn finished_line(dir: &Path, took: Duration) -> String {
 fn last_line(path: &Path) -> String {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()).map(String::from))
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(String::from)
+        })
         .unwrap_or_default()
 }
 
@@ -657,10 +682,14 @@ mod tests {
                 "short-resnet32-g8-k4"
             ]
         );
-        let e = spec(&["smoke"], &[("epochz", "2")], &[]).runs().unwrap_err();
+        let e = spec(&["smoke"], &[("epochz", "2")], &[])
+            .runs()
+            .unwrap_err();
         assert!(format!("{e:#}").contains("epochz"), "{e:#}");
         // Impossible plans are found before anything runs.
-        let e = spec(&["smoke"], &[("groups", "3")], &[]).runs().unwrap_err();
+        let e = spec(&["smoke"], &[("groups", "3")], &[])
+            .runs()
+            .unwrap_err();
         assert!(format!("{e:#}").contains("smoke"), "{e:#}");
         assert!(spec(&["smoke"], &[("epochs", "0")], &[]).runs().is_err());
         assert!(spec(&["nope/*"], &[], &[]).runs().is_err());
@@ -721,7 +750,11 @@ mod tests {
         assert_eq!(runs.len(), 2);
         assert_eq!(runs[1].name, "smoke_seed=2");
         assert_eq!(
-            (runs[1].config.epochs, runs[1].config.seed, runs[1].config.lr),
+            (
+                runs[1].config.epochs,
+                runs[1].config.seed,
+                runs[1].config.lr
+            ),
             (2, 2, 0.01)
         );
         assert_eq!(runs[0].config.data.train_subset, Some(100));

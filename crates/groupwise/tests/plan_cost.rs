@@ -38,3 +38,25 @@ fn resnet32_node_macs_match_the_paper_table() {
     }
     assert!(worst < 0.01, "worst relative error {worst}");
 }
+
+/// InfoPro's decoder, counted by hand (ptflops conventions) for 16 channels at 8x8 decoded to a
+/// 3x32x32 image: upsampling 16*32*32, conv3x3 16->12 with bias, BN, ReLU, conv3x3 12->3 with bias.
+#[test]
+fn infopro_decoder_cost_by_hand_and_in_the_units() {
+    let d = groupwise::plan::cost::decoder_cost(16, 12, 3, 32);
+    let px = 32 * 32;
+    let macs = 16 * px + (9 * 16 * 12 + 12) * px + 2 * 12 * px + 12 * px + (9 * 12 * 3 + 3) * px;
+    assert_eq!(d.macs, macs as u64);
+    assert_eq!(d.params, (9 * 16 * 12 + 12) + 2 * 12 + (9 * 12 * 3 + 3));
+    // Every unit carries its decoder; inference does not.
+    let arch = Arch::resnet32(3, 32, 10);
+    let plain = Plan::new(arch.clone(), "4", 1, AuxInput::StopGradient).unwrap();
+    let info = plain.clone().with_decoder(Some(12));
+    for k in 0..plain.boundary_count() {
+        let (cin, _) = plain.aux_shape(k);
+        let extra = groupwise::plan::cost::decoder_cost(cin, 12, 3, 32);
+        assert_eq!(info.aux_cost(k), plain.aux_cost(k) + extra);
+    }
+    assert_eq!(info.inference_macs(), plain.inference_macs());
+    assert!(info.total_params() > plain.total_params());
+}

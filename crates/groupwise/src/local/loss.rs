@@ -33,6 +33,17 @@ pub struct InfoPro {
     pub decoder_width: i64,
 }
 
+impl Default for InfoPro {
+    /// The reference's defaults: weight 1 for both terms at every depth, a 12-channel decoder.
+    fn default() -> Self {
+        InfoPro {
+            reconstruction: [1.0, 1.0],
+            classification: [1.0, 1.0],
+            decoder_width: 12,
+        }
+    }
+}
+
 impl InfoPro {
     /// `(a_k, b_k)` at boundary `k` of `m`: linear in `k / (m - 1)` (0 with one boundary).
     pub fn weights(&self, k: usize, m: usize) -> (f64, f64) {

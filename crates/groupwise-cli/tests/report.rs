@@ -1,0 +1,308 @@
+//! `groupwise report` on tiny synthetic run directories (hand-written metrics and summaries, so every
+//! number in the output is known), and `groupwise plan` on every preset.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+
+fn groupwise() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_groupwise"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gw-report-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn output(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("run groupwise");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Whether an SVG draws `text` (plotters writes a `<text>` element's content on a line of its own).
+fn has_text(svg: &str, text: &str) -> bool {
+    svg.lines().any(|l| l.trim() == text) || svg.contains(&format!(">{text}<"))
+}
+
+fn smoke_config() -> Value {
+    let (ok, stdout, stderr) = output(groupwise().args(["presets", "--show", "smoke", "--json"]));
+    assert!(ok, "{stderr}");
+    serde_json::from_str(&stdout).unwrap()
+}
+
+/// `plan --json` of the smoke preset with another plan and G: the plan's max node MACs.
+fn max_node_macs(plan: &str, groups: i64) -> u64 {
+    let (ok, stdout, stderr) = output(groupwise().args([
+        "plan",
+        "--preset",
+        "smoke",
+        "--plan",
+        plan,
+        "--groups",
+        &groups.to_string(),
+        "--json",
+    ]));
+    assert!(ok, "{stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    v["max_node_macs"].as_u64().unwrap()
+}
+
+fn eval(head: f64, units: Value) -> Value {
+    let boundaries: Vec<f64> = units
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            let g = g.as_array().unwrap();
+            g.iter().map(|a| a.as_f64().unwrap()).sum::<f64>() / g.len() as f64
+        })
+        .collect();
+    json!({"head": head, "ensemble": head - 0.01, "units": units, "boundaries": boundaries, "images": 64})
+}
+
+/// A run directory with `epochs` metric lines, each of `steps` steps in `secs` seconds, test head
+/// accuracy `acc[e]`; `summary` when finished.
+#[allow(clippy::too_many_arguments)]
+fn make_run(
+    root: &Path,
+    name: &str,
+    plan: &str,
+    groups: i64,
+    steps: usize,
+    secs: f64,
+    acc: &[f64],
+    units: Value,
+    finished: bool,
+) {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut c = smoke_config();
+    c["plan"] = json!(plan);
+    c["groups"] = json!(groups);
+    c["epochs"] = json!(2);
+    std::fs::write(dir.join("config.json"), c.to_string()).unwrap();
+    let mut lines = String::new();
+    for (e, a) in acc.iter().enumerate() {
+        let m = json!({
+            "epoch": e + 1, "lr": 0.05, "steps": steps, "train_module_loss": [],
+            "train_units": [], "train_head_loss": 1.0 / (e + 1) as f64,
+            "train_head_accuracy": 0.5, "test": eval(*a, units.clone()),
+            "train_seconds": secs, "images_per_second": 100.0, "elapsed_seconds": secs * (e + 1) as f64,
+        });
+        lines.push_str(&format!("{m}\n"));
+    }
+    std::fs::write(dir.join("metrics.jsonl"), lines).unwrap();
+    if finished {
+        let s = json!({
+            "epochs": acc.len(), "steps": steps * acc.len(), "test": eval(*acc.last().unwrap(), units),
+            "max_node_macs": 1, "inference_macs": 1, "params": 1, "images_per_second": 100.0,
+            "wall_seconds": 10.0, "step_seconds": secs / steps as f64, "runtime": "threads",
+        });
+        std::fs::write(dir.join("summary.json"), s.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
+    let root = scratch("synthetic");
+    let runs = root.join("runs");
+    // e2e: 0.4 s/step; gn: 0.1 s/step (4x); dgl: unfinished, 1 of 2 epochs.
+    make_run(
+        &runs,
+        "a-e2e",
+        "1",
+        1,
+        10,
+        4.0,
+        &[0.80, 0.915],
+        json!([]),
+        true,
+    );
+    make_run(
+        &runs,
+        "b-dgl",
+        "2",
+        1,
+        10,
+        2.0,
+        &[0.75],
+        json!([[0.5], [0.7]]),
+        false,
+    );
+    make_run(
+        &runs,
+        "c-gn",
+        "2",
+        2,
+        10,
+        1.0,
+        &[0.6, 0.8],
+        json!([[0.4, 0.5], [0.6, 0.65]]),
+        true,
+    );
+    let out = root.join("report");
+    let (ok, _, stderr) = output(groupwise().arg("report").arg(&runs).arg("--out").arg(&out));
+    assert!(ok, "{stderr}");
+
+    // CSV: raw numbers, speed-ups against the end-to-end run.
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |row: &str, name: &str| -> String {
+        let i = header.iter().position(|h| *h == name).unwrap();
+        row.split(',').nth(i).unwrap().to_string()
+    };
+    let row = |run: &str| *lines.iter().find(|l| l.starts_with(run)).unwrap();
+    assert_eq!(col(row("a-e2e"), "head_accuracy"), "0.915000");
+    assert_eq!(col(row("a-e2e"), "speedup"), "1.0000");
+    assert_eq!(col(row("c-gn"), "speedup"), "4.0000");
+    assert_eq!(col(row("c-gn"), "seconds_per_step"), "0.100000");
+    assert_eq!(col(row("c-gn"), "method"), "GN-DGL G=2 K=2");
+    assert_eq!(col(row("b-dgl"), "finished"), "false");
+    assert_eq!(col(row("b-dgl"), "epochs_done"), "1");
+    assert_eq!(col(row("b-dgl"), "head_accuracy"), "0.750000");
+    // Costs come from the plan, not from the (dummy) summary.
+    for (run, plan, g) in [("a-e2e", "1", 1), ("b-dgl", "2", 1), ("c-gn", "2", 2)] {
+        assert_eq!(
+            col(row(run), "max_node_macs"),
+            max_node_macs(plan, g).to_string(),
+            "{run}"
+        );
+    }
+    let e2e: f64 = col(row("a-e2e"), "max_node_macs").parse().unwrap();
+    let gn: f64 = col(row("c-gn"), "max_node_macs").parse().unwrap();
+    let ratio: f64 = col(row("c-gn"), "max_node_macs_ratio").parse().unwrap();
+    assert!((ratio - e2e / gn).abs() < 1e-3, "{ratio} vs {}", e2e / gn);
+
+    // Markdown: the same rows, readable.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(
+        md.contains("| c-gn | GN-DGL G=2 K=2 | 2 | 80.00 | 79.00 |"),
+        "{md}"
+    );
+    assert!(md.contains("| b-dgl | DGL K=2 | 1/2 | 75.00 |"), "{md}");
+    assert!(md.contains("| 4.00x |"), "{md}");
+    for stem in [
+        "accuracy_vs_max_node_macs",
+        "accuracy_vs_step_time",
+        "curves",
+        "units",
+    ] {
+        assert!(md.contains(&format!("({stem}.svg)")), "{stem} not linked");
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        assert!(svg.starts_with("<svg"), "{stem}.svg");
+        let png = std::fs::read(out.join(format!("{stem}.png"))).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{stem}.png");
+        let (w, h) = (
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            u32::from_be_bytes(png[20..24].try_into().unwrap()),
+        );
+        assert_eq!((w, h), (960, 640), "{stem}.png size");
+    }
+    // The paper's figure: a bubble and a centre dot per run, labelled with its method, and a legend
+    // entry per family.
+    let fig = std::fs::read_to_string(out.join("accuracy_vs_max_node_macs.svg")).unwrap();
+    assert!(fig.matches("<circle").count() >= 2 * 3 + 3, "{fig}");
+    for text in [
+        "e2e",
+        "DGL K=2",
+        "GN-DGL G=2 K=2",
+        "end-to-end",
+        "DGL (G=1)",
+        "G=2",
+    ] {
+        assert!(has_text(&fig, text), "missing text {text}");
+    }
+    // Curves and units name the runs in their legends; units draw only runs with boundaries.
+    let curves = std::fs::read_to_string(out.join("curves.svg")).unwrap();
+    assert!(has_text(&curves, "a-e2e") && has_text(&curves, "c-gn"));
+    let units = std::fs::read_to_string(out.join("units.svg")).unwrap();
+    assert!(has_text(&units, "c-gn") && !has_text(&units, "a-e2e"));
+
+    // --baseline changes the reference of the speed-up.
+    let (ok, _, stderr) = output(
+        groupwise()
+            .arg("report")
+            .arg(runs.join("c-gn"))
+            .arg(runs.join("a-e2e"))
+            .args(["--baseline", "c-gn", "--out"])
+            .arg(root.join("r2")),
+    );
+    assert!(ok, "{stderr}");
+    let csv = std::fs::read_to_string(root.join("r2/results.csv")).unwrap();
+    assert!(
+        csv.lines()
+            .any(|l| l.starts_with("a-e2e") && l.contains(",0.2500,")),
+        "{csv}"
+    );
+
+    // Not a run directory: a clear error, nothing written.
+    let empty = root.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let (ok, _, stderr) = output(
+        groupwise()
+            .arg("report")
+            .arg(&empty)
+            .arg("--out")
+            .arg(root.join("r3")),
+    );
+    assert!(!ok && stderr.contains("no config.json"), "{stderr}");
+    assert!(!root.join("r3").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// Every preset passes `groupwise plan`, and the paper's ResNet-32 grid lands on METHOD.md section 8's
+/// per-node MACs (so each preset names the plan and G it claims).
+#[test]
+fn every_preset_plans_and_the_paper_grid_matches_the_published_costs() {
+    let (ok, stdout, stderr) = output(groupwise().arg("presets"));
+    assert!(ok, "{stderr}");
+    let names: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(names.len() >= 84, "{stdout}");
+    let table: &[(&str, f64)] = &[
+        ("e2e", 7.01e7),
+        ("dgl-k2", 3.70e7),
+        ("dgl-k4", 1.94e7),
+        ("dgl-k8", 1.09e7),
+        ("dgl-k16", 6.04e6),
+        ("g2-k1", 1.91e7),
+        ("g2-k2", 1.11e7),
+        ("g2-k4", 6.57e6),
+        ("g2-k8", 4.27e6),
+        ("g2-k16", 3.04e6),
+        ("g4-k1", 5.84e6),
+        ("g4-k2", 4.01e6),
+        ("g4-k4", 2.85e6),
+        ("g4-k8", 2.30e6),
+        ("g8-k1", 2.45e6),
+        ("g8-k2", 2.07e6),
+        ("g8-k4", 1.78e6),
+    ];
+    let mut checked = 0;
+    for name in &names {
+        let (ok, stdout, stderr) = output(groupwise().args(["plan", "--json", "--preset", name]));
+        assert!(ok, "groupwise plan --preset {name}: {stderr}");
+        let v: Value = serde_json::from_str(&stdout).unwrap();
+        let macs = v["max_node_macs"].as_f64().unwrap();
+        if let Some((_, want)) = table
+            .iter()
+            .find(|(n, _)| format!("paper/resnet32-{n}") == *name)
+        {
+            let rel = (macs - want).abs() / want;
+            assert!(rel < 0.005, "{name}: {macs:.4e} vs the paper's {want:.2e}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, table.len());
+}

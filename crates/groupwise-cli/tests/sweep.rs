@@ -1,0 +1,149 @@
+//! `groupwise sweep` end to end with the built binary: a killed sweep resumes its run from the last
+//! complete epoch and ends where an uninterrupted sweep ends; finished runs are skipped; a run
+//! directory holding another config is never touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tch::Tensor;
+
+fn scratch(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("gw-sweep-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A sweep of one smoke run of 4 epochs, each long enough (~1 s) to be killed in the middle.
+fn sweep(out: &Path, epochs: usize) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_groupwise"));
+    c.args([
+        "sweep",
+        "smoke",
+        "--set",
+        &format!("epochs={epochs}"),
+        "--set",
+        "data.synthetic.train=4096",
+        "--no-report",
+        "--threads-per-worker",
+        "1",
+        "--out",
+    ])
+    .arg(out);
+    c
+}
+
+fn finish(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("run groupwise sweep");
+    assert!(
+        out.status.success(),
+        "sweep failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn metric_lines(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.jsonl"))
+        .map(|t| t.lines().map(String::from).collect())
+        .unwrap_or_default()
+}
+
+fn max_rel_diff(a: &Path, b: &Path) -> f64 {
+    let a: std::collections::BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(a).unwrap().into_iter().collect();
+    let b: std::collections::BTreeMap<String, Tensor> =
+        Tensor::read_safetensors(b).unwrap().into_iter().collect();
+    assert_eq!(
+        a.keys().collect::<Vec<_>>(),
+        b.keys().collect::<Vec<_>>(),
+        "checkpoint names differ"
+    );
+    a.iter()
+        .filter(|(_, t)| t.is_floating_point())
+        .map(|(n, t)| {
+            let u = &b[n];
+            let scale = u.abs().max().double_value(&[]).max(1e-6);
+            (t - u).abs().max().double_value(&[]) / scale
+        })
+        .fold(0.0, f64::max)
+}
+
+#[test]
+fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
+    let root = scratch("kill");
+    let (out, clean) = (root.join("interrupted"), root.join("clean"));
+    let run = out.join("smoke");
+
+    // Kill the sweep once the run has logged its first epoch.
+    let mut child = sweep(&out, 4).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while metric_lines(&run).is_empty() {
+        assert!(Instant::now() < deadline, "no epoch logged in 120 s");
+        assert!(child.try_wait().unwrap().is_none(), "sweep ended early");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The training process dies with its sweep: nothing moves afterwards.
+    std::thread::sleep(Duration::from_millis(300));
+    let after_kill = metric_lines(&run);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        metric_lines(&run),
+        after_kill,
+        "training went on after the sweep died"
+    );
+    assert!(after_kill.len() < 4, "the run finished before the kill");
+    assert!(!run.join("summary.json").exists());
+
+    // Again: the run resumes after its last complete epoch, keeping the epochs it had.
+    let again = finish(&mut sweep(&out, 4));
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("resume after epoch"), "{stderr}");
+    let lines = metric_lines(&run);
+    assert_eq!(lines.len(), 4);
+    assert_eq!(
+        lines[..after_kill.len()],
+        after_kill[..],
+        "kept epochs were redone"
+    );
+    assert!(run.join("summary.json").exists());
+
+    // It ends where an uninterrupted sweep ends.
+    finish(&mut sweep(&clean, 4));
+    let diff = max_rel_diff(
+        &run.join("checkpoint.safetensors"),
+        &clean.join("smoke/checkpoint.safetensors"),
+    );
+    assert!(
+        diff <= 1e-5,
+        "resumed run differs from a clean run by {diff:e}"
+    );
+
+    // Finished: skipped, untouched.
+    let summary = std::fs::read(run.join("summary.json")).unwrap();
+    let stamp = std::fs::metadata(run.join("summary.json"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let third = finish(&mut sweep(&out, 4));
+    assert!(String::from_utf8_lossy(&third.stderr).contains("done, skipped"));
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    assert_eq!(
+        std::fs::metadata(run.join("summary.json"))
+            .unwrap()
+            .modified()
+            .unwrap(),
+        stamp
+    );
+
+    // Another config for the same directory: a clear error before anything runs.
+    let other = sweep(&out, 3).output().unwrap();
+    assert!(!other.status.success());
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(stderr.contains("different config"), "{stderr}");
+    assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
+    std::fs::remove_dir_all(&root).unwrap();
+}
