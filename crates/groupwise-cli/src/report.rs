@@ -17,7 +17,8 @@ use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
 /// Flags of `groupwise report`.
 #[derive(Args)]
 pub struct ReportArgs {
-    /// Run directories; a directory of run directories (a sweep's --out) stands for all of them.
+    /// Run directories; a directory of run directories (a sweep's --out) stands for all of them, in
+    /// sweep order (else by name).
     #[arg(required = true)]
     pub dirs: Vec<PathBuf>,
     /// Where to write report.md, results.csv and the plots.
@@ -81,9 +82,31 @@ fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             );
         }
         subs.sort();
+        // A sweep's directory lists its runs in sweep order; the rest follow by name.
+        if let Some(order) = sweep_order(d) {
+            let rank = |p: &PathBuf| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                order
+                    .iter()
+                    .position(|o| Some(o) == name.as_ref())
+                    .unwrap_or(usize::MAX)
+            };
+            subs.sort_by_key(rank);
+        }
         out.extend(subs);
     }
     Ok(out)
+}
+
+/// The run names of a sweep directory's manifest, if it has one.
+fn sweep_order(dir: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join(crate::sweep::MANIFEST)).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["runs"]
+        .as_array()?
+        .iter()
+        .map(|n| n.as_str().map(String::from))
+        .collect()
 }
 
 /// One run, as read from its directory.
@@ -528,6 +551,14 @@ fn scatter<DB: DrawingBackend>(
         .label_style((FONT, 14))
         .draw()
         .map_err(perr)?;
+    // Points are labelled with their method, or with the run name where methods repeat (a grid
+    // over seeds or budgets).
+    let unique = {
+        let methods: Vec<String> = shown.iter().map(|r| r.method()).collect();
+        methods
+            .iter()
+            .all(|m| methods.iter().filter(|n| *n == m).count() == 1)
+    };
     let mut families: Vec<String> = Vec::new();
     for r in &shown {
         let fam = family_name(r);
@@ -552,7 +583,11 @@ fn scatter<DB: DrawingBackend>(
         chart
             .draw_series(std::iter::once(
                 EmptyElement::at(point)
-                    + Text::new(r.method(), (7, -14), (FONT, 13).into_font().color(&BLACK)),
+                    + Text::new(
+                        if unique { r.method() } else { r.name.clone() },
+                        (7, -14),
+                        (FONT, 13).into_font().color(&BLACK),
+                    ),
             ))
             .map_err(perr)?;
     }

@@ -430,6 +430,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    // The runs in sweep order, for `groupwise report OUT`.
+    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
+    let manifest = serde_json::json!({ "runs": names });
+    crate::atomic_write(&out.join(MANIFEST), manifest.to_string().as_bytes())?;
 
     let bar = ProgressBar::new(total_epochs as u64);
     bar.set_style(
@@ -536,6 +540,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     eprintln!("sweep complete: {} runs in {}", runs.len(), out.display());
     Ok(())
 }
+
+/// The list of a sweep's runs in its directory: `{"runs": [names...]}`.
+pub const MANIFEST: &str = "sweep.json";
 
 /// The log of a run started by a sweep (the trainer's stdout and stderr, appended).
 const LOG: &str = "train.log";
