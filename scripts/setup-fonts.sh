@@ -5,8 +5,4 @@ set -euo pipefail
 if [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
   exit 0
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo=sudo
-echo "installing Debian's fonts-dejavu-core ..."
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-dejavu-core >/dev/null
+"$(dirname "$0")/apt-install.sh" "DejaVu Sans for the report plots" fonts-dejavu-core

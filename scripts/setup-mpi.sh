@@ -6,8 +6,4 @@ if command -v mpicc >/dev/null && command -v mpiexec >/dev/null \
   && ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
   exit 0
 fi
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo=sudo
-echo "installing OpenMPI and libclang (for the mpi feature) ..."
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq openmpi-bin libopenmpi-dev libclang-dev >/dev/null
+"$(dirname "$0")/apt-install.sh" "OpenMPI and libclang for the mpi feature" openmpi-bin libopenmpi-dev libclang-dev

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use plotters::coord::Shift;
+use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
@@ -451,6 +451,21 @@ fn perr<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("plotting: {e:?}")
 }
 
+/// The series legend, boxed in the lower right corner.
+fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    font_size: u32,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, font_size))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(perr)
+}
+
 /// The paper's colours: end-to-end black, DGL green, G=2 blue, G=4 yellow, G=8 brown; other G from
 /// a palette.
 fn family_colour(r: &Row) -> RGBColor {
@@ -591,14 +606,7 @@ fn scatter<DB: DrawingBackend>(
             ))
             .map_err(perr)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(perr)?;
+    legend(&mut chart, 14)?;
     Ok(())
 }
 
@@ -697,14 +705,7 @@ fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
                 .map_err(perr)?;
         }
         if is_acc {
-            chart
-                .configure_series_labels()
-                .label_font((FONT, 12))
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(perr)?;
+            legend(&mut chart, 12)?;
         }
     }
     Ok(())
@@ -809,13 +810,6 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
             )
             .map_err(perr)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 12))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(perr)?;
+    legend(&mut chart, 12)?;
     Ok(())
 }
