@@ -168,6 +168,12 @@ impl Unit {
         }
     }
 
+    /// Whether [`Unit::step`] reads the network input (InfoPro's reconstruction target); without it
+    /// any tensor may be passed.
+    pub fn needs_images(&self) -> bool {
+        self.reconstruction.is_some()
+    }
+
     /// Sets the map from network input back to `[0, 1]` pixels for the reconstruction target:
     /// `pixel = x * std + mean` per channel (one entry applies to every channel).
     fn set_pixel_scale(&mut self, mean: &[f32], std: &[f32]) {

@@ -200,7 +200,12 @@ impl Worker<'_> {
             peers.push(logits.detach());
         }
         let labels = work.labels.to_device(self.device);
-        let images = work.images.to_device(self.device);
+        // Only InfoPro's decoders read the images outside the first module.
+        let images = if unit.needs_images() {
+            work.images.to_device(self.device)
+        } else {
+            Tensor::new()
+        };
         let s = unit.step(&aux_input, &logits, &peers, &labels, &images, work.lr);
         self.report(&[
             s.cross_entropy,
