@@ -147,3 +147,37 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn parallel_jobs_run_a_grid_and_the_report_keeps_sweep_order() {
+    let root = scratch("jobs");
+    let out = root.join("grid");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_groupwise"));
+    cmd.args([
+        "sweep",
+        "smoke",
+        "--grid",
+        "seed=2,0,1",
+        "--jobs",
+        "2",
+        "--threads-per-worker",
+        "1",
+        "--out",
+    ])
+    .arg(&out);
+    let done = finish(&mut cmd);
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(stderr.matches("% head").count(), 3, "{stderr}");
+    for seed in [0, 1, 2] {
+        assert!(out.join(format!("smoke_seed={seed}/summary.json")).exists());
+    }
+    // The report lists the runs in sweep order (2, 0, 1), not by name.
+    let csv = std::fs::read_to_string(out.join("report/results.csv")).unwrap();
+    let names: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .collect();
+    assert_eq!(names, ["smoke_seed=2", "smoke_seed=0", "smoke_seed=1"]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
