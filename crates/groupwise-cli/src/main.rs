@@ -700,42 +700,14 @@ fn cmd_eval(args: EvalArgs) -> Result<()> {
 fn cmd_plan(args: PlanArgs) -> Result<()> {
     let mut c = base_config(args.preset.as_deref())?;
     args.model.apply(&mut c)?;
-    let (channels, size, classes) = dataset_shape(&c);
+    let (channels, size, classes) = c.data.shape();
     let arch = c.arch(
         args.in_channels.unwrap_or(channels as i64) as usize,
         args.image_size.unwrap_or(size as i64) as usize,
         args.classes.unwrap_or(classes as i64) as usize,
     );
-    let plan = Plan::new(arch, &c.plan, c.groups, c.aux_input)?
-        .with_decoder(c.loss.infopro.map(|i| i.decoder_width));
+    let plan = c.build_plan(arch)?;
     print_plan(&c, &plan, args.json)
-}
-
-/// (channels, image size, classes) of a config's dataset, without reading it.
-pub(crate) fn dataset_shape(c: &RunConfig) -> (usize, usize, usize) {
-    match c.data.kind {
-        DatasetKind::FashionMnist | DatasetKind::Mnist => (1, 28, 10),
-        DatasetKind::Cifar10 => (3, 32, 10),
-        DatasetKind::Cifar100 => (3, 32, 100),
-        DatasetKind::ImageNet32 => (3, 32, 1000),
-        DatasetKind::Synthetic => (
-            c.data.synthetic.channels,
-            c.data.synthetic.size,
-            c.data.synthetic.classes,
-        ),
-    }
-}
-
-/// The validated plan of a config (what `groupwise plan` prints), without reading the data.
-pub(crate) fn config_plan(c: &RunConfig) -> Result<Plan> {
-    let (channels, size, classes) = dataset_shape(c);
-    Ok(Plan::new(
-        c.arch(channels, size, classes),
-        &c.plan,
-        c.groups,
-        c.aux_input,
-    )?
-    .with_decoder(c.loss.infopro.map(|i| i.decoder_width)))
 }
 
 fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {

@@ -21,14 +21,15 @@ pub fn names() -> impl Iterator<Item = &'static str> {
 /// Where a preset's text comes from.
 #[derive(Clone, Debug)]
 enum Source {
-    Builtin(&'static str),
+    /// Name and text of a built-in preset.
+    Builtin(&'static str, &'static str),
     File(PathBuf),
 }
 
 impl Source {
     fn find(name: &str, relative_to: Option<&Path>) -> Result<Source> {
-        if let Some((n, _)) = BUILTIN.iter().find(|(n, _)| *n == name) {
-            return Ok(Source::Builtin(n));
+        if let Some(&(n, text)) = BUILTIN.iter().find(|(n, _)| *n == name) {
+            return Ok(Source::Builtin(n, text));
         }
         if name.ends_with(".toml") {
             let path = match relative_to {
@@ -54,10 +55,7 @@ impl Source {
 
     fn read(&self) -> Result<(String, String)> {
         match self {
-            Source::Builtin(n) => {
-                let text = BUILTIN.iter().find(|(b, _)| b == n).expect("listed").1;
-                Ok((format!("configs/{n}.toml"), text.to_string()))
-            }
+            Source::Builtin(n, text) => Ok((format!("configs/{n}.toml"), text.to_string())),
             Source::File(p) => {
                 let text = std::fs::read_to_string(p)
                     .with_context(|| format!("cannot read preset file {}", p.display()))?;
@@ -68,7 +66,7 @@ impl Source {
 
     fn dir(&self) -> Option<PathBuf> {
         match self {
-            Source::Builtin(_) => None,
+            Source::Builtin(..) => None,
             Source::File(p) => p.parent().map(Path::to_path_buf),
         }
     }
@@ -160,7 +158,8 @@ mod tests {
         for name in names() {
             let c = preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
             // What `groupwise plan --preset NAME` builds: the plan must be valid too.
-            crate::config_plan(&c).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            c.declared_plan()
+                .unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
     }
 

@@ -166,7 +166,8 @@ impl Row {
                 })?),
                 Err(_) => None,
             };
-        let plan = crate::config_plan(&config)
+        let plan = config
+            .declared_plan()
             .with_context(|| format!("{}: the run's plan", dir.display()))?;
         let latest = metrics.iter().rev().find_map(|m| m.test.clone());
         let test = summary.as_ref().map(|s| s.test.clone()).or(latest);

@@ -154,14 +154,7 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()
 
 /// A run-directory name: the preset with `/` as `-`, then `_key=value` for every grid axis.
 fn run_name(preset: &str, axes: &[(String, String)]) -> String {
-    let mut name = if preset.ends_with(".toml") {
-        Path::new(preset)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    } else {
-        preset.replace('/', "-")
-    };
+    let mut name = crate::preset_label(preset);
     for (k, v) in axes {
         name.push_str(&format!("_{k}={v}"));
     }
@@ -344,7 +337,9 @@ impl SweepSpec {
                 }
                 let name = run_name(&preset, combo);
                 let config = presets::from_table(table, &name)?;
-                crate::config_plan(&config).with_context(|| format!("run {name}"))?;
+                config
+                    .declared_plan()
+                    .with_context(|| format!("run {name}"))?;
                 if let Some(other) = names.insert(name.clone(), preset.clone()) {
                     bail!("runs of {other} and {preset} would share the directory name {name}");
                 }

@@ -84,6 +84,19 @@ impl RunConfig {
         }
     }
 
+    /// The validated plan of this config on `arch`, with InfoPro's decoders when the loss has them.
+    pub fn build_plan(&self, arch: Arch) -> Result<Plan, PlanError> {
+        Ok(Plan::new(arch, &self.plan, self.groups, self.aux_input)?
+            .with_decoder(self.loss.infopro.map(|i| i.decoder_width)))
+    }
+
+    /// [`RunConfig::build_plan`] on the data's declared shape ([`DataSpec::shape`]), without reading
+    /// the data: what `groupwise plan` prints and what sweeps and reports cost.
+    pub fn declared_plan(&self) -> Result<Plan, PlanError> {
+        let (channels, size, classes) = self.data.shape();
+        self.build_plan(self.arch(channels, size, classes))
+    }
+
     /// Checks what can be checked without the data.
     pub fn validate(&self) -> Result<(), TrainError> {
         let bad = |m: String| Err(TrainError::Config(m));
@@ -322,8 +335,7 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
         )));
     }
     let arch = config.arch(c, h, splits.train.classes());
-    let plan = Plan::new(arch, &config.plan, config.groups, config.aux_input)?
-        .with_decoder(config.loss.infopro.map(|i| i.decoder_width));
+    let plan = config.build_plan(arch)?;
     // libtorch's generator is global: hold a lock so that runs started at the same time in one
     // process (tests, sweeps) each get exactly the weights of their seed.
     static INIT: std::sync::Mutex<()> = std::sync::Mutex::new(());

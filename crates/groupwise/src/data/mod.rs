@@ -354,6 +354,23 @@ impl Default for DataSpec {
 }
 
 impl DataSpec {
+    /// `(channels, image size, classes)` of the data this spec reads, known without reading it.
+    pub fn shape(&self) -> (usize, usize, usize) {
+        let (channels, size) = match self.kind {
+            DatasetKind::FashionMnist | DatasetKind::Mnist => (1, 28),
+            DatasetKind::Cifar10 | DatasetKind::Cifar100 | DatasetKind::ImageNet32 => (3, 32),
+            DatasetKind::Synthetic => {
+                let s = &self.synthetic;
+                return (s.channels, s.size, s.classes);
+            }
+        };
+        let classes = self
+            .kind
+            .classes()
+            .expect("every real dataset has a class count");
+        (channels, size, classes)
+    }
+
     /// The directory to read: the explicit path or the kind's default.
     pub fn dir(&self) -> Result<PathBuf, DataError> {
         match (&self.path, self.kind.default_dir()) {
