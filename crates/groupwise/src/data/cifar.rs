@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{read_file, require_dir, DataError, Dataset, DatasetKind};
+use super::{read_file, require_dir, stored_label, DataError, Dataset, DatasetKind};
 
 /// Bytes of pixels per record: 3 x 32 x 32, channel-major.
 const PIXELS: usize = 3 * 32 * 32;
@@ -46,15 +46,7 @@ fn read_batch(path: &Path, layout: &Layout) -> Result<Dataset, DataError> {
     let mut labels = Vec::with_capacity(n);
     for (index, r) in bytes.chunks_exact(record).enumerate() {
         for (&l, &classes) in r.iter().zip(layout.label_classes) {
-            if usize::from(l) >= classes {
-                return Err(DataError::LabelOutOfRange {
-                    path: path.to_path_buf(),
-                    index,
-                    label: i64::from(l),
-                    min: 0,
-                    max: classes as i64 - 1,
-                });
-            }
+            stored_label(path, index, i64::from(l), 0, classes as i64 - 1)?;
         }
         labels.push(u16::from(r[layout.label_at]));
         images.extend_from_slice(&r[label_bytes..]);

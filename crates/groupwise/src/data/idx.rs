@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::{read_file, require_dir, DataError, Dataset, DatasetKind};
+use super::{read_file, require_dir, stored_label, DataError, Dataset, DatasetKind};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 const IMAGES_MAGIC: u32 = 2051;
@@ -103,21 +103,11 @@ pub fn read_idx_labels(path: &Path, classes: usize) -> Result<Vec<u16>, DataErro
     check_header(path, &bytes, LABELS_MAGIC, 8, "label")?;
     let n = be_u32(&bytes, 4) as u64;
     check_length(path, &bytes, 8 + n)?;
-    let labels = &bytes[8..];
-    if let Some((index, &l)) = labels
+    bytes[8..]
         .iter()
         .enumerate()
-        .find(|(_, &l)| usize::from(l) >= classes)
-    {
-        return Err(DataError::LabelOutOfRange {
-            path: path.to_path_buf(),
-            index,
-            label: i64::from(l),
-            min: 0,
-            max: classes as i64 - 1,
-        });
-    }
-    Ok(labels.iter().map(|&l| u16::from(l)).collect())
+        .map(|(index, &l)| stored_label(path, index, i64::from(l), 0, classes as i64 - 1))
+        .collect()
 }
 
 /// Finds `stem` or `stem.gz` in `dir` (the plain file wins).

@@ -575,6 +575,40 @@ pub struct Splits {
 }
 
 /// Normalisation used for MNIST-like and synthetic data: mean 0.5, std 0.5 on every channel.
+/// A label as stored in `path` (sample `index`) mapped to `0..=max-min`, or
+/// [`DataError::LabelOutOfRange`] when it lies outside `min..=max`. Every reader checks its labels here.
+pub(crate) fn stored_label(
+    path: &Path,
+    index: usize,
+    label: i64,
+    min: i64,
+    max: i64,
+) -> Result<u16, DataError> {
+    if (min..=max).contains(&label) {
+        Ok((label - min) as u16)
+    } else {
+        Err(DataError::LabelOutOfRange {
+            path: path.to_path_buf(),
+            index,
+            label,
+            min,
+            max,
+        })
+    }
+}
+
+/// Train and test transforms of the 32x32 colour datasets: normalise with `mean`/`std`; for training
+/// also pad 4 (`padding`), random crop and flip.
+fn pad_crop_flip(mean: Vec<f32>, std: Vec<f32>, padding: Padding) -> (Transform, Transform) {
+    let test = Transform::normalize_only(mean.clone(), std.clone());
+    let train = Transform {
+        mean,
+        std,
+        augment: Augment::PadCropFlip { pad: 4, padding },
+    };
+    (train, test)
+}
+
 fn half_transform() -> Transform {
     Transform::normalize_only(vec![0.5], vec![0.5])
 }
@@ -602,30 +636,14 @@ pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
             };
             let mean = [125.3f32, 123.0, 113.9].map(|v| v / 255.0).to_vec();
             let std = [63.0f32, 62.1, 66.7].map(|v| v / 255.0).to_vec();
-            let test_t = Transform::normalize_only(mean.clone(), std.clone());
-            let train_t = Transform {
-                mean,
-                std,
-                augment: Augment::PadCropFlip {
-                    pad: 4,
-                    padding: Padding::Reflect,
-                },
-            };
+            let (train_t, test_t) = pad_crop_flip(mean, std, Padding::Reflect);
             (train, test, train_t, test_t)
         }
         DatasetKind::ImageNet32 => {
             let (train, test) = load_imagenet32(&spec.dir()?)?;
             let mean = vec![0.485, 0.456, 0.406];
             let std = vec![0.229, 0.224, 0.225];
-            let test_t = Transform::normalize_only(mean.clone(), std.clone());
-            let train_t = Transform {
-                mean,
-                std,
-                augment: Augment::PadCropFlip {
-                    pad: 4,
-                    padding: Padding::Zero,
-                },
-            };
+            let (train_t, test_t) = pad_crop_flip(mean, std, Padding::Zero);
             (train, test, train_t, test_t)
         }
     };

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::{require_dir, DataError, Dataset, DatasetKind};
+use super::{require_dir, stored_label, DataError, Dataset, DatasetKind};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -432,19 +432,7 @@ fn read_labels(
     values
         .iter()
         .enumerate()
-        .map(|(index, &l)| {
-            if (1..=CLASSES as i64).contains(&l) {
-                Ok((l - 1) as u16)
-            } else {
-                Err(DataError::LabelOutOfRange {
-                    path: path.to_path_buf(),
-                    index,
-                    label: l,
-                    min: 1,
-                    max: CLASSES as i64,
-                })
-            }
-        })
+        .map(|(index, &l)| stored_label(path, index, l, 1, CLASSES as i64))
         .collect()
 }
 
