@@ -16,6 +16,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use groupwise::checkpoint;
 use groupwise::train::{self, RunConfig, Summary};
 
 use crate::presets;
@@ -95,9 +96,14 @@ pub fn run_state(dir: &Path, planned: &RunConfig) -> Result<RunState> {
     if dir.join(train::files::SUMMARY).exists() {
         return Ok(RunState::Done);
     }
-    if dir.join(train::files::CHECKPOINT).exists() {
+    let ckpt = dir.join(train::files::CHECKPOINT);
+    if ckpt.exists() {
+        // The checkpoint, not metrics.jsonl, says how far the run got: an epoch's line is written
+        // just before its checkpoint, and a kill in between leaves one line too many.
+        let progress = checkpoint::read_progress(&ckpt)
+            .with_context(|| format!("{}: cannot read where the run stands", dir.display()))?;
         return Ok(RunState::Resume {
-            epochs: epochs_logged(dir),
+            epochs: progress.epoch,
         });
     }
     Ok(RunState::Fresh)
@@ -708,9 +714,21 @@ mod tests {
         let json = serde_json::to_string(&run.config).unwrap();
         std::fs::write(rd.join(train::files::CONFIG), &json).unwrap();
         assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Fresh);
-        // A checkpoint and one logged epoch: resume.
-        std::fs::write(rd.join(train::files::CHECKPOINT), b"x").unwrap();
-        std::fs::write(rd.join(train::files::METRICS), "{}\n").unwrap();
+        // A corrupt checkpoint: a clear error, nothing decided.
+        let ckpt = rd.join(train::files::CHECKPOINT);
+        std::fs::write(&ckpt, b"x").unwrap();
+        let e = run_state(&rd, &run.config).unwrap_err();
+        assert!(format!("{e:#}").contains("cannot read"), "{e:#}");
+        // A checkpoint after epoch 1 and a line of epoch 2 (killed between the two writes):
+        // resume after epoch 1, as the checkpoint says.
+        let progress = |e: i64| {
+            vec![
+                ("train.epoch".to_string(), tch::Tensor::from(e)),
+                ("train.step".to_string(), tch::Tensor::from(0i64)),
+            ]
+        };
+        checkpoint::write_atomic(&progress(1), &ckpt).unwrap();
+        std::fs::write(rd.join(train::files::METRICS), "{}\n{}\n").unwrap();
         assert_eq!(
             run_state(&rd, &run.config).unwrap(),
             RunState::Resume { epochs: 1 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use groupwise::checkpoint;
 use tch::Tensor;
 
 fn scratch(name: &str) -> PathBuf {
@@ -76,11 +77,11 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     let (out, clean) = (root.join("interrupted"), root.join("clean"));
     let run = out.join("smoke");
 
-    // Kill the sweep once the run has logged its first epoch.
+    // Kill the sweep once the run has logged and checkpointed its first epoch.
     let mut child = sweep(&out, 4).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while metric_lines(&run).is_empty() {
-        assert!(Instant::now() < deadline, "no epoch logged in 120 s");
+    while metric_lines(&run).is_empty() || !run.join("checkpoint.safetensors").exists() {
+        assert!(Instant::now() < deadline, "no epoch checkpointed in 120 s");
         assert!(child.try_wait().unwrap().is_none(), "sweep ended early");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -97,6 +98,17 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     );
     assert!(after_kill.len() < 4, "the run finished before the kill");
     assert!(!run.join("summary.json").exists());
+    // The kill may land between an epoch's metrics line and its checkpoint: that epoch is the
+    // one in progress and is done again; the epochs in the checkpoint are kept.
+    let saved = checkpoint::read_progress(&run.join("checkpoint.safetensors"))
+        .unwrap()
+        .epoch;
+    assert!(
+        (1..=after_kill.len()).contains(&saved) && after_kill.len() - saved <= 1,
+        "checkpoint after epoch {saved}, {} lines logged",
+        after_kill.len()
+    );
+    let kept = &after_kill[..saved];
 
     // Again: the run resumes after its last complete epoch, keeping the epochs it had.
     let again = finish(&mut sweep(&out, 4));
@@ -104,11 +116,11 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     assert!(stderr.contains("resume after epoch"), "{stderr}");
     let lines = metric_lines(&run);
     assert_eq!(lines.len(), 4);
-    assert_eq!(
-        lines[..after_kill.len()],
-        after_kill[..],
-        "kept epochs were redone"
+    assert!(
+        stderr.contains(&format!("resume after epoch {saved}")),
+        "{stderr}"
     );
+    assert_eq!(lines[..saved], kept[..], "kept epochs were redone");
     assert!(run.join("summary.json").exists());
 
     // It ends where an uninterrupted sweep ends.
