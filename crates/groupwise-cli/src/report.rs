@@ -550,19 +550,24 @@ fn scatter<DB: DrawingBackend>(
         .filter(|r| r.head.is_finite() && x(r).is_finite() && x(r) > 0.0)
         .collect();
     let xr = log_range(shown.iter().map(|r| x(r)));
+    let (ticks, grid) = log_ticks(&xr);
     let yr = accuracy_range(shown.iter().map(|r| 100.0 * r.head));
     let mut chart = ChartBuilder::on(root)
         .caption(caption, (FONT, 22))
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(60)
-        .build_cartesian_2d(xr.log_scale(), yr)
+        .build_cartesian_2d(
+            xr.log_scale()
+                .with_key_points(ticks)
+                .with_light_points(grid),
+            yr,
+        )
         .map_err(perr)?;
     chart
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc("test accuracy, head (%)")
-        .x_labels(30)
         .x_label_formatter(&log_label)
         .label_style((FONT, 14))
         .draw()
@@ -712,20 +717,42 @@ fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
     Ok(())
 }
 
-/// Tick labels of a log axis: only at 1, 2 and 5 times a power of ten, so they never crowd.
-fn log_label(v: &f64) -> String {
-    if *v <= 0.0 {
-        return String::new();
+/// Ticks of a log axis over `range`: labelled ones at 1, 2 and 5 times powers of ten (every
+/// 1..9 multiple when that gives fewer than three), and light grid lines at every 1..9 multiple.
+fn log_ticks(range: &std::ops::Range<f64>) -> (Vec<f64>, Vec<f64>) {
+    let (lo, hi) = (range.start, range.end);
+    if !(lo > 0.0 && hi > lo && hi.is_finite()) {
+        return (Vec::new(), Vec::new());
     }
-    let exp = v.log10().floor();
-    let mantissa = v / 10f64.powf(exp);
-    if [1.0, 2.0, 5.0, 10.0]
-        .iter()
-        .any(|m| (mantissa - m).abs() < 1e-6 * m)
-    {
-        format!("{v:.0e}")
+    let multiples = |mantissas: &[f64]| -> Vec<f64> {
+        let mut out = Vec::new();
+        for exp in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
+            for m in mantissas {
+                // Through a decimal string, so 0.2 is 0.2 and labels print short.
+                let v: f64 = format!("{m}e{exp}").parse().expect("a number");
+                if v >= lo && v <= hi {
+                    out.push(v);
+                }
+            }
+        }
+        out
+    };
+    let all = multiples(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]);
+    let bold = multiples(&[1.0, 2.0, 5.0]);
+    if bold.len() >= 3 {
+        (bold, all)
     } else {
-        String::new()
+        (all.clone(), all)
+    }
+}
+
+/// A log axis tick label: plain decimals from 0.001 to 9999, else `2e6` style.
+fn log_label(v: &f64) -> String {
+    if *v >= 1e-3 && *v < 1e4 {
+        let text = format!("{v:.3}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        format!("{v:e}")
     }
 }
 
@@ -813,4 +840,30 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
     }
     legend(&mut chart, 12)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_axes_label_a_few_round_values_in_every_range() {
+        // The MACs of the README's sweep: 1, 2 and 5 times powers of ten.
+        let (bold, light) = log_ticks(&(1.5e6..8.6e7));
+        assert_eq!(bold, vec![2e6, 5e6, 1e7, 2e7, 5e7]);
+        assert_eq!(light.len(), 16);
+        assert_eq!(
+            bold.iter().map(log_label).collect::<Vec<_>>(),
+            ["2e6", "5e6", "1e7", "2e7", "5e7"]
+        );
+        // Less than a decade (seconds per step): every multiple is labelled.
+        let (bold, _) = log_ticks(&(0.17..0.9));
+        assert_eq!(bold, vec![0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]);
+        assert_eq!(log_label(&0.2), "0.2");
+        assert_eq!(log_label(&3.0), "3");
+        assert_eq!(log_label(&0.015), "0.015");
+        // Degenerate ranges draw no ticks rather than panic.
+        assert_eq!(log_ticks(&(0.0..1.0)), (vec![], vec![]));
+        assert_eq!(log_ticks(&(2.0..2.0)), (vec![], vec![]));
+    }
 }
