@@ -232,6 +232,115 @@ impl Row {
     }
 }
 
+/// Runs that differ only in their seeds (weights, data order, augmentation): one configuration
+/// measured several times, reported as a mean, a spread and a range.
+pub struct SeedGroup {
+    /// The members' common name: the first member's with its `_seed=N` part taken out.
+    pub name: String,
+    /// Indices of the member runs, in report order.
+    pub members: Vec<usize>,
+}
+
+/// Mean, sample standard deviation (NaN for fewer than two values), minimum and maximum.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    /// Mean.
+    pub mean: f64,
+    /// Sample standard deviation (n - 1).
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// How many values.
+    pub n: usize,
+}
+
+impl Spread {
+    /// Of the finite values; `None` when there are none.
+    pub fn of(values: impl IntoIterator<Item = f64>) -> Option<Spread> {
+        let v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return None;
+        }
+        let n = v.len();
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let std = if n > 1 {
+            (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+        } else {
+            f64::NAN
+        };
+        Some(Spread {
+            mean,
+            std,
+            min: v.iter().cloned().fold(f64::INFINITY, f64::min),
+            max: v.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            n,
+        })
+    }
+}
+
+/// The rows of `rows`, grouped by config with the seeds (and `max_steps`, how far a run was asked
+/// to go this time) left out; groups in order of first appearance.
+pub fn seed_groups(rows: &[Row]) -> Vec<SeedGroup> {
+    let seedless = |c: &RunConfig| RunConfig {
+        seed: 0,
+        data: groupwise::data::DataSpec {
+            seed: 0,
+            ..c.data.clone()
+        },
+        max_steps: None,
+        ..c.clone()
+    };
+    let mut keyed: Vec<(RunConfig, SeedGroup)> = Vec::new();
+    for (i, r) in rows.iter().enumerate() {
+        let key = seedless(&r.config);
+        match keyed.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.members.push(i),
+            None => {
+                let name = r
+                    .name
+                    .split('_')
+                    .filter(|part| !part.starts_with("seed="))
+                    .collect::<Vec<_>>()
+                    .join("_");
+                keyed.push((
+                    key,
+                    SeedGroup {
+                        name: if name.is_empty() { r.method() } else { name },
+                        members: vec![i],
+                    },
+                ))
+            }
+        }
+    }
+    keyed.into_iter().map(|(_, g)| g).collect()
+}
+
+impl SeedGroup {
+    /// The members that count in its numbers: the finished ones with a test accuracy, or, while
+    /// none has finished, every one with a test accuracy.
+    fn counted<'a>(&self, rows: &'a [Row]) -> Vec<&'a Row> {
+        let with_test = || {
+            self.members
+                .iter()
+                .map(|&i| &rows[i])
+                .filter(|r| r.head.is_finite())
+        };
+        let finished: Vec<&Row> = with_test().filter(|r| r.finished).collect();
+        if finished.is_empty() {
+            with_test().collect()
+        } else {
+            finished
+        }
+    }
+
+    /// Spread of `f` over the counted members.
+    fn spread(&self, rows: &[Row], f: impl Fn(&Row) -> f64) -> Option<Spread> {
+        Spread::of(self.counted(rows).into_iter().map(f))
+    }
+}
+
 fn pct(x: f64) -> String {
     if x.is_nan() {
         "-".into()
@@ -370,6 +479,17 @@ pub fn write(dirs: &[PathBuf], out: &Path, opts: &Options) -> Result<()> {
         )?;
     }
     writeln!(md)?;
+    let groups = seed_groups(&rows);
+    let seeded = groups.iter().any(|g| g.members.len() > 1);
+    if seeded {
+        write_seed_tables(&rows, &groups, base, out, &mut md)?;
+    } else {
+        // A report over other runs in the same --out must not keep a stale table.
+        let stale = out.join("seeds.csv");
+        if stale.exists() {
+            std::fs::remove_file(&stale).with_context(|| format!("{}", stale.display()))?;
+        }
+    }
     let plots = [
         (
             "accuracy_vs_max_node_macs",
@@ -391,15 +511,145 @@ pub fn write(dirs: &[PathBuf], out: &Path, opts: &Options) -> Result<()> {
         ),
     ];
     for (stem, what) in plots {
-        writeln!(md, "{what}\n\n![{stem}]({stem}.svg)\n")?;
+        let seeds = if seeded && stem.starts_with("accuracy_vs") {
+            " Each point is a configuration's mean over its seeds, the crosses its runs, the bar \
+             one standard deviation either side."
+        } else {
+            ""
+        };
+        writeln!(md, "{what}{seeds}\n\n![{stem}]({stem}.svg)\n")?;
     }
     crate::atomic_write(&out.join("report.md"), md.as_bytes())?;
 
-    plot_both!(out, "accuracy_vs_max_node_macs", &rows, bubbles);
-    plot_both!(out, "accuracy_vs_step_time", &rows, versus_time);
-    plot_both!(out, "curves", &rows, curves);
-    plot_both!(out, "units", &rows, units);
+    let runs = Runs {
+        rows: &rows,
+        groups: &groups,
+        seeded,
+    };
+    plot_both!(out, "accuracy_vs_max_node_macs", &runs, bubbles);
+    plot_both!(out, "accuracy_vs_step_time", &runs, versus_time);
+    plot_both!(out, "curves", &runs, curves);
+    plot_both!(out, "units", &runs, units);
     Ok(())
+}
+
+/// The runs of a report and their seed groups; `seeded` when some configuration ran with several
+/// seeds, and the plots then show one point per configuration.
+struct Runs<'a> {
+    rows: &'a [Row],
+    groups: &'a [SeedGroup],
+    seeded: bool,
+}
+
+impl Runs<'_> {
+    /// Each run's colour and legend entry: its own, or its configuration's when seeded (a legend
+    /// shows each entry once).
+    fn styles(&self) -> Vec<(RGBColor, String)> {
+        let mut styles = vec![(BLACK, String::new()); self.rows.len()];
+        if self.seeded {
+            for (j, g) in self.groups.iter().enumerate() {
+                for &i in &g.members {
+                    styles[i] = (run_colour(j), g.name.clone());
+                }
+            }
+        } else {
+            for (i, r) in self.rows.iter().enumerate() {
+                styles[i] = (run_colour(i), r.name.clone());
+            }
+        }
+        styles
+    }
+}
+
+/// `seeds.csv` and the report's "Across seeds" table: each configuration's mean, spread and range.
+fn write_seed_tables(
+    rows: &[Row],
+    groups: &[SeedGroup],
+    base: usize,
+    out: &Path,
+    md: &mut String,
+) -> Result<()> {
+    let base_group = groups
+        .iter()
+        .find(|g| g.members.contains(&base))
+        .expect("every run is in a group");
+    let base_step = base_group
+        .spread(rows, |r| r.step_seconds)
+        .map_or(f64::NAN, |s| s.mean);
+    let seeds = |g: &SeedGroup| -> Vec<String> {
+        g.members
+            .iter()
+            .map(|&i| rows[i].config.seed.to_string())
+            .collect()
+    };
+    let mut csv = String::from(
+        "configuration,method,runs,counted,seeds,head_mean,head_std,head_min,head_max,\
+         ensemble_mean,ensemble_std,max_node_macs,inference_macs,seconds_per_step_mean,speedup\n",
+    );
+    writeln!(
+        md,
+        "## Across seeds\n\nRuns that differ only in their seed, one row per configuration: mean \
+         ± sample standard deviation and the range over its finished runs (*counted*; every run \
+         with a test accuracy while none has finished). Speed-up is {}'s mean seconds per step over \
+         the configuration's.\n",
+        base_group.name
+    )?;
+    writeln!(
+        md,
+        "| configuration | method | seeds | counted | head % | head range % | ensemble % | \
+         max node MACs | s/step | speed-up |"
+    )?;
+    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
+    for g in groups {
+        let first = &rows[g.members[0]];
+        let head = g.spread(rows, |r| 100.0 * r.head);
+        let ens = g.spread(rows, |r| 100.0 * r.ensemble);
+        let step = g.spread(rows, |r| r.step_seconds);
+        let counted = g.counted(rows).len();
+        let get = |s: Option<Spread>, f: fn(&Spread) -> f64| s.as_ref().map_or(f64::NAN, f);
+        let step_mean = get(step, |s| s.mean);
+        writeln!(
+            csv,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            g.name,
+            first.method(),
+            g.members.len(),
+            counted,
+            seeds(g).join(" "),
+            num(get(head, |s| s.mean / 100.0), 6),
+            num(get(head, |s| s.std / 100.0), 6),
+            num(get(head, |s| s.min / 100.0), 6),
+            num(get(head, |s| s.max / 100.0), 6),
+            num(get(ens, |s| s.mean / 100.0), 6),
+            num(get(ens, |s| s.std / 100.0), 6),
+            first.max_node_macs,
+            first.inference_macs,
+            num(step_mean, 6),
+            num(base_step / step_mean, 4),
+        )?;
+        let mean_std = |s: Option<Spread>| match s {
+            Some(s) if s.n > 1 => format!("{:.2} ± {:.2}", s.mean, s.std),
+            Some(s) => format!("{:.2}", s.mean),
+            None => "-".into(),
+        };
+        writeln!(
+            md,
+            "| {} | {} | {} | {}/{} | {} | {} | {} | {} | {} | {}x |",
+            g.name,
+            first.method(),
+            seeds(g).join(", "),
+            counted,
+            g.members.len(),
+            mean_std(head),
+            head.map_or("-".into(), |s| format!("{:.2}-{:.2}", s.min, s.max)),
+            mean_std(ens),
+            sci(first.max_node_macs),
+            num(step_mean, 3),
+            num(base_step / step_mean, 2),
+        )?;
+    }
+    writeln!(md)?;
+    crate::atomic_write(&out.join("seeds.csv"), csv.as_bytes())
 }
 
 fn aux_name(c: &RunConfig) -> String {
@@ -534,24 +784,95 @@ fn log_range(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     lo / 1.6..hi * 1.6
 }
 
-/// Scatter of head accuracy against an x value per run (log x axis), labelled, coloured by family;
-/// `radius` gives each point's size.
+/// One point of a scatter: a run, or a configuration over its seeds (the mean, with each run
+/// beside it and a bar of one standard deviation either side).
+struct Point {
+    x: f64,
+    /// Head test accuracy, %.
+    y: f64,
+    /// `(mean - std, mean + std)` of a configuration over two or more seeds.
+    bar: Option<(f64, f64)>,
+    /// The configuration's runs, `(x, %)`.
+    runs: Vec<(f64, f64)>,
+    radius: i32,
+    colour: RGBColor,
+    family: String,
+    method: String,
+    name: String,
+}
+
+/// The points of a scatter of head accuracy against `x`: one per run, or one per configuration
+/// when seeded; runs without a test accuracy or a positive `x` are left out.
+fn points(runs: &Runs, x: &dyn Fn(&Row) -> f64, radius: &dyn Fn(&Row) -> i32) -> Vec<Point> {
+    let shown = |r: &Row| r.head.is_finite() && x(r).is_finite() && x(r) > 0.0;
+    let point = |r: &Row, name: &str, members: Vec<&Row>| {
+        let xs = Spread::of(members.iter().map(|m| x(m)))?;
+        let ys = Spread::of(members.iter().map(|m| 100.0 * m.head))?;
+        Some(Point {
+            x: xs.mean,
+            y: ys.mean,
+            bar: (ys.n > 1).then_some((ys.mean - ys.std, ys.mean + ys.std)),
+            runs: if ys.n > 1 {
+                members.iter().map(|m| (x(m), 100.0 * m.head)).collect()
+            } else {
+                Vec::new()
+            },
+            radius: radius(r),
+            colour: family_colour(r),
+            family: family_name(r),
+            method: if ys.n > 1 {
+                format!("{} (n={})", r.method(), ys.n)
+            } else {
+                r.method()
+            },
+            name: if ys.n > 1 {
+                format!("{name} (n={})", ys.n)
+            } else {
+                name.to_string()
+            },
+        })
+    };
+    if runs.seeded {
+        runs.groups
+            .iter()
+            .filter_map(|g| {
+                let members: Vec<&Row> = g
+                    .counted(runs.rows)
+                    .into_iter()
+                    .filter(|r| shown(r))
+                    .collect();
+                point(members.first()?, &g.name, members)
+            })
+            .collect()
+    } else {
+        runs.rows
+            .iter()
+            .filter(|r| shown(r))
+            .filter_map(|r| point(r, &r.name, vec![r]))
+            .collect()
+    }
+}
+
+/// Scatter of head accuracy against an x value (log x axis), labelled, coloured by family.
 fn scatter<DB: DrawingBackend>(
     root: &Area<DB>,
-    rows: &[Row],
+    shown: &[Point],
     caption: &str,
     x_desc: &str,
-    x: &dyn Fn(&Row) -> f64,
-    radius: &dyn Fn(&Row) -> i32,
 ) -> Result<()> {
     root.fill(&WHITE).map_err(perr)?;
-    let shown: Vec<&Row> = rows
-        .iter()
-        .filter(|r| r.head.is_finite() && x(r).is_finite() && x(r) > 0.0)
-        .collect();
-    let xr = log_range(shown.iter().map(|r| x(r)));
+    let xr = log_range(
+        shown
+            .iter()
+            .flat_map(|p| std::iter::once(p.x).chain(p.runs.iter().map(|r| r.0))),
+    );
     let (ticks, grid) = log_ticks(&xr);
-    let yr = accuracy_range(shown.iter().map(|r| 100.0 * r.head));
+    let yr = accuracy_range(shown.iter().flat_map(|p| {
+        let bar = p.bar.map_or(Vec::new(), |(lo, hi)| vec![lo, hi]);
+        std::iter::once(p.y)
+            .chain(bar)
+            .chain(p.runs.iter().map(|r| r.1))
+    }));
     let mut chart = ChartBuilder::on(root)
         .caption(caption, (FONT, 22))
         .margin(20)
@@ -572,40 +893,61 @@ fn scatter<DB: DrawingBackend>(
         .label_style((FONT, 14))
         .draw()
         .map_err(perr)?;
-    // Points are labelled with their method, or with the run name where methods repeat (a grid
-    // over seeds or budgets).
-    let unique = {
-        let methods: Vec<String> = shown.iter().map(|r| r.method()).collect();
-        methods
-            .iter()
-            .all(|m| methods.iter().filter(|n| *n == m).count() == 1)
-    };
+    // Points are labelled with their method, or with the run's (configuration's) name where
+    // methods repeat (a grid over budgets, say).
+    let unique = shown
+        .iter()
+        .all(|p| shown.iter().filter(|q| q.method == p.method).count() == 1);
     let mut families: Vec<String> = Vec::new();
-    for r in &shown {
-        let fam = family_name(r);
-        let colour = family_colour(r);
-        let point = (x(r), 100.0 * r.head);
+    for p in shown {
+        let colour = p.colour;
+        let at = (p.x, p.y);
         let series = chart
             .draw_series(std::iter::once(Circle::new(
-                point,
-                radius(r),
+                at,
+                p.radius,
                 colour.mix(0.45).filled(),
             )))
             .map_err(perr)?;
-        if !families.contains(&fam) {
+        if !families.contains(&p.family) {
             series
-                .label(fam.clone())
+                .label(p.family.clone())
                 .legend(move |(x, y)| Circle::new((x + 8, y), 6, colour.filled()));
-            families.push(fam);
+            families.push(p.family.clone());
+        }
+        if let Some((lo, hi)) = p.bar {
+            let line = colour.stroke_width(2);
+            chart
+                .draw_series(std::iter::once(PathElement::new(
+                    vec![(p.x, lo), (p.x, hi)],
+                    line,
+                )))
+                .map_err(perr)?;
+            chart
+                .draw_series([lo, hi].map(|y| {
+                    EmptyElement::at((p.x, y)) + PathElement::new(vec![(-6, 0), (6, 0)], line)
+                }))
+                .map_err(perr)?;
         }
         chart
-            .draw_series(std::iter::once(Circle::new(point, 2, colour.filled())))
+            .draw_series(
+                p.runs
+                    .iter()
+                    .map(|&r| Cross::new(r, 3, colour.stroke_width(1))),
+            )
+            .map_err(perr)?;
+        chart
+            .draw_series(std::iter::once(Circle::new(at, 2, colour.filled())))
             .map_err(perr)?;
         chart
             .draw_series(std::iter::once(
-                EmptyElement::at(point)
+                EmptyElement::at(at)
                     + Text::new(
-                        if unique { r.method() } else { r.name.clone() },
+                        if unique {
+                            p.method.clone()
+                        } else {
+                            p.name.clone()
+                        },
                         (7, -14),
                         (FONT, 13).into_font().color(&BLACK),
                     ),
@@ -617,37 +959,43 @@ fn scatter<DB: DrawingBackend>(
 }
 
 /// The paper's figure: accuracy against max node MACs, bubble area following inference MACs.
-fn bubbles<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
-    let biggest = rows
+fn bubbles<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
+    let biggest = runs
+        .rows
         .iter()
         .map(|r| r.inference_macs)
         .max()
         .unwrap_or(1)
         .max(1) as f64;
+    let caption = if runs.seeded {
+        "Accuracy vs largest node (bubble area: inference MACs; bars: ±1 std over seeds)"
+    } else {
+        "Accuracy vs largest node (bubble area: inference MACs)"
+    };
     scatter(
         root,
-        rows,
-        "Accuracy vs largest node (bubble area: inference MACs)",
+        &points(runs, &|r| r.max_node_macs as f64, &|r| {
+            (6.0 + 26.0 * (r.inference_macs as f64 / biggest).sqrt()) as i32
+        }),
+        caption,
         "max node forward MACs per image (log)",
-        &|r| r.max_node_macs as f64,
-        &|r| (6.0 + 26.0 * (r.inference_macs as f64 / biggest).sqrt()) as i32,
     )
 }
 
 /// Accuracy against measured seconds per step.
-fn versus_time<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+fn versus_time<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
     scatter(
         root,
-        rows,
+        &points(runs, &|r| r.step_seconds, &|_| 8),
         "Accuracy vs measured training time",
         "seconds per training step, measured (log)",
-        &|r| r.step_seconds,
-        &|_| 8,
     )
 }
 
-/// Head test accuracy and head training loss by epoch, one line per run.
-fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+/// Head test accuracy and head training loss by epoch, one line per run (one colour per
+/// configuration when seeded).
+fn curves<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
+    let (rows, styles) = (runs.rows, runs.styles());
     root.fill(&WHITE).map_err(perr)?;
     let (left, right) = root.split_horizontally(SIZE.0 / 2);
     let epochs = rows
@@ -696,16 +1044,19 @@ fn curves<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
             .label_style((FONT, 13))
             .draw()
             .map_err(perr)?;
-        for (i, r) in rows.iter().enumerate() {
+        let mut labelled: Vec<&str> = Vec::new();
+        for (r, (colour, label)) in rows.iter().zip(&styles) {
             let pts = if is_acc { tests(r) } else { losses(r) };
-            let colour = run_colour(i);
-            chart
+            let colour = *colour;
+            let series = chart
                 .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
-                .map_err(perr)?
-                .label(r.name.clone())
-                .legend(move |(x, y)| {
+                .map_err(perr)?;
+            if !labelled.contains(&label.as_str()) {
+                labelled.push(label);
+                series.label(label.clone()).legend(move |(x, y)| {
                     PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
                 });
+            }
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
                 .map_err(perr)?;
@@ -766,7 +1117,8 @@ fn integer_label(v: &f64) -> String {
 }
 
 /// Auxiliary test accuracy by boundary: the group mean as a line, each group as a dot.
-fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
+fn units<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
+    let (rows, styles) = (runs.rows, runs.styles());
     root.fill(&WHITE).map_err(perr)?;
     let tests: Vec<Option<&groupwise::eval::EvalResult>> = rows
         .iter()
@@ -803,12 +1155,13 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
         .label_style((FONT, 14))
         .draw()
         .map_err(perr)?;
-    for (i, (r, t)) in rows.iter().zip(&tests).enumerate() {
+    let mut labelled: Vec<&str> = Vec::new();
+    for (t, (colour, label)) in tests.iter().zip(&styles) {
         let Some(t) = t else { continue };
         if t.units.is_empty() {
             continue;
         }
-        let colour = run_colour(i);
+        let colour = *colour;
         let means: Vec<(f64, f64)> = t
             .units
             .iter()
@@ -818,13 +1171,15 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, rows: &[Row]) -> Result<()> {
                 ((k + 1) as f64, 100.0 * m)
             })
             .collect();
-        chart
+        let series = chart
             .draw_series(LineSeries::new(means, colour.stroke_width(2)))
-            .map_err(perr)?
-            .label(r.name.clone())
-            .legend(move |(x, y)| {
+            .map_err(perr)?;
+        if !labelled.contains(&label.as_str()) {
+            labelled.push(label);
+            series.label(label.clone()).legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
             });
+        }
         let dots: Vec<(f64, f64)> = t
             .units
             .iter()

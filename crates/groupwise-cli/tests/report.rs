@@ -182,8 +182,9 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     let ratio: f64 = col(row("c-gn"), "max_node_macs_ratio").parse().unwrap();
     assert!((ratio - e2e / gn).abs() < 1e-3, "{ratio} vs {}", e2e / gn);
 
-    // Markdown: the same rows, readable.
+    // Markdown: the same rows, readable; no seed table, as no configuration ran twice.
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!md.contains("Across seeds") && !out.join("seeds.csv").exists());
     assert!(
         md.contains("| c-gn | GN-DGL G=2 K=2 | 2 | 80.00 | 79.00 |"),
         "{md}"
@@ -256,6 +257,119 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     );
     assert!(!ok && stderr.contains("no config.json"), "{stderr}");
     assert!(!root.join("r3").exists());
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+/// A run's config gets another seed (weights and data order), as `--grid seed=...` gives.
+fn set_seed(run: &Path, seed: u64) {
+    let path = run.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    c["seed"] = json!(seed);
+    c["data"]["seed"] = json!(seed);
+    std::fs::write(&path, c.to_string()).unwrap();
+}
+
+#[test]
+fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
+    let root = scratch("seeds");
+    let runs = root.join("runs");
+    // e2e over seeds 0, 1, 2: 90, 92, 94 % at 0.4 s/step; GN-DGL over seeds 0, 1 (finished: 80 and
+    // 84 % at 0.1 and 0.2 s/step) and 2 (unfinished, not counted).
+    for (seed, acc) in [(0, 0.90), (1, 0.92), (2, 0.94)] {
+        let name = format!("x-e2e_seed={seed}");
+        make_run(&runs, &name, "1", 1, 10, 4.0, &[0.5, acc], json!([]), true);
+        set_seed(&runs.join(&name), seed);
+    }
+    for (seed, acc, secs, finished) in [
+        (0, 0.80, 1.0, true),
+        (1, 0.84, 2.0, true),
+        (2, 0.50, 1.0, false),
+    ] {
+        let name = format!("y-gn_seed={seed}");
+        let acc: &[f64] = if finished { &[0.6, acc] } else { &[acc] };
+        let units = json!([[0.4, 0.5], [0.6, 0.65]]);
+        make_run(&runs, &name, "2", 2, 10, secs, acc, units, finished);
+        set_seed(&runs.join(&name), seed);
+    }
+    let out = root.join("report");
+    let (ok, _, stderr) = output(groupwise().arg("report").arg(&runs).arg("--out").arg(&out));
+    assert!(ok, "{stderr}");
+
+    // seeds.csv: mean, sample standard deviation and range of the counted runs.
+    let csv = std::fs::read_to_string(out.join("seeds.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "{csv}");
+    let header: Vec<&str> = lines[0].split(',').collect();
+    let col = |config: &str, name: &str| -> String {
+        let row = lines.iter().find(|l| l.starts_with(config)).unwrap();
+        let i = header.iter().position(|h| *h == name).unwrap();
+        row.split(',').nth(i).unwrap().to_string()
+    };
+    for (config, name, want) in [
+        ("x-e2e", "runs", "3"),
+        ("x-e2e", "counted", "3"),
+        ("x-e2e", "seeds", "0 1 2"),
+        ("x-e2e", "head_mean", "0.920000"),
+        ("x-e2e", "head_std", "0.020000"),
+        ("x-e2e", "head_min", "0.900000"),
+        ("x-e2e", "head_max", "0.940000"),
+        ("x-e2e", "speedup", "1.0000"),
+        ("y-gn", "method", "GN-DGL G=2 K=2"),
+        ("y-gn", "runs", "3"),
+        ("y-gn", "counted", "2"),
+        ("y-gn", "head_mean", "0.820000"),
+        ("y-gn", "head_std", "0.028284"),
+        ("y-gn", "ensemble_mean", "0.810000"),
+        ("y-gn", "seconds_per_step_mean", "0.150000"),
+        ("y-gn", "speedup", "2.6667"),
+    ] {
+        assert_eq!(col(config, name), want, "{config} {name}: {csv}");
+    }
+    assert_eq!(
+        col("y-gn", "max_node_macs"),
+        max_node_macs("2", 2).to_string()
+    );
+    // The Markdown table, beside the per-run one.
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(md.contains("## Across seeds"), "{md}");
+    assert!(
+        md.contains("| x-e2e | e2e | 0, 1, 2 | 3/3 | 92.00 ± 2.00 | 90.00-94.00 | 91.00 ± 2.00 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| y-gn | GN-DGL G=2 K=2 | 0, 1, 2 | 2/3 | 82.00 ± 2.83 | 80.00-84.00 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| y-gn_seed=2 | GN-DGL G=2 K=2 | 1/2 | 50.00 |"),
+        "{md}"
+    );
+    // The scatter shows one point per configuration, labelled with how many runs it holds; curves
+    // and units name each configuration once.
+    let fig = std::fs::read_to_string(out.join("accuracy_vs_max_node_macs.svg")).unwrap();
+    assert!(has_text(&fig, "e2e (n=3)") && has_text(&fig, "GN-DGL G=2 K=2 (n=2)"));
+    assert!(!fig.contains("seed="), "{fig}");
+    for stem in ["curves", "units"] {
+        let svg = std::fs::read_to_string(out.join(format!("{stem}.svg"))).unwrap();
+        let named =
+            svg.lines().filter(|l| l.trim() == "y-gn").count() + svg.matches(">y-gn<").count();
+        assert_eq!(named, 1, "{stem}: {svg}");
+        assert!(!svg.contains("seed="), "{stem}");
+    }
+
+    // One seed per configuration again (same --out): no seed table, and the old one is gone.
+    let (ok, _, stderr) = output(
+        groupwise()
+            .arg("report")
+            .arg(runs.join("x-e2e_seed=0"))
+            .arg(runs.join("y-gn_seed=0"))
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(ok, "{stderr}");
+    assert!(!out.join("seeds.csv").exists());
+    let md = std::fs::read_to_string(out.join("report.md")).unwrap();
+    assert!(!md.contains("Across seeds"), "{md}");
     std::fs::remove_dir_all(&root).unwrap();
 }
 
