@@ -31,6 +31,17 @@ fn has_text(svg: &str, text: &str) -> bool {
     svg.lines().any(|l| l.trim() == text) || svg.contains(&format!(">{text}<"))
 }
 
+/// The cell of a CSV text in the row whose first field is `first` and the column named `column`.
+fn cell(csv: &str, first: &str, column: &str) -> String {
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let i = header.iter().position(|h| *h == column).unwrap();
+    let row = lines
+        .find(|l| l.split(',').next() == Some(first))
+        .unwrap_or_else(|| panic!("no row {first}: {csv}"));
+    row.split(',').nth(i).unwrap().to_string()
+}
+
 fn smoke_config() -> Value {
     let (ok, stdout, stderr) = output(groupwise().args(["presets", "--show", "smoke", "--json"]));
     assert!(ok, "{stderr}");
@@ -153,33 +164,27 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
 
     // CSV: raw numbers, speed-ups against the end-to-end run.
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 4, "{csv}");
-    let header: Vec<&str> = lines[0].split(',').collect();
-    let col = |row: &str, name: &str| -> String {
-        let i = header.iter().position(|h| *h == name).unwrap();
-        row.split(',').nth(i).unwrap().to_string()
-    };
-    let row = |run: &str| *lines.iter().find(|l| l.starts_with(run)).unwrap();
-    assert_eq!(col(row("a-e2e"), "head_accuracy"), "0.915000");
-    assert_eq!(col(row("a-e2e"), "speedup"), "1.0000");
-    assert_eq!(col(row("c-gn"), "speedup"), "4.0000");
-    assert_eq!(col(row("c-gn"), "seconds_per_step"), "0.100000");
-    assert_eq!(col(row("c-gn"), "method"), "GN-DGL G=2 K=2");
-    assert_eq!(col(row("b-dgl"), "finished"), "false");
-    assert_eq!(col(row("b-dgl"), "epochs_done"), "1");
-    assert_eq!(col(row("b-dgl"), "head_accuracy"), "0.750000");
+    assert_eq!(csv.lines().count(), 4, "{csv}");
+    let col = |run: &str, name: &str| cell(&csv, run, name);
+    assert_eq!(col("a-e2e", "head_accuracy"), "0.915000");
+    assert_eq!(col("a-e2e", "speedup"), "1.0000");
+    assert_eq!(col("c-gn", "speedup"), "4.0000");
+    assert_eq!(col("c-gn", "seconds_per_step"), "0.100000");
+    assert_eq!(col("c-gn", "method"), "GN-DGL G=2 K=2");
+    assert_eq!(col("b-dgl", "finished"), "false");
+    assert_eq!(col("b-dgl", "epochs_done"), "1");
+    assert_eq!(col("b-dgl", "head_accuracy"), "0.750000");
     // Costs come from the plan, not from the (dummy) summary.
     for (run, plan, g) in [("a-e2e", "1", 1), ("b-dgl", "2", 1), ("c-gn", "2", 2)] {
         assert_eq!(
-            col(row(run), "max_node_macs"),
+            col(run, "max_node_macs"),
             max_node_macs(plan, g).to_string(),
             "{run}"
         );
     }
-    let e2e: f64 = col(row("a-e2e"), "max_node_macs").parse().unwrap();
-    let gn: f64 = col(row("c-gn"), "max_node_macs").parse().unwrap();
-    let ratio: f64 = col(row("c-gn"), "max_node_macs_ratio").parse().unwrap();
+    let e2e: f64 = col("a-e2e", "max_node_macs").parse().unwrap();
+    let gn: f64 = col("c-gn", "max_node_macs").parse().unwrap();
+    let ratio: f64 = col("c-gn", "max_node_macs_ratio").parse().unwrap();
     assert!((ratio - e2e / gn).abs() < 1e-3, "{ratio} vs {}", e2e / gn);
 
     // Markdown: the same rows, readable; no seed table, as no configuration ran twice.
@@ -297,14 +302,8 @@ fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
 
     // seeds.csv: mean, sample standard deviation and range of the counted runs.
     let csv = std::fs::read_to_string(out.join("seeds.csv")).unwrap();
-    let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines.len(), 3, "{csv}");
-    let header: Vec<&str> = lines[0].split(',').collect();
-    let col = |config: &str, name: &str| -> String {
-        let row = lines.iter().find(|l| l.starts_with(config)).unwrap();
-        let i = header.iter().position(|h| *h == name).unwrap();
-        row.split(',').nth(i).unwrap().to_string()
-    };
+    assert_eq!(csv.lines().count(), 3, "{csv}");
+    let col = |config: &str, name: &str| cell(&csv, config, name);
     for (config, name, want) in [
         ("x-e2e", "runs", "3"),
         ("x-e2e", "counted", "3"),
