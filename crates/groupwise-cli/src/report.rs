@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
@@ -602,10 +603,12 @@ fn write_seed_tables(
     writeln!(md, "|---|---|---|---|---|---|---|---|---|---|")?;
     for g in groups {
         let first = &rows[g.members[0]];
-        let head = g.spread(rows, |r| 100.0 * r.head);
-        let ens = g.spread(rows, |r| 100.0 * r.ensemble);
-        let step = g.spread(rows, |r| r.step_seconds);
-        let counted = g.counted(rows).len();
+        let members = g.counted(rows);
+        let over = |f: fn(&Row) -> f64| Spread::of(members.iter().map(|r| f(r)));
+        let head = over(|r| 100.0 * r.head);
+        let ens = over(|r| 100.0 * r.ensemble);
+        let step = over(|r| r.step_seconds);
+        let counted = members.len();
         let get = |s: Option<Spread>, f: fn(&Spread) -> f64| s.as_ref().map_or(f64::NAN, f);
         let step_mean = get(step, |s| s.mean);
         writeln!(
@@ -1048,15 +1051,7 @@ fn curves<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
         for (r, (colour, label)) in rows.iter().zip(&styles) {
             let pts = if is_acc { tests(r) } else { losses(r) };
             let colour = *colour;
-            let series = chart
-                .draw_series(LineSeries::new(pts.clone(), colour.stroke_width(2)))
-                .map_err(perr)?;
-            if !labelled.contains(&label.as_str()) {
-                labelled.push(label);
-                series.label(label.clone()).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-                });
-            }
+            line_once(&mut chart, pts.clone(), colour, label, &mut labelled)?;
             chart
                 .draw_series(pts.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
                 .map_err(perr)?;
@@ -1116,6 +1111,27 @@ fn integer_label(v: &f64) -> String {
     }
 }
 
+/// Draws `pts` as a line of `colour` with a legend entry `label`, unless `labelled` already has one
+/// (the runs of one configuration share an entry).
+fn line_once<'a, 'l, DB: DrawingBackend + 'a>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    pts: Vec<(f64, f64)>,
+    colour: RGBColor,
+    label: &'l str,
+    labelled: &mut Vec<&'l str>,
+) -> Result<()> {
+    let series = chart
+        .draw_series(LineSeries::new(pts, colour.stroke_width(2)))
+        .map_err(perr)?;
+    if !labelled.contains(&label) {
+        labelled.push(label);
+        series.label(label).legend(move |(x, y)| {
+            PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
+        });
+    }
+    Ok(())
+}
+
 /// Auxiliary test accuracy by boundary: the group mean as a line, each group as a dot.
 fn units<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
     let (rows, styles) = (runs.rows, runs.styles());
@@ -1171,15 +1187,7 @@ fn units<DB: DrawingBackend>(root: &Area<DB>, runs: &Runs) -> Result<()> {
                 ((k + 1) as f64, 100.0 * m)
             })
             .collect();
-        let series = chart
-            .draw_series(LineSeries::new(means, colour.stroke_width(2)))
-            .map_err(perr)?;
-        if !labelled.contains(&label.as_str()) {
-            labelled.push(label);
-            series.label(label.clone()).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], colour.stroke_width(2))
-            });
-        }
+        line_once(&mut chart, means, colour, label, &mut labelled)?;
         let dots: Vec<(f64, f64)> = t
             .units
             .iter()
