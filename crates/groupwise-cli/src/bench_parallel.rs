@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
 use groupwise::model::Arch;
-use groupwise::parallel::Topology;
+use groupwise::parallel::{Layout, Runtime, Topology};
 use groupwise::plan::{AuxInput, Plan};
 
 use crate::bench::BenchArgs;
@@ -101,18 +101,23 @@ fn ideal(plan: &Plan, workers: usize) -> (f64, f64) {
     let total: f64 = macs.iter().sum();
     let largest = macs.iter().cloned().fold(0.0, f64::max);
     let threads = total / largest.max(total / workers as f64);
-    #[cfg(feature = "mpi")]
-    let packed = {
-        let ranks = groupwise::parallel::mpi::assign_ranks(&topo, workers.min(topo.len()))
-            .unwrap_or_else(|_| vec![0; topo.len()]);
-        let mut per = vec![0.0; workers];
-        for (id, r) in ranks.iter().enumerate() {
-            per[*r] += macs[id];
+    let packed = match Layout::new(
+        plan,
+        &Runtime::default(),
+        tch::Device::Cpu,
+        workers.min(topo.len()),
+        0,
+        1,
+    ) {
+        Ok(layout) => {
+            let mut per = vec![0.0; workers];
+            for (id, r) in layout.ranks.iter().enumerate() {
+                per[*r] += macs[id];
+            }
+            total / per.iter().cloned().fold(0.0, f64::max)
         }
-        total / per.iter().cloned().fold(0.0, f64::max)
+        Err(_) => f64::NAN,
     };
-    #[cfg(not(feature = "mpi"))]
-    let packed = f64::NAN;
     (threads, packed)
 }
 

@@ -310,14 +310,18 @@ impl RuntimeArgs {
             pipeline_depth: self.pipeline_depth,
             devices: self.devices.clone().unwrap_or_default(),
             // Testing hook for the failure path (README, "Failures"): `<node>@<step>`.
-            fault: std::env::var("GROUPWISE_FAULT").ok(),
+            fault: std::env::var("GROUPWISE_FAULT")
+                .ok()
+                .map(|f| f.parse::<parallel::Fault>())
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
         })
     }
 
-    fn cluster(&self) -> Result<Box<dyn train::Cluster>> {
+    fn cluster(&self) -> Result<Box<dyn parallel::Cluster>> {
         let runtime = self.runtime()?;
         match self.transport {
-            TransportArg::Local => Ok(Box::new(train::Local(runtime))),
+            TransportArg::Local => Ok(Box::new(parallel::Local::new(runtime))),
             #[cfg(feature = "mpi")]
             TransportArg::Mpi => {
                 if runtime.workers == parallel::Workers::Sequential {
@@ -516,7 +520,7 @@ impl TrainArgs {
 }
 
 fn cmd_train(args: TrainArgs) -> Result<()> {
-    let cluster = args.runtime.cluster()?;
+    let mut cluster = args.runtime.cluster()?;
     let leader = cluster.leader();
     let config = match args.resolve() {
         Ok(c) => c,
@@ -623,7 +627,8 @@ fn cmd_train(args: TrainArgs) -> Result<()> {
             );
         }
     };
-    let summary = match train::run_on(&*cluster, &config, &run_dir, args.resume, &mut observer) {
+    let summary = match train::run_on(&mut *cluster, &config, &run_dir, args.resume, &mut observer)
+    {
         Ok(Some(s)) => s,
         Ok(None) => return Ok(()),
         Err(e) => {

@@ -6,11 +6,16 @@
 //! `momentum.<name>` for the SGD momentum of parameter `<name>`; `train.epoch` and `train.step` (int64
 //! scalars) for where training stands: `train.epoch` epochs are complete and `train.step` batches of the
 //! next epoch are done.
+//!
+//! The bytes are safetensors ([`to_bytes`], [`from_bytes`]): one format for checkpoint files and for
+//! the state MPI ranks exchange.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tch::{Device, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use tch::{Device, Kind, Tensor};
 use thiserror::Error;
 
 use crate::local::Network;
@@ -69,46 +74,124 @@ pub struct Progress {
     pub step: usize,
 }
 
-/// Writes the network and progress to `path` atomically (a temporary file renamed into place).
-pub fn save(net: &Network, progress: Progress, path: &Path) -> Result<(), CheckpointError> {
-    let mut named: Vec<(String, Tensor)> = net
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (n, t.to_device(Device::Cpu)))
-        .collect();
-    named.push(("train.epoch".into(), Tensor::from(progress.epoch as i64)));
-    named.push(("train.step".into(), Tensor::from(progress.step as i64)));
-    write_atomic(&named, path)
+impl Progress {
+    /// Names of the progress scalars beside the weights.
+    const EPOCH: &'static str = "train.epoch";
+    const STEP: &'static str = "train.step";
+
+    /// As the two int64 scalars `train.epoch` and `train.step`.
+    pub fn to_named(self) -> [(String, Tensor); 2] {
+        [
+            (Self::EPOCH.into(), Tensor::from(self.epoch as i64)),
+            (Self::STEP.into(), Tensor::from(self.step as i64)),
+        ]
+    }
+
+    /// From named tensors (zero where a scalar is absent: a file written by `--init-from` tools).
+    pub fn from_named(tensors: &BTreeMap<String, Tensor>) -> Progress {
+        let scalar = |name: &str| {
+            tensors
+                .get(name)
+                .map_or(0, |t| t.int64_value(&[]).max(0) as usize)
+        };
+        Progress {
+            epoch: scalar(Self::EPOCH),
+            step: scalar(Self::STEP),
+        }
+    }
 }
 
-/// Writes named tensors to `path` through a temporary file and a rename.
+/// The network's tensors (on the CPU) and `progress`, named as in checkpoints.
+pub fn named_state(net: &Network, progress: Progress) -> Vec<(String, Tensor)> {
+    net.named_tensors()
+        .into_iter()
+        .map(|(n, t)| (n, t.to_device(Device::Cpu)))
+        .chain(progress.to_named())
+        .collect()
+}
+
+/// Writes the network and progress to `path` atomically (a temporary file renamed into place).
+pub fn save(net: &Network, progress: Progress, path: &Path) -> Result<(), CheckpointError> {
+    write_atomic(&named_state(net, progress), path)
+}
+
+/// Writes named tensors to `path` atomically.
 pub fn write_atomic(named: &[(String, Tensor)], path: &Path) -> Result<(), CheckpointError> {
     let err = |reason: String| CheckpointError::Write {
         path: path.to_path_buf(),
         reason,
     };
-    let tmp = path.with_extension("safetensors.tmp");
-    let refs: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
-    Tensor::write_safetensors(&refs, &tmp).map_err(|e| err(e.to_string()))?;
-    std::fs::File::open(&tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    let bytes = to_bytes(named).map_err(err)?;
+    crate::atomic::write(path, &bytes).map_err(|e| err(e.to_string()))
+}
+
+/// A tensor as safetensors sees it (contiguous CPU bytes).
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// Named tensors as safetensors bytes (any device; float32/64, bf16, f16 and integer kinds).
+pub fn to_bytes(named: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
+    let views = named
+        .iter()
+        .map(|(name, t)| {
+            let t = t.to_device(Device::Cpu).contiguous();
+            let dtype = Dtype::try_from(t.kind()).map_err(|e| format!("{name}: {e}"))?;
+            let numel = t.numel();
+            let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+            t.f_copy_data_u8(&mut data, numel)
+                .map_err(|e| format!("{name}: {e}"))?;
+            let shape = t.size().iter().map(|&d| d as usize).collect();
+            Ok((name.clone(), Bytes { dtype, shape, data }))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    safetensors::tensor::serialize(views.iter().map(|(n, b)| (n.as_str(), b)), &None)
+        .map_err(|e| e.to_string())
+}
+
+/// Named tensors from safetensors bytes; an error says what is wrong with them.
+pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
+    st.tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let kind = Kind::try_from(view.dtype()).map_err(|e| format!("{name}: {e}"))?;
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            let t = Tensor::f_from_data_size(view.data(), &shape, kind)
+                .map_err(|e| format!("{name}: {e}"))?;
+            Ok((name, t))
+        })
+        .collect()
 }
 
 /// Reads every tensor of a safetensors file.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
-    if !path.is_file() {
-        return Err(CheckpointError::Unreadable {
-            path: path.to_path_buf(),
-            reason: "no such file".into(),
-        });
-    }
-    let tensors = Tensor::read_safetensors(path).map_err(|e| CheckpointError::Unreadable {
+    let unreadable = |reason: String| CheckpointError::Unreadable {
         path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    Ok(tensors.into_iter().collect())
+        reason,
+    };
+    if !path.is_file() {
+        return Err(unreadable("no such file".into()));
+    }
+    let bytes = std::fs::read(path).map_err(|e| unreadable(e.to_string()))?;
+    from_bytes(&bytes).map_err(unreadable)
 }
 
 /// Copies the file's tensors into the network. Parameters and BN statistics must all be present;
@@ -121,11 +204,7 @@ pub fn load(
 ) -> Result<Progress, CheckpointError> {
     let tensors = read(path)?;
     assign_from(net, &tensors, with_momentum, true, path)?;
-    let scalar = |name: &str| tensors.get(name).map(|t| t.int64_value(&[]) as usize);
-    Ok(Progress {
-        epoch: scalar("train.epoch").unwrap_or(0),
-        step: scalar("train.step").unwrap_or(0),
-    })
+    Ok(Progress::from_named(&tensors))
 }
 
 /// Copies named tensors (checkpoint names) into the network: every node when `all` (a missing name is
@@ -192,10 +271,5 @@ fn assign_from(
 
 /// Reads only the progress scalars of a checkpoint.
 pub fn read_progress(path: &Path) -> Result<Progress, CheckpointError> {
-    let tensors = read(path)?;
-    let scalar = |name: &str| tensors.get(name).map(|t| t.int64_value(&[]) as usize);
-    Ok(Progress {
-        epoch: scalar("train.epoch").unwrap_or(0),
-        step: scalar("train.step").unwrap_or(0),
-    })
+    Ok(Progress::from_named(&read(path)?))
 }

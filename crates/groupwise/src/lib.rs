@@ -4,6 +4,7 @@
 //! group) is a [`local::Unit`] with its own parameters, optimizer and local loss. See `METHOD.md`.
 #![deny(missing_docs)]
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod data;
 pub mod device;

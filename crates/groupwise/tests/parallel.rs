@@ -8,10 +8,11 @@ use groupwise::checkpoint;
 use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
 use groupwise::device::DeviceChoice;
 use groupwise::local::{LossConfig, SgdConfig};
-use groupwise::parallel::{Runtime, Topology, Workers};
+use groupwise::parallel::Local;
+use groupwise::parallel::{Runtime, TailPlacement, Topology, Workers};
 use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
-use groupwise::train::{self, files, Local, RunConfig, Summary, TrainError};
+use groupwise::train::{self, files, RunConfig, Summary, TrainError};
 
 fn config(blocks: usize, plan: &str, groups: i64, aux_input: AuxInput) -> RunConfig {
     RunConfig {
@@ -70,7 +71,7 @@ fn threads(depth: usize) -> Runtime {
 }
 
 fn train_with(runtime: Runtime, c: &RunConfig, dir: &Path) -> Result<Summary, TrainError> {
-    train::run_on(&Local(runtime), c, dir, false, &mut |_| {}).map(|s| s.expect("leader"))
+    train::run_on(&mut Local::new(runtime), c, dir, false, &mut |_| {}).map(|s| s.expect("leader"))
 }
 
 /// Largest relative difference over every parameter, BN statistic and momentum buffer.
@@ -181,8 +182,8 @@ fn topology_links_every_node() {
     let plan = Plan::new(c.arch(3, 16, 4), "4", 2, AuxInput::StopGradient).unwrap();
     let t = Topology::new(&plan);
     assert_eq!(t.len(), 4 * 2 + 1);
-    assert_eq!(t.name(t.unit(2, 1)), "m2.g1");
-    assert_eq!(t.name(t.head()), "head");
+    assert_eq!(t.name(t.unit(2, 1)).to_string(), "m2.g1");
+    assert_eq!(t.name(t.head()).to_string(), "head");
     assert_eq!(t.inputs(t.unit(0, 1)), None);
     assert_eq!(t.inputs(t.unit(1, 0)), Some(vec![0, 1]));
     assert_eq!(t.inputs(t.head()), Some(vec![6, 7]));
@@ -190,9 +191,9 @@ fn topology_links_every_node() {
     assert_eq!(t.slice_readers(1, 0), vec![1]);
     let k1 = Plan::new(c.arch(3, 16, 4), "1", 2, AuxInput::StopGradient).unwrap();
     let t1 = Topology::new(&k1);
-    assert!(t1.separate_tail);
+    assert_eq!(t1.tail, TailPlacement::Separate);
     assert_eq!(t1.len(), 3);
-    assert_eq!(t1.name(t1.tail(1)), "m0.g1");
+    assert_eq!(t1.name(t1.tail(1)).to_string(), "m0.g1");
     let iso = Plan::new(c.arch(3, 16, 4), "1:0,3:0", 2, AuxInput::Isolated).unwrap();
     assert!(Topology::new(&iso).slice_readers(0, 0).is_empty());
 }
@@ -203,7 +204,7 @@ fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
     let dir = scratch("fault");
     // Epoch 1 has 5 steps; node m1.g0 fails on step 8, in epoch 2.
     let faulty = Runtime {
-        fault: Some("m1.g0@8".into()),
+        fault: Some("m1.g0@8".parse().unwrap()),
         ..threads(2)
     };
     let start = Instant::now();
@@ -216,7 +217,7 @@ fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
     );
     let progress = checkpoint::read_progress(&dir.join(files::CHECKPOINT)).unwrap();
     assert_eq!((progress.epoch, progress.step), (1, 0));
-    let resumed = train::run_on(&Local(threads(2)), &c, &dir, true, &mut |_| {})
+    let resumed = train::run_on(&mut Local::new(threads(2)), &c, &dir, true, &mut |_| {})
         .unwrap()
         .unwrap();
     assert_eq!(resumed.epochs, 2);

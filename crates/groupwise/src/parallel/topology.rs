@@ -5,7 +5,7 @@
 //! then the head. With G = 1 such a final column is part of the head's node (one end-to-end module, no
 //! gradient crossing nodes). The collector of step statistics is the pseudo-node `len()`.
 
-use crate::plan::Plan;
+use crate::plan::{NodeId, Plan};
 
 use super::transport::{Channel, Kind};
 
@@ -28,6 +28,17 @@ pub enum Role {
     Head,
 }
 
+/// Where the final module's columns run (a plan whose last boundary does not end the backbone).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TailPlacement {
+    /// The last boundary ends the backbone: there are no final columns.
+    None,
+    /// G = 1: the one column runs in the head's node (one end-to-end module, no gradient crosses nodes).
+    InHead,
+    /// G > 1: every column is a node of its own; the head sends it the gradient of its slice.
+    Separate,
+}
+
 /// The node graph of a plan.
 #[derive(Clone, Debug)]
 pub struct Topology {
@@ -35,10 +46,8 @@ pub struct Topology {
     pub boundaries: usize,
     /// Groups G.
     pub groups: usize,
-    /// The final module's columns are nodes of their own.
-    pub separate_tail: bool,
-    /// The head's node also runs the final module's (single) column.
-    pub merged_tail: bool,
+    /// Where the final module's columns run.
+    pub tail: TailPlacement,
     /// `reads[k][g][h]`: aux[k][g] reads part of group h's slice.
     reads: Vec<Vec<Vec<bool>>>,
     /// Forward MACs per image of every node.
@@ -63,9 +72,13 @@ impl Topology {
                     .collect()
             })
             .collect();
-        let separate_tail = has_tail && groups > 1;
+        let tail = match (has_tail, groups) {
+            (false, _) => TailPlacement::None,
+            (true, 1) => TailPlacement::InHead,
+            (true, _) => TailPlacement::Separate,
+        };
         let mut macs: Vec<u64> = plan.nodes().iter().map(|n| n.total().macs).collect();
-        if has_tail && groups == 1 {
+        if tail == TailPlacement::InHead {
             // The column and the head are one node.
             let head = macs.pop().unwrap_or(0);
             if let Some(last) = macs.last_mut() {
@@ -75,8 +88,7 @@ impl Topology {
         Topology {
             boundaries,
             groups,
-            separate_tail,
-            merged_tail: has_tail && groups == 1,
+            tail,
             reads,
             macs,
         }
@@ -84,7 +96,15 @@ impl Topology {
 
     /// Number of nodes.
     pub fn len(&self) -> usize {
-        self.boundaries * self.groups + if self.separate_tail { self.groups } else { 0 } + 1
+        self.boundaries * self.groups + self.tail_nodes() + 1
+    }
+
+    /// Number of final columns that are nodes of their own.
+    fn tail_nodes(&self) -> usize {
+        match self.tail {
+            TailPlacement::Separate => self.groups,
+            TailPlacement::None | TailPlacement::InHead => 0,
+        }
     }
 
     /// Never true: every plan has a head.
@@ -102,7 +122,7 @@ impl Topology {
         k * self.groups + g
     }
 
-    /// Node of final column g (only with `separate_tail`).
+    /// Node of final column g (only with [`TailPlacement::Separate`]).
     pub fn tail(&self, g: usize) -> usize {
         self.boundaries * self.groups + g
     }
@@ -127,18 +147,28 @@ impl Topology {
         }
     }
 
-    /// Node name as in checkpoints and metrics: `m{k}.g{g}` or `head`.
-    pub fn name(&self, id: usize) -> String {
+    /// Node `id`'s name (as in checkpoints and metrics).
+    pub fn name(&self, id: usize) -> NodeId {
         match self.role(id) {
-            Role::Unit { module, group } => format!("m{module}.g{group}"),
-            Role::Tail { group } => format!("m{}.g{group}", self.boundaries),
-            Role::Head => "head".into(),
+            Role::Unit { module, group } => NodeId::column(module, group),
+            Role::Tail { group } => NodeId::column(self.boundaries, group),
+            Role::Head => NodeId::Head,
         }
     }
 
-    /// The node with this name.
-    pub fn find(&self, name: &str) -> Option<usize> {
+    /// The node of this name.
+    pub fn find(&self, name: NodeId) -> Option<usize> {
         (0..self.len()).find(|&id| self.name(id) == name)
+    }
+
+    /// Every node whose tensors node `id` holds (itself, and the final column when it runs in the
+    /// head's node).
+    pub fn held_by(&self, id: usize) -> Vec<NodeId> {
+        let mut out = vec![self.name(id)];
+        if self.role(id) == Role::Head && self.tail == TailPlacement::InHead {
+            out.push(NodeId::column(self.boundaries, 0));
+        }
+        out
     }
 
     /// Forward MACs per image of node `id` (what placement balances).
@@ -157,7 +187,7 @@ impl Topology {
                 Some((0..self.groups).map(|h| self.unit(module - 1, h)).collect())
             }
             Role::Tail { .. } => last_boundary(self),
-            Role::Head if self.separate_tail => {
+            Role::Head if self.tail == TailPlacement::Separate => {
                 Some((0..self.groups).map(|h| self.tail(h)).collect())
             }
             Role::Head => last_boundary(self),

@@ -1,13 +1,18 @@
 //! One node's training loop: receive, compute, send, step; the same code for every transport.
+//!
+//! The step itself is the library's ([`step_units`], [`head_step`]), the one the sequential oracle
+//! runs; a worker only supplies its [`Exchange`] over the [`Transport`], and the tail columns' gradient
+//! messages (K=1 with G > 1), which have no sequential counterpart because autograd does it there.
 
 use std::sync::mpsc::Receiver;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use tch::{Device, Kind as DType, Tensor};
+use tch::{Device, Tensor};
 
-use crate::local::{cat_channels, Head, TailColumn, Unit};
+use crate::local::{cat_channels, head_step, step_units, Exchange, Head, TailColumn, Unit};
 
-use super::topology::Topology;
+use super::message::{Report, Timing};
+use super::topology::{TailPlacement, Topology};
 use super::transport::{Aborted, Channel, Kind, Transport};
 
 /// The state a node owns (moved into its worker for a segment, returned at its end).
@@ -38,39 +43,6 @@ pub struct Work {
     pub step: usize,
 }
 
-/// Where a node's time went during a segment.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Meter {
-    /// Steps done.
-    pub steps: usize,
-    /// Whole time in steps.
-    pub total: Duration,
-    /// Time waiting: for inputs, peers, gradients, data, and for room in a full channel.
-    pub wait: Duration,
-    /// Time sending (serialising and handing over), without waits for room.
-    pub comm: Duration,
-    /// Payload bytes sent.
-    pub bytes: u64,
-}
-
-impl Meter {
-    /// Compute time: the rest of the step.
-    pub fn compute(&self) -> Duration {
-        self.total.saturating_sub(self.wait + self.comm)
-    }
-
-    /// As the `Timing` message's tensor: `[steps, compute, wait, comm, bytes]` (float64).
-    pub fn to_tensor(&self) -> Tensor {
-        Tensor::from_slice(&[
-            self.steps as f64,
-            self.compute().as_secs_f64(),
-            self.wait.as_secs_f64(),
-            self.comm.as_secs_f64(),
-            self.bytes as f64,
-        ])
-    }
-}
-
 /// A node's worker: its id, the graph, the transport and its device.
 pub struct Worker<'a> {
     /// Node id.
@@ -81,10 +53,10 @@ pub struct Worker<'a> {
     pub transport: &'a dyn Transport,
     /// The node's device.
     pub device: Device,
-    /// Fail on this global step (the fault-injection hook, `GROUPWISE_FAULT`).
+    /// Fail on this global step (fault injection, `--inject-fault`).
     pub fail_at: Option<usize>,
     /// Time accounting.
-    pub meter: Meter,
+    pub meter: Timing,
 }
 
 impl Worker<'_> {
@@ -123,9 +95,9 @@ impl Worker<'_> {
         }
     }
 
-    fn report(&mut self, values: &[f64]) -> Result<(), Aborted> {
+    fn report(&mut self, report: Report) -> Result<(), Aborted> {
         let collector = self.topo.collector();
-        self.send(collector, Kind::Stats, &Tensor::from_slice(values))
+        self.send(collector, Kind::Stats, &report.encode())
     }
 
     /// Trains the node on every `Work` of the feed, in order, until the feed closes; then sends its
@@ -139,7 +111,7 @@ impl Worker<'_> {
             self.meter.wait += start.elapsed();
             if self.fail_at == Some(work.step) {
                 return Err(format!(
-                    "node {name} failed at step {}: injected fault (GROUPWISE_FAULT)",
+                    "node {name} failed at step {}: injected fault (--inject-fault)",
                     work.step
                 ));
             }
@@ -153,66 +125,28 @@ impl Worker<'_> {
             self.meter.steps += 1;
         }
         let collector = self.topo.collector();
-        let timing = self.meter.to_tensor();
+        let timing = self.meter.encode();
         self.send(collector, Kind::Timing, &timing)
             .map_err(|Aborted(m)| m)
     }
 
     fn unit_step(&mut self, unit: &mut Unit, work: &Work) -> Result<(), Aborted> {
-        let (k, g) = (unit.module, unit.group);
-        let groups = self.topo.groups;
+        let module = unit.module;
         let input = self.input(work)?;
-        let own = unit.forward_trunk(&input, true);
-        let slice = own.detach();
-        // Peers first: they are at this same step, the next module may be behind.
-        for h in self.topo.slice_readers(k, g) {
-            self.send(self.topo.unit(k, h), Kind::Slice, &slice)?;
-        }
-        for c in self.topo.consumers(self.id) {
-            self.send(c, Kind::Activation, &slice)?;
-        }
-        let mut slices = Vec::with_capacity(groups);
-        for h in 0..groups {
-            slices.push(if h == g {
-                slice.shallow_clone()
-            } else if self.topo.reads_slice(k, g, h) {
-                self.recv(self.topo.unit(k, h), Kind::Slice)?
-            } else {
-                Tensor::new()
-            });
-        }
-        let aux_input = unit.aux_input(&own, &slices);
-        let logits = unit.forward_aux(&aux_input, true);
-        let mut peers = Vec::with_capacity(groups);
-        if groups > 1 {
-            let detached = logits.detach();
-            for h in (0..groups).filter(|&h| h != g) {
-                self.send(self.topo.unit(k, h), Kind::Logits, &detached)?;
-            }
-            for h in 0..groups {
-                peers.push(if h == g {
-                    detached.shallow_clone()
-                } else {
-                    self.recv(self.topo.unit(k, h), Kind::Logits)?
-                });
-            }
-        } else {
-            peers.push(logits.detach());
-        }
         let labels = work.labels.to_device(self.device);
-        // Only InfoPro's decoders read the images outside the first module.
-        let images = if unit.needs_images() {
-            work.images.to_device(self.device)
-        } else {
-            Tensor::new()
+        let mut exchange = Peers {
+            worker: self,
+            module,
         };
-        let s = unit.step(&aux_input, &logits, &peers, &labels, &images, work.lr);
-        self.report(&[
-            s.cross_entropy,
-            s.diversity,
-            s.correct as f64,
-            s.reconstruction,
-        ])
+        let (stats, _) = step_units(
+            std::slice::from_mut(unit),
+            &input,
+            &labels,
+            &work.images,
+            work.lr,
+            &mut exchange,
+        )?;
+        self.report(Report::Unit(stats[0]))
     }
 
     fn tail_step(&mut self, tail: &mut TailColumn, work: &Work) -> Result<(), Aborted> {
@@ -234,7 +168,9 @@ impl Worker<'_> {
         work: &Work,
     ) -> Result<(), Aborted> {
         let labels = work.labels.to_device(self.device);
-        let (loss, correct) = if self.topo.separate_tail {
+        let (loss, correct) = if self.topo.tail == TailPlacement::Separate {
+            // The columns are other nodes: their outputs are leaves here, and each gets back the
+            // gradient of its slice.
             let sources = self.topo.inputs(self.id).unwrap_or_default();
             let parts = sources
                 .iter()
@@ -245,49 +181,69 @@ impl Worker<'_> {
                         .set_requires_grad(true))
                 })
                 .collect::<Result<Vec<_>, Aborted>>()?;
-            let z = head.forward(&cat_channels(&parts), true);
-            let out = head.loss_backward(&z, &labels);
+            let out = head_step(head, tail, &cat_channels(&parts), &labels, work.lr);
             for (&s, p) in sources.iter().zip(&parts) {
                 self.send(s, Kind::Gradient, &p.grad())?;
             }
             out
         } else {
             let input = self.input(work)?;
-            let features = match tail.first() {
-                Some(column) => column.forward(&input, true),
-                None => input,
-            };
-            let z = head.forward(&features, true);
-            head.loss_backward(&z, &labels)
+            head_step(head, tail, &input, &labels, work.lr)
         };
-        for column in tail.iter_mut() {
-            column.step(work.lr);
-        }
-        head.step(work.lr);
-        self.report(&[loss, correct as f64, labels.size()[0] as f64])
+        self.report(Report::Head {
+            loss,
+            correct,
+            batch: labels.size()[0],
+        })
     }
 }
 
-/// Parses a fault-injection spec `<node>@<step>` (e.g. `m1.g0@5`): that node fails when it reaches that
-/// global step. A testing hook for the failure path (the CLI reads it from `GROUPWISE_FAULT`).
-pub fn parse_fault(spec: &str, topo: &Topology) -> Result<(usize, usize), String> {
-    let bad = || format!("fault spec {spec}: expected <node>@<step>, e.g. m0.g1@3");
-    let (name, step) = spec.split_once('@').ok_or_else(bad)?;
-    let step: usize = step.parse().map_err(|_| bad())?;
-    let id = topo.find(name).ok_or_else(|| {
-        format!(
-            "fault spec {spec}: no node {name} (nodes: {})",
-            (0..topo.len())
-                .map(|i| topo.name(i))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    Ok((id, step))
+/// A unit's [`Exchange`] over the transport: its slice to the groups whose auxiliary classifiers read
+/// it and to the next module, its logits to every other group of its module.
+struct Peers<'w, 'a> {
+    worker: &'w mut Worker<'a>,
+    module: usize,
 }
 
-/// Float64 statistics vector of a `Stats` message.
-pub fn stats_values(t: &Tensor) -> Vec<f64> {
-    let t = t.to_kind(DType::Double).to_device(Device::Cpu);
-    Vec::<f64>::try_from(&t).unwrap_or_default()
+impl Exchange for Peers<'_, '_> {
+    type Error = Aborted;
+
+    fn slices(&mut self, own: &[(usize, Tensor)]) -> Result<Vec<Tensor>, Aborted> {
+        let w = &mut *self.worker;
+        let (topo, k) = (w.topo, self.module);
+        for (g, slice) in own {
+            // Peers first: they are at this same step, the next module may be behind.
+            for h in topo.slice_readers(k, *g) {
+                w.send(topo.unit(k, h), Kind::Slice, slice)?;
+            }
+            for c in topo.consumers(topo.unit(k, *g)) {
+                w.send(c, Kind::Activation, slice)?;
+            }
+        }
+        (0..topo.groups)
+            .map(|h| match own.iter().find(|(g, _)| *g == h) {
+                Some((_, slice)) => Ok(slice.shallow_clone()),
+                None if own.iter().any(|(g, _)| topo.reads_slice(k, *g, h)) => {
+                    w.recv(topo.unit(k, h), Kind::Slice)
+                }
+                None => Ok(Tensor::new()),
+            })
+            .collect()
+    }
+
+    fn logits(&mut self, own: &[(usize, Tensor)]) -> Result<Vec<Tensor>, Aborted> {
+        let w = &mut *self.worker;
+        let (topo, k) = (w.topo, self.module);
+        for (_, logits) in own {
+            for h in (0..topo.groups).filter(|h| own.iter().all(|(o, _)| o != h)) {
+                w.send(topo.unit(k, h), Kind::Logits, logits)?;
+            }
+        }
+        (0..topo.groups)
+            .map(|h| match own.iter().find(|(g, _)| *g == h) {
+                Some((_, z)) => Ok(z.shallow_clone()),
+                None => w.recv(topo.unit(k, h), Kind::Logits),
+            })
+            .collect()
+    }
 }

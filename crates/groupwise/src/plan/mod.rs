@@ -5,6 +5,11 @@
 //! validated once, by [`Plan::new`]; everything downstream (units, cost, checkpoints) trusts it.
 
 pub mod cost;
+mod node;
+mod spec;
+
+pub use node::NodeId;
+pub use spec::PlanSpec;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -87,15 +92,13 @@ pub enum PlanError {
     BadArch(String),
 }
 
-/// The ResNet-32 plans of METHOD.md section 2, as `(stage, block)` boundaries.
-fn resnet32_table(name: &str) -> Option<Vec<(usize, usize)>> {
-    Some(match name {
-        "1" => vec![],
-        "1A" | "1a" => vec![(3, 4)],
-        "2" => vec![(2, 1), (3, 4)],
-        "3" => vec![(1, 4), (2, 4), (3, 4)],
-        "4" => vec![(1, 2), (2, 1), (3, 0), (3, 4)],
-        "8" => vec![
+/// The ResNet-32 plans of METHOD.md section 2 for K modules, as `(stage, block)` boundaries.
+fn resnet32_table(k: usize) -> Option<Vec<(usize, usize)>> {
+    Some(match k {
+        2 => vec![(2, 1), (3, 4)],
+        3 => vec![(1, 4), (2, 4), (3, 4)],
+        4 => vec![(1, 2), (2, 1), (3, 0), (3, 4)],
+        8 => vec![
             (1, 0),
             (1, 2),
             (1, 4),
@@ -105,7 +108,7 @@ fn resnet32_table(name: &str) -> Option<Vec<(usize, usize)>> {
             (3, 2),
             (3, 4),
         ],
-        "16" => {
+        16 => {
             let mut v = vec![(0, 0)];
             v.extend((1..=3).flat_map(|s| (0..5).map(move |b| (s, b))));
             v
@@ -143,8 +146,18 @@ impl Plan {
         groups: i64,
         aux_input: AuxInput,
     ) -> Result<Plan, PlanError> {
+        Plan::from_spec(arch, &name.parse()?, groups, aux_input)
+    }
+
+    /// [`Plan::new`] for a parsed [`PlanSpec`].
+    pub fn from_spec(
+        arch: Arch,
+        spec: &PlanSpec,
+        groups: i64,
+        aux_input: AuxInput,
+    ) -> Result<Plan, PlanError> {
         validate_arch(&arch)?;
-        let boundaries = resolve_boundaries(&arch, name)?;
+        let boundaries = resolve_boundaries(&arch, spec)?;
         Plan::from_boundaries(arch, boundaries, groups, aux_input)
     }
 
@@ -303,69 +316,50 @@ fn validate_arch(arch: &Arch) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn resolve_boundaries(arch: &Arch, name: &str) -> Result<Vec<usize>, PlanError> {
-    let name = name.trim();
-    if name.contains(':') {
-        return name
-            .split(',')
-            .map(|pair| {
-                let (s, b) = pair
-                    .split_once(':')
-                    .ok_or_else(|| PlanError::UnknownPlan(name.to_string()))?;
-                let s: usize = s
-                    .trim()
-                    .parse()
-                    .map_err(|_| PlanError::UnknownPlan(name.to_string()))?;
-                let b: usize = b
-                    .trim()
-                    .parse()
-                    .map_err(|_| PlanError::UnknownPlan(name.to_string()))?;
-                arch.position(s, b).ok_or(PlanError::BoundaryOutOfRange {
-                    stage: s,
-                    block: b,
-                    depth: arch.depth(),
-                    last: arch.blocks_per_stage - 1,
-                })
-            })
-            .collect();
-    }
-    if arch.blocks_per_stage == 5 {
-        if let Some(table) = resnet32_table(name) {
-            return Ok(table
-                .into_iter()
-                .map(|(s, b)| arch.position(s, b).expect("table fits ResNet-32"))
-                .collect());
-        }
-    }
-    let last = arch.positions() - 1;
-    match name {
-        "1" => Ok(vec![]),
-        "1A" | "1a" => Ok(vec![last]),
-        _ => {
-            let k: usize = name
-                .parse()
-                .map_err(|_| PlanError::UnknownPlan(name.to_string()))?;
-            if k == 0 {
-                return Err(PlanError::NotPositive("--plan K"));
-            }
-            if k > arch.positions() {
-                return Err(PlanError::TooManyModules {
-                    k,
-                    depth: arch.depth(),
-                    positions: arch.positions(),
-                });
-            }
-            if k == 1 {
-                return Ok(vec![]);
-            }
-            let costs: Vec<f64> = arch
-                .layers()
+fn resolve_boundaries(arch: &Arch, spec: &PlanSpec) -> Result<Vec<usize>, PlanError> {
+    let k = match spec {
+        PlanSpec::EndToEnd => return Ok(vec![]),
+        PlanSpec::OneA => return Ok(vec![arch.positions() - 1]),
+        PlanSpec::Boundaries(pairs) => {
+            return pairs
                 .iter()
-                .map(|l| cost::layer_macs(l, 1, true) as f64)
+                .map(|&(s, b)| {
+                    arch.position(s, b).ok_or(PlanError::BoundaryOutOfRange {
+                        stage: s,
+                        block: b,
+                        depth: arch.depth(),
+                        last: arch.blocks_per_stage - 1,
+                    })
+                })
                 .collect();
-            Ok(balanced_boundaries(&costs, k))
+        }
+        PlanSpec::Modules(k) => *k,
+    };
+    if arch.blocks_per_stage == 5 {
+        if let Some(table) = resnet32_table(k) {
+            return table
+                .into_iter()
+                .map(|(s, b)| {
+                    arch.position(s, b).ok_or_else(|| {
+                        PlanError::BadArch("the paper's table is for ResNet-32".into())
+                    })
+                })
+                .collect();
         }
     }
+    if k > arch.positions() {
+        return Err(PlanError::TooManyModules {
+            k,
+            depth: arch.depth(),
+            positions: arch.positions(),
+        });
+    }
+    let costs: Vec<f64> = arch
+        .layers()
+        .iter()
+        .map(|l| cost::layer_macs(l, 1, true) as f64)
+        .collect();
+    Ok(balanced_boundaries(&costs, k))
 }
 
 /// The cost-balancing rule for depths and K outside the paper's table.

@@ -1,0 +1,314 @@
+//! [`RunDir`]: the one owner of a run directory's files and of the decision what to do with one.
+//!
+//! A run directory holds `config.json` (the resolved config, written before step 1; `--config` replays
+//! it), `metrics.jsonl` (one line per epoch), `checkpoint.safetensors` (after every epoch and when a run
+//! stops early; see `checkpoint` for the names), `summary.json` (at the end) and `train.log` (what was
+//! decided, written by the command line). Every write is atomic ([`crate::atomic`]) except the metrics
+//! append, whose lines past the checkpoint's epoch a resume drops.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use thiserror::Error;
+
+use super::config::RunConfig;
+use super::metrics::{EpochMetrics, Summary};
+use crate::checkpoint::{self, CheckpointError, Progress};
+
+/// A run-directory file that cannot be read or written, or a directory that cannot take this run.
+#[derive(Debug, Error)]
+pub enum RunDirError {
+    /// The OS refused.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A file that is not what groupwise writes there.
+    #[error("{path}: not a groupwise {what}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What it should hold.
+        what: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The checkpoint cannot be read.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The directory holds a run of another config.
+    #[error("{dir} holds a run of a different config ({settings} differ); {hint}")]
+    Conflict {
+        /// The directory.
+        dir: PathBuf,
+        /// The settings that differ, as dotted config keys.
+        settings: String,
+        /// What to do instead.
+        hint: &'static str,
+    },
+    /// A fresh run asked for a directory that already holds one.
+    #[error("{0} already holds a run; pass --resume to continue it or choose another --run-dir")]
+    Occupied(PathBuf),
+}
+
+/// What a directory holds for a planned run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// Nothing there yet (or nothing worth keeping): train from the start.
+    Fresh,
+    /// A checkpoint: resume from where it stands.
+    Resume(Progress),
+    /// `summary.json` is there: the run finished.
+    Done,
+}
+
+/// A run directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunDir {
+    path: PathBuf,
+}
+
+impl RunDir {
+    /// Resolved configuration.
+    pub const CONFIG: &'static str = "config.json";
+    /// Per-epoch metrics.
+    pub const METRICS: &'static str = "metrics.jsonl";
+    /// Latest checkpoint.
+    pub const CHECKPOINT: &'static str = "checkpoint.safetensors";
+    /// Final summary.
+    pub const SUMMARY: &'static str = "summary.json";
+    /// The run's log.
+    pub const LOG: &'static str = "train.log";
+
+    /// The run directory at `path` (nothing is touched).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        RunDir { path: path.into() }
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The path of one of its files.
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// The checkpoint's path.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.file(Self::CHECKPOINT)
+    }
+
+    /// The log's path.
+    pub fn log_path(&self) -> PathBuf {
+        self.file(Self::LOG)
+    }
+
+    /// Creates the directory (and its parents).
+    pub fn create(&self) -> Result<(), RunDirError> {
+        std::fs::create_dir_all(&self.path).map_err(|source| RunDirError::Io {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    /// Writes `bytes` to file `name` atomically.
+    pub fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RunDirError> {
+        let path = self.file(name);
+        crate::atomic::write(&path, bytes).map_err(|source| RunDirError::Io { path, source })
+    }
+
+    fn read_json<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<T, RunDirError> {
+        read_json(&self.file(name), what)
+    }
+
+    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), RunDirError> {
+        let json = serde_json::to_string_pretty(value).map_err(|e| RunDirError::Corrupt {
+            path: self.file(name),
+            what: name_of(name),
+            reason: e.to_string(),
+        })?;
+        self.write(name, json.as_bytes())
+    }
+
+    /// The run's `config.json`.
+    pub fn read_config(&self) -> Result<RunConfig, RunDirError> {
+        self.read_json(Self::CONFIG, "config")
+    }
+
+    /// Writes `config.json`.
+    pub fn write_config(&self, config: &RunConfig) -> Result<(), RunDirError> {
+        self.write_json(Self::CONFIG, config)
+    }
+
+    /// The run's `summary.json`, once it finished.
+    pub fn read_summary(&self) -> Result<Option<Summary>, RunDirError> {
+        if !self.file(Self::SUMMARY).exists() {
+            return Ok(None);
+        }
+        self.read_json(Self::SUMMARY, "summary").map(Some)
+    }
+
+    /// Writes `summary.json`.
+    pub fn write_summary(&self, summary: &Summary) -> Result<(), RunDirError> {
+        self.write_json(Self::SUMMARY, summary)
+    }
+
+    /// Every line of `metrics.jsonl` (none when it does not exist); a line that does not parse is an
+    /// error naming it.
+    pub fn read_metrics(&self) -> Result<Vec<EpochMetrics>, RunDirError> {
+        let path = self.file(Self::METRICS);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(source) => return Err(RunDirError::Io { path, source }),
+        };
+        text.lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .map(|(i, l)| {
+                serde_json::from_str(l).map_err(|e| RunDirError::Corrupt {
+                    path: path.clone(),
+                    what: "metrics line",
+                    reason: format!("line {}: {e}", i + 1),
+                })
+            })
+            .collect()
+    }
+
+    /// Appends an epoch's line to `metrics.jsonl`.
+    pub fn append_metrics(&self, metrics: &EpochMetrics) -> Result<(), RunDirError> {
+        let path = self.file(Self::METRICS);
+        let io = |source| RunDirError::Io {
+            path: path.clone(),
+            source,
+        };
+        let line = serde_json::to_string(metrics).map_err(|e| RunDirError::Corrupt {
+            path: path.clone(),
+            what: "metrics line",
+            reason: e.to_string(),
+        })?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io)?;
+        writeln!(f, "{line}").map_err(io)
+    }
+
+    /// Keeps the metrics lines of epochs up to `epoch` (a crash between an epoch's line and its
+    /// checkpoint leaves one too many; a fresh run keeps none).
+    pub fn keep_metrics_through(&self, epoch: usize) -> Result<(), RunDirError> {
+        let path = self.file(Self::METRICS);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(source) => return Err(RunDirError::Io { path, source }),
+        };
+        let kept: String = text
+            .lines()
+            .filter(|l| serde_json::from_str::<EpochMetrics>(l).is_ok_and(|m| m.epoch <= epoch))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        self.write(Self::METRICS, kept.as_bytes())
+    }
+
+    /// Where the checkpoint says the run stands (`None` without a checkpoint).
+    pub fn progress(&self) -> Result<Option<Progress>, RunDirError> {
+        let path = self.checkpoint_path();
+        if !path.exists() {
+            return Ok(None);
+        }
+        Ok(Some(checkpoint::read_progress(&path)?))
+    }
+
+    /// What this directory holds for a run of `planned`: nothing, a run to resume, or a finished run;
+    /// an error naming the settings when it holds a run of another config. The checkpoint, not
+    /// `metrics.jsonl`, says how far a run got.
+    pub fn state(&self, planned: &RunConfig) -> Result<RunState, RunDirError> {
+        if !self.file(Self::CONFIG).exists() {
+            return Ok(RunState::Fresh);
+        }
+        let existing = self.read_config()?;
+        let differ = differing_settings(&existing, planned);
+        if !differ.is_empty() {
+            return Err(RunDirError::Conflict {
+                dir: self.path.clone(),
+                settings: differ.join(", "),
+                hint: "move it away, or choose another directory",
+            });
+        }
+        if self.file(Self::SUMMARY).exists() {
+            return Ok(RunState::Done);
+        }
+        Ok(match self.progress()? {
+            Some(p) => RunState::Resume(p),
+            None => RunState::Fresh,
+        })
+    }
+}
+
+/// A JSON file groupwise wrote (`what` names it in errors).
+pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result<T, RunDirError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RunDirError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| RunDirError::Corrupt {
+        path: path.to_path_buf(),
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn name_of(file: &str) -> &'static str {
+    match file {
+        RunDir::CONFIG => "config",
+        RunDir::SUMMARY => "summary",
+        _ => "file",
+    }
+}
+
+/// The settings (dotted `config.json` keys) in which two configs differ.
+pub fn differing_settings(a: &RunConfig, b: &RunConfig) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(
+                        &key,
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(prefix.to_string()),
+            _ => {}
+        }
+    }
+    let (Ok(a), Ok(b)) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return vec!["(config)".into()];
+    };
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    out
+}
