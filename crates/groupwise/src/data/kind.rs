@@ -39,16 +39,17 @@ use super::DataError;
 ///   `train_data_batch_1.npz` .. `train_data_batch_10.npz` and `val_data.npz`. Each `npz` is a zip
 ///   archive (members stored or deflated) of `.npy` arrays; the members `data` (`|u1`, shape
 ///   `[N, 3072]` or any shape `[N, ...]` with 3072 values per row, C order, pixels as 1024 R,
-///   1024 G, 1024 B) and `labels` (N integers with dtype `<i8`, `<i4`, `<i2`, `|u1`, and a few
-///   other little-endian integer types, values 1..=1000, shifted to 0..=999) are read; other
-///   members (such as `mean`) are ignored. The `.npy` header (magic `\x93NUMPY`, version 1.0, 2.0
-///   or 3.0, a Python dict literal with `descr`, `fortran_order` which must be `False`, and
-///   `shape`) is parsed here. Training augmentation: zero padding of 4, random 32x32 crop, random
-///   horizontal flip; normalisation mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
+///   1024 G, 1024 B) and `labels` (N integers with dtype `<i8`, `<i4`, `<i2`, `|u1`, or another
+///   integer type of 1, 2, 4 or 8 bytes in either byte order, values 1..=1000, shifted to
+///   0..=999) are read; other members (such as `mean`) are ignored. The `.npy` header (magic
+///   `\x93NUMPY`, version 1.0, 2.0 or 3.0, a Python dict literal with `descr`, `fortran_order`
+///   which must be `False`, and `shape`) is parsed by `data/npy.rs`.
+///   Training augmentation: zero padding of 4, random 32x32 crop, random horizontal flip;
+///   normalisation mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
 /// * **Synthetic** ([`DatasetKind::Synthetic`]): deterministic, learnable random data of any shape
-///   (see [`SyntheticSpec`](super::SyntheticSpec)); each class has a fixed random prototype image and every sample is
-///   its class prototype plus uniform noise, clipped to `u8`. Normalised with mean 0.5 and std
-///   0.5, no augmentation.
+///   (see [`SyntheticSpec`](super::SyntheticSpec)); each class has a fixed random prototype image
+///   and every sample is its class prototype plus uniform noise, clipped to `u8`. Normalised with
+///   mean 0.5 and std 0.5, no augmentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum DatasetKind {
     /// Fashion-MNIST (IDX files), 28x28 grey, 10 classes.
