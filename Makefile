@@ -22,7 +22,8 @@ fonts:
 train: setup data
 	cargo run --release -p groupwise-cli -- train
 
-# The test command: formatting, lints (with and without MPI), every test (MPI ones under mpiexec).
+# The test command: formatting, lints (with and without MPI), docs without warnings, every test (MPI
+# ones under mpiexec).
 check: setup mpi fonts
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
@@ -30,6 +31,7 @@ check: setup mpi fonts
 
 check-features:
 	@if [ -n "$(FEATURES)" ]; then cargo clippy --workspace --all-targets $(FEATURES) -- -D warnings; fi
+	RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace $(FEATURES)
 	cargo test --workspace $(FEATURES)
 
 # The README's results: e2e, DGL K=4, GN-DGL G=2/G=4 K=4 on Fashion-MNIST, short budget (~15 min).

@@ -3,6 +3,7 @@
 //!
 //! torch-sys (`links = "tch"`) publishes the directory it linked against as `DEP_TCH_LIBTORCH_LIB`,
 //! which reaches this script because the package depends on torch-sys directly.
+/// Emits the rpath link arguments.
 pub fn main() {
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {

@@ -587,7 +587,9 @@ fn start(
 }
 
 /// The child gets SIGKILL when the sweep dies (a killed sweep leaves no orphan training in the
-/// background; its run resumes from its last checkpoint next time).
+/// background; its run resumes from its last checkpoint next time). `pre_exec` and `prctl` have no
+/// safe wrapper, hence `unsafe`.
+#[allow(unsafe_code)]
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.

@@ -40,6 +40,8 @@ pub fn resolve(choice: DeviceChoice) -> Result<Device, DeviceError> {
     }
 }
 
+// libtorch's CUDA library has no Rust binding to load it: dlopen is the only way, hence `unsafe`.
+#[allow(unsafe_code)]
 fn load_cuda_library() -> Result<(), DeviceError> {
     let name = c"libtorch_cuda.so";
     // SAFETY: dlopen with a valid NUL-terminated name; the handle is deliberately never closed so the

@@ -2,8 +2,8 @@
 //!
 //! Every unit owns a `VarStore` (its parameters and BN statistics) and an [`Sgd`] (its momentum), so
 //! stepping one unit can never touch another's state. Forward passes are pure; loss, backward and update
-//! live in one `step` per unit ([`unit`]). A training step of a module's units and of the head is
-//! written once ([`step`]) and serves both the sequential oracle ([`Network::train_step`]) and the
+//! live in one `step` per unit ([`Unit::step`]). A training step of a module's units and of the head is
+//! written once ([`step_units`], [`head_step`]) and serves both the sequential oracle ([`Network::train_step`]) and the
 //! parallel workers, which differ only in how slices and logits reach the other groups ([`Exchange`]).
 //!
 //! A new local loss goes into [`loss`] (the term) and [`Unit::step`] (its weight in the unit's total);

@@ -3,7 +3,7 @@
 //! A run is cut into segments (an epoch, or up to `--max-steps`). For a segment each node's state moves
 //! into a worker thread; node (k, g) works on batch t+1 while module k+1 works on batch t, linked by
 //! bounded FIFO channels ([`transport`]); at the end of the segment the pipeline drains and the nodes
-//! return to the [`Network`], which is then evaluated and checkpointed exactly as in the sequential path.
+//! return to the [`Network`](crate::local::Network), which is then evaluated and checkpointed exactly as in the sequential path.
 //! Workers are the same code for every [`Transport`]: threads of one process ([`Mailboxes`]) or MPI
 //! ranks (`mpi`, cargo feature `mpi`).
 //!
@@ -19,7 +19,10 @@
 
 mod cluster;
 pub mod message;
+// MPI handles are raw C handles shared by one thread at a time, and posted sends own leaked buffers
+// until they complete: the module's `unsafe` blocks say why each one holds.
 #[cfg(feature = "mpi")]
+#[allow(unsafe_code)]
 pub mod mpi;
 pub mod runner;
 pub mod topology;

@@ -206,7 +206,7 @@ impl Topology {
             .collect()
     }
 
-    /// Whether aux[k][g] reads part of group h's slice.
+    /// Whether `aux[k][g]` reads part of group h's slice.
     pub fn reads_slice(&self, k: usize, g: usize, h: usize) -> bool {
         self.reads[k][g][h]
     }

@@ -1,5 +1,5 @@
 //! What a run records: per-epoch [`EpochMetrics`] (a `metrics.jsonl` line), the final [`Summary`], and
-//! the [`Accumulator`] that sums a segment's per-step statistics into them.
+//! the accumulator that sums a segment's per-step statistics into them.
 
 use std::time::Instant;
 
