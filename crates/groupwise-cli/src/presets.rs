@@ -138,6 +138,19 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     from_table(preset_table(name)?, name)
 }
 
+/// A preset name as one path component: `short/resnet32-e2e` -> `short-resnet32-e2e`, a file by its
+/// stem.
+pub fn preset_label(preset: &str) -> String {
+    if preset.ends_with(".toml") {
+        Path::new(preset)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "preset".into())
+    } else {
+        preset.replace('/', "-")
+    }
+}
+
 /// The first comment line of a built-in preset: what it is.
 pub fn describe(name: &str) -> &'static str {
     BUILTIN

@@ -8,34 +8,14 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::Args;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::{CoordTranslate, Shift};
 use plotters::prelude::*;
 
 use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
 
-/// Flags of `groupwise report`.
-#[derive(Args)]
-pub struct ReportArgs {
-    /// Run directories; a directory of run directories (a sweep's --out) stands for all of them, in
-    /// sweep order (else by name).
-    #[arg(required = true)]
-    pub dirs: Vec<PathBuf>,
-    /// Where to write report.md, results.csv and the plots.
-    #[arg(long, default_value = "report")]
-    pub out: PathBuf,
-    /// The run (directory name) speed-ups are relative to (default: the end-to-end run, plan 1 with
-    /// G=1, else the first run).
-    #[arg(long)]
-    pub baseline: Option<String>,
-    /// TrueType font for the plots (default: DejaVu Sans from Debian's fonts-dejavu-core).
-    #[arg(long)]
-    pub font: Option<PathBuf>,
-    /// Title of the report.
-    #[arg(long)]
-    pub title: Option<String>,
-}
+use crate::args::ReportArgs;
+use crate::files::{self, atomic_write};
 
 /// Report settings.
 #[derive(Clone, Debug, Default)]
@@ -84,7 +64,7 @@ fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         }
         subs.sort();
         // A sweep's directory lists its runs in sweep order; the rest follow by name.
-        if let Some(order) = sweep_order(d) {
+        if let Some(order) = files::read_manifest(d) {
             let rank = |p: &PathBuf| {
                 let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
                 order
@@ -97,17 +77,6 @@ fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         out.extend(subs);
     }
     Ok(out)
-}
-
-/// The run names of a sweep directory's manifest, if it has one.
-fn sweep_order(dir: &Path) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(dir.join(crate::sweep::MANIFEST)).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    v["runs"]
-        .as_array()?
-        .iter()
-        .map(|n| n.as_str().map(String::from))
-        .collect()
 }
 
 /// One run, as read from its directory.
@@ -438,7 +407,7 @@ pub fn write(dirs: &[PathBuf], out: &Path, opts: &Options) -> Result<()> {
             r.runtime
         )?;
     }
-    crate::atomic_write(&out.join("results.csv"), csv.as_bytes())?;
+    atomic_write(&out.join("results.csv"), csv.as_bytes())?;
 
     // Markdown.
     let mut md = String::new();
@@ -520,7 +489,7 @@ pub fn write(dirs: &[PathBuf], out: &Path, opts: &Options) -> Result<()> {
         };
         writeln!(md, "{what}{seeds}\n\n![{stem}]({stem}.svg)\n")?;
     }
-    crate::atomic_write(&out.join("report.md"), md.as_bytes())?;
+    atomic_write(&out.join("report.md"), md.as_bytes())?;
 
     let runs = Runs {
         rows: &rows,
@@ -652,7 +621,7 @@ fn write_seed_tables(
         )?;
     }
     writeln!(md)?;
-    crate::atomic_write(&out.join("seeds.csv"), csv.as_bytes())
+    atomic_write(&out.join("seeds.csv"), csv.as_bytes())
 }
 
 fn aux_name(c: &RunConfig) -> String {

@@ -13,49 +13,14 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use groupwise::checkpoint;
 use groupwise::train::{self, RunConfig, Summary};
 
+use crate::args::{RuntimeArgs, SweepArgs, TransportArg};
+use crate::files;
 use crate::presets;
-
-/// Flags of `groupwise sweep`.
-#[derive(Args)]
-pub struct SweepArgs {
-    /// Presets to run: names under configs/ (`groupwise presets`), `*` matching any characters (e.g.
-    /// 'short/resnet32-g*-k4'), or .toml files.
-    pub presets: Vec<String>,
-    /// A sweep file (TOML): `presets = [...]`, optional `out = "DIR"`, a `[set]` table of values for
-    /// every run and a `[grid]` table of value lists (one run per combination). Flags add to it.
-    #[arg(long)]
-    pub file: Option<PathBuf>,
-    /// An axis KEY=V1,V2,...: every preset runs once per value; repeat for a grid (the product).
-    /// Dotted keys reach nested values: data.train_subset=5000,20000.
-    #[arg(long = "grid", value_name = "KEY=VALUES")]
-    pub grid: Vec<String>,
-    /// KEY=VALUE applied to every run, e.g. epochs=1 or data.path=/data/cifar (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-    /// Directory of the sweep: one run directory per configuration, and the report (default
-    /// runs/sweep, or the sweep file's `out`).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-    /// Runs at once, each a `groupwise train` process (mind the cores: each run uses them all by
-    /// default; pass --threads-per-worker to share).
-    #[arg(long, default_value_t = 1)]
-    pub jobs: usize,
-    /// List the runs and what the sweep would do with each, then stop.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Do not write OUT/report when the sweep ends.
-    #[arg(long)]
-    pub no_report: bool,
-    /// Node runtime flags passed to every run (`--workers`, `--threads-per-worker`, ...).
-    #[command(flatten)]
-    pub runtime: crate::RuntimeArgs,
-}
 
 /// One configuration of the sweep.
 #[derive(Clone, Debug)]
@@ -160,7 +125,7 @@ fn set_path(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()
 
 /// A run-directory name: the preset with `/` as `-`, then `_key=value` for every grid axis.
 fn run_name(preset: &str, axes: &[(String, String)]) -> String {
-    let mut name = crate::preset_label(preset);
+    let mut name = presets::preset_label(preset);
     for (k, v) in axes {
         name.push_str(&format!("_{k}={v}"));
     }
@@ -382,7 +347,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if args.jobs == 0 {
         bail!("--jobs must be at least 1");
     }
-    if !matches!(args.runtime.transport, crate::TransportArg::Local) {
+    if !matches!(args.runtime.transport, TransportArg::Local) {
         bail!(
             "sweep runs each configuration in this machine's processes; for MPI, run \
              `mpirun ... groupwise train --preset ...` per configuration"
@@ -433,8 +398,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
     // The runs in sweep order, for `groupwise report OUT`.
     let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-    let manifest = serde_json::json!({ "runs": names });
-    crate::atomic_write(&out.join(MANIFEST), manifest.to_string().as_bytes())?;
+    files::write_manifest(&out, &names)?;
 
     let bar = ProgressBar::new(total_epochs as u64);
     bar.set_style(
@@ -542,9 +506,6 @@ pub fn run(args: SweepArgs) -> Result<()> {
     Ok(())
 }
 
-/// The list of a sweep's runs in its directory: `{"runs": [names...]}`.
-pub const MANIFEST: &str = "sweep.json";
-
 /// The log of a run started by a sweep (the trainer's stdout and stderr, appended).
 const LOG: &str = "train.log";
 
@@ -553,7 +514,7 @@ fn start(
     dir: &Path,
     run: &PlannedRun,
     state: &RunState,
-    runtime: &crate::RuntimeArgs,
+    runtime: &RuntimeArgs,
 ) -> Result<Child> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut cmd = Command::new(exe);
@@ -762,7 +723,7 @@ mod tests {
             jobs: 1,
             dry_run: true,
             no_report: true,
-            runtime: crate::RuntimeArgs::default(),
+            runtime: RuntimeArgs::default(),
         };
         let (s, out) = SweepSpec::from_args(&args).unwrap();
         assert_eq!(out, Some(PathBuf::from("x")));

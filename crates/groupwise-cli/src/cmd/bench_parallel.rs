@@ -13,7 +13,7 @@ use groupwise::model::Arch;
 use groupwise::parallel::Topology;
 use groupwise::plan::{AuxInput, Plan};
 
-use crate::bench::BenchArgs;
+use crate::args::BenchArgs;
 
 struct Measured {
     step_seconds: f64,
