@@ -1,25 +1,15 @@
-//! `groupwise sweep`: run a set of configurations, each in its own run directory under `--out`, one
-//! `groupwise train` process each; skip finished runs, resume interrupted ones, show overall progress.
-//!
-//! A run's identity is its resolved config: the run directory `OUT/NAME` holds `config.json`, and a
-//! sweep that finds a *different* config there stops with an error instead of mixing results. Training
-//! writes a checkpoint after every epoch (atomically), so killing a sweep loses at most the epoch in
-//! progress of the runs in progress; starting the same sweep again resumes them.
+//! What a sweep runs: presets (globs expanded) x grid, with values set on every run, from the flags
+//! and a sweep file; each run named after its preset and grid values, its config resolved and its
+//! plan checked before anything starts.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 
-use groupwise::checkpoint;
-use groupwise::train::{self, RunConfig, Summary};
+use groupwise::train::RunConfig;
 
-use crate::args::{RuntimeArgs, SweepArgs, TransportArg};
-use crate::files;
+use crate::args::SweepArgs;
 use crate::presets;
 
 /// One configuration of the sweep.
@@ -29,62 +19,6 @@ pub struct PlannedRun {
     pub name: String,
     /// Its resolved config.
     pub config: RunConfig,
-}
-
-/// What a sweep does with a run directory.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RunState {
-    /// Nothing there yet (or nothing worth keeping): train from the start.
-    Fresh,
-    /// A checkpoint after `epochs` complete epochs: resume from it.
-    Resume {
-        /// Epochs complete.
-        epochs: usize,
-    },
-    /// `summary.json` is there: finished, skip.
-    Done,
-}
-
-/// The state of `dir` for `planned`; an error when it holds a run of another config.
-pub fn run_state(dir: &Path, planned: &RunConfig) -> Result<RunState> {
-    let config_path = dir.join(train::files::CONFIG);
-    if !config_path.exists() {
-        return Ok(RunState::Fresh);
-    }
-    let existing = train::read_config(&config_path)?;
-    if &existing != planned {
-        bail!(
-            "{} holds a run of a different config; move it away, or choose another --out",
-            dir.display()
-        );
-    }
-    if dir.join(train::files::SUMMARY).exists() {
-        return Ok(RunState::Done);
-    }
-    let ckpt = dir.join(train::files::CHECKPOINT);
-    if ckpt.exists() {
-        // The checkpoint, not metrics.jsonl, says how far the run got: an epoch's line is written
-        // just before its checkpoint, and a kill in between leaves one line too many.
-        let progress = checkpoint::read_progress(&ckpt)
-            .with_context(|| format!("{}: cannot read where the run stands", dir.display()))?;
-        return Ok(RunState::Resume {
-            epochs: progress.epoch,
-        });
-    }
-    Ok(RunState::Fresh)
-}
-
-/// Complete epochs recorded in a run directory's `metrics.jsonl`.
-pub fn epochs_logged(dir: &Path) -> usize {
-    std::fs::File::open(dir.join(train::files::METRICS))
-        .map(|f| {
-            std::io::BufReader::new(f)
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| !l.trim().is_empty())
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 /// A TOML value from a command-line text: TOML syntax when it parses (numbers, booleans, arrays),
@@ -210,7 +144,7 @@ fn value_text(v: &toml::Value) -> String {
 
 impl SweepSpec {
     /// From the flags and an optional sweep file; returns the spec and the file's `out`.
-    fn from_args(args: &SweepArgs) -> Result<(SweepSpec, Option<PathBuf>)> {
+    pub(super) fn from_args(args: &SweepArgs) -> Result<(SweepSpec, Option<PathBuf>)> {
         let mut spec = SweepSpec::default();
         let mut out = None;
         if let Some(path) = &args.file {
@@ -335,263 +269,10 @@ fn flatten(t: &toml::Table, prefix: &str, f: &mut dyn FnMut(String, &toml::Value
     }
 }
 
-/// A started `groupwise train`.
-struct Running {
-    index: usize,
-    child: Child,
-    started: Instant,
-}
-
-/// Runs the sweep.
-pub fn run(args: SweepArgs) -> Result<()> {
-    if args.jobs == 0 {
-        bail!("--jobs must be at least 1");
-    }
-    if !matches!(args.runtime.transport, TransportArg::Local) {
-        bail!(
-            "sweep runs each configuration in this machine's processes; for MPI, run \
-             `mpirun ... groupwise train --preset ...` per configuration"
-        );
-    }
-    let (spec, file_out) = SweepSpec::from_args(&args)?;
-    let out = args
-        .out
-        .clone()
-        .or(file_out)
-        .unwrap_or_else(|| PathBuf::from("runs/sweep"));
-    let runs = spec.runs()?;
-    let states = runs
-        .iter()
-        .map(|r| run_state(&out.join(&r.name), &r.config))
-        .collect::<Result<Vec<_>>>()?;
-    let total_epochs: usize = runs.iter().map(|r| r.config.epochs).sum();
-    let (mut todo, mut skipped) = (Vec::new(), 0);
-    eprintln!(
-        "groupwise sweep: {} runs ({} epochs) in {}",
-        runs.len(),
-        total_epochs,
-        out.display()
-    );
-    for (i, (r, s)) in runs.iter().zip(&states).enumerate() {
-        let what = match s {
-            RunState::Done => {
-                skipped += 1;
-                "done, skipped".to_string()
-            }
-            RunState::Resume { epochs } => {
-                todo.push(i);
-                format!("resume after epoch {epochs}/{}", r.config.epochs)
-            }
-            RunState::Fresh => {
-                todo.push(i);
-                format!("{} epochs", r.config.epochs)
-            }
-        };
-        eprintln!(
-            "  {:<40} plan {:<4} G={:<2} {what}",
-            r.name, r.config.plan, r.config.groups
-        );
-    }
-    if args.dry_run {
-        return Ok(());
-    }
-    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
-    // The runs in sweep order, for `groupwise report OUT`.
-    let names: Vec<&str> = runs.iter().map(|r| r.name.as_str()).collect();
-    files::write_manifest(&out, &names)?;
-
-    let bar = ProgressBar::new(total_epochs as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "sweep [{bar:30}] {pos}/{len} epochs, {prefix} runs done ({elapsed}<{eta}) {msg}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    let started = Instant::now();
-    let progress = |bar: &ProgressBar, finished: usize| {
-        let epochs: usize = runs
-            .iter()
-            .map(|r| epochs_logged(&out.join(&r.name)).min(r.config.epochs))
-            .sum();
-        // Without a terminal the bar is hidden: a line per epoch instead.
-        if bar.is_hidden() && epochs as u64 != bar.position() {
-            eprintln!(
-                "sweep: {epochs}/{total_epochs} epochs, {finished}/{} runs done, {:.0}s",
-                runs.len(),
-                started.elapsed().as_secs_f64()
-            );
-        }
-        bar.set_position(epochs as u64);
-        bar.set_prefix(format!("{finished}/{}", runs.len()));
-    };
-    let exe = std::env::current_exe().context("cannot find the groupwise executable")?;
-    let mut queue = todo.into_iter();
-    let mut running: Vec<Running> = Vec::new();
-    let (mut finished, mut failed) = (skipped, Vec::new());
-    progress(&bar, finished);
-    loop {
-        while running.len() < args.jobs {
-            let Some(i) = queue.next() else { break };
-            let r = &runs[i];
-            let dir = out.join(&r.name);
-            let child = start(&exe, &dir, r, &states[i], &args.runtime)?;
-            running.push(Running {
-                index: i,
-                child,
-                started: Instant::now(),
-            });
-        }
-        if running.is_empty() {
-            break;
-        }
-        let names: Vec<&str> = running
-            .iter()
-            .map(|r| runs[r.index].name.as_str())
-            .collect();
-        bar.set_message(names.join(", "));
-        std::thread::sleep(Duration::from_millis(500));
-        let mut still = Vec::new();
-        for mut r in running {
-            match r.child.try_wait()? {
-                None => still.push(r),
-                Some(status) => {
-                    finished += 1;
-                    let run = &runs[r.index];
-                    let dir = out.join(&run.name);
-                    let line = if status.success() {
-                        finished_line(&dir, r.started.elapsed())
-                    } else {
-                        failed.push(run.name.clone());
-                        format!(
-                            "FAILED ({status}); see {}: {}",
-                            dir.join(LOG).display(),
-                            last_line(&dir.join(LOG))
-                        )
-                    };
-                    let line = format!("[{finished}/{}] {}: {line}", runs.len(), run.name);
-                    if bar.is_hidden() {
-                        eprintln!("{line}");
-                    } else {
-                        bar.println(line);
-                    }
-                }
-            }
-        }
-        running = still;
-        progress(&bar, finished);
-    }
-    bar.finish_and_clear();
-    if !args.no_report {
-        let dirs: Vec<PathBuf> = runs.iter().map(|r| out.join(&r.name)).collect();
-        let done: Vec<PathBuf> = dirs
-            .into_iter()
-            .filter(|d| d.join(train::files::SUMMARY).exists())
-            .collect();
-        if !done.is_empty() {
-            let report_dir = out.join("report");
-            crate::report::write(&done, &report_dir, &crate::report::Options::default())?;
-            eprintln!("report: {}", report_dir.join("report.md").display());
-        }
-    }
-    if !failed.is_empty() {
-        bail!(
-            "{} of {} runs failed: {}",
-            failed.len(),
-            runs.len(),
-            failed.join(", ")
-        );
-    }
-    eprintln!("sweep complete: {} runs in {}", runs.len(), out.display());
-    Ok(())
-}
-
-/// The log of a run started by a sweep (the trainer's stdout and stderr, appended).
-const LOG: &str = "train.log";
-
-fn start(
-    exe: &Path,
-    dir: &Path,
-    run: &PlannedRun,
-    state: &RunState,
-    runtime: &RuntimeArgs,
-) -> Result<Child> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let mut cmd = Command::new(exe);
-    cmd.arg("train").arg("--run-dir").arg(dir).arg("--quiet");
-    match state {
-        RunState::Resume { .. } => {
-            cmd.arg("--resume");
-        }
-        _ => {
-            // The planned config, replayed exactly by `train --config`.
-            let planned = dir.join("planned.json");
-            let json = serde_json::to_string_pretty(&run.config)?;
-            train::write_atomic(&planned, json.as_bytes())?;
-            cmd.arg("--config").arg(&planned);
-        }
-    }
-    cmd.args(runtime.to_args());
-    let log_path = dir.join(LOG);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .with_context(|| format!("cannot open {}", log_path.display()))?;
-    writeln!(log, "--- {:?}", cmd)?;
-    cmd.stdout(log.try_clone()?)
-        .stderr(log)
-        .stdin(Stdio::null());
-    die_with_parent(&mut cmd);
-    cmd.spawn()
-        .with_context(|| format!("cannot start {}", exe.display()))
-}
-
-/// The child gets SIGKILL when the sweep dies (a killed sweep leaves no orphan training in the
-/// background; its run resumes from its last checkpoint next time).
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-}
-
-fn finished_line(dir: &Path, took: Duration) -> String {
-    let summary: Option<Summary> = std::fs::read_to_string(dir.join(train::files::SUMMARY))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    match summary {
-        Some(s) => format!(
-            "{:.2}% head, {:.2}% ensemble, {:.0}s",
-            100.0 * s.test.head,
-            100.0 * s.test.ensemble,
-            took.as_secs_f64()
-        ),
-        None => format!("finished in {:.0}s (no summary.json?)", took.as_secs_f64()),
-    }
-}
-
-fn last_line(path: &Path) -> String {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .rev()
-                .find(|l| !l.trim().is_empty())
-                .map(String::from)
-        })
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::args::RuntimeArgs;
 
     fn scratch(name: &str) -> PathBuf {
         let d = std::env::temp_dir().join(format!("gw-sweep-{name}-{}", std::process::id()));
@@ -662,46 +343,6 @@ mod tests {
         assert!(format!("{e:#}").contains("smoke"), "{e:#}");
         assert!(spec(&["smoke"], &[("epochs", "0")], &[]).runs().is_err());
         assert!(spec(&["nope/*"], &[], &[]).runs().is_err());
-    }
-
-    #[test]
-    fn run_states_fresh_resume_done_and_conflict() {
-        let dir = scratch("state");
-        let run = &spec(&["smoke"], &[], &[]).runs().unwrap()[0];
-        let rd = dir.join(&run.name);
-        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Fresh);
-        // Killed before the first checkpoint: start again.
-        std::fs::create_dir_all(&rd).unwrap();
-        let json = serde_json::to_string(&run.config).unwrap();
-        std::fs::write(rd.join(train::files::CONFIG), &json).unwrap();
-        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Fresh);
-        // A corrupt checkpoint: a clear error, nothing decided.
-        let ckpt = rd.join(train::files::CHECKPOINT);
-        std::fs::write(&ckpt, b"x").unwrap();
-        let e = run_state(&rd, &run.config).unwrap_err();
-        assert!(format!("{e:#}").contains("cannot read"), "{e:#}");
-        // A checkpoint after epoch 1 and a line of epoch 2 (killed between the two writes):
-        // resume after epoch 1, as the checkpoint says.
-        let progress = |e: i64| {
-            vec![
-                ("train.epoch".to_string(), tch::Tensor::from(e)),
-                ("train.step".to_string(), tch::Tensor::from(0i64)),
-            ]
-        };
-        checkpoint::write_atomic(&progress(1), &ckpt).unwrap();
-        std::fs::write(rd.join(train::files::METRICS), "{}\n{}\n").unwrap();
-        assert_eq!(
-            run_state(&rd, &run.config).unwrap(),
-            RunState::Resume { epochs: 1 }
-        );
-        std::fs::write(rd.join(train::files::SUMMARY), "{}").unwrap();
-        assert_eq!(run_state(&rd, &run.config).unwrap(), RunState::Done);
-        // Another config in the same directory is never overwritten.
-        let mut other = run.config.clone();
-        other.epochs += 1;
-        let e = run_state(&rd, &other).unwrap_err();
-        assert!(format!("{e}").contains("different config"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
