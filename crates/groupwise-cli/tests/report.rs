@@ -372,6 +372,65 @@ fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
     std::fs::remove_dir_all(&root).unwrap();
 }
 
+/// A CSV file's header and rows, read with the csv crate; every row has the header's length.
+fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<String>>) {
+    let mut reader = csv::Reader::from_path(path).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let rows: Vec<Vec<String>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    for row in &rows {
+        assert_eq!(row.len(), header.len(), "{}: {row:?}", path.display());
+    }
+    (header, rows)
+}
+
+/// Regression: `results.csv` and `seeds.csv` were written by hand, unquoted, so an explicit plan
+/// (`1:2,2:1,3:0,3:4`) or a run name with commas (a sweep's grid value) shifted every column after
+/// it. Written with the csv crate, every row has the header's columns and such cells read back
+/// whole.
+#[test]
+fn csv_cells_with_commas_keep_their_columns() {
+    let root = scratch("commas");
+    let runs = root.join("runs");
+    let plan = "1:2,2:1,3:0,3:4";
+    make_run(&runs, "e2e", "1", 1, 10, 4.0, &[0.5, 0.9], json!([]), true);
+    let named = ["plan=1-2,2-1,3-0,3-4_seed=0", "plan=1-2,2-1,3-0,3-4_seed=1"];
+    for (seed, name) in named.iter().enumerate() {
+        make_run(&runs, name, plan, 1, 10, 1.0, &[0.5, 0.8], json!([]), true);
+        let path = runs.join(name).join("config.json");
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        c["blocks_per_stage"] = json!(5); // ResNet-32, where the plan's boundaries exist
+        c["seed"] = json!(seed);
+        c["data"]["seed"] = json!(seed);
+        std::fs::write(&path, c.to_string()).unwrap();
+    }
+    let dirs: Vec<PathBuf> = ["e2e", named[0], named[1]]
+        .iter()
+        .map(|n| runs.join(n))
+        .collect();
+    let out = root.join("report");
+    groupwise_cli::report::write(&dirs, &out, &Default::default()).unwrap();
+
+    // read_csv checks every row against the header's length.
+    let (header, rows) = read_csv(&out.join("results.csv"));
+    assert_eq!((header.len(), rows.len()), (18, 3));
+    let plan_col = header.iter().position(|h| h == "plan").unwrap();
+    for (row, name) in rows[1..].iter().zip(named) {
+        assert_eq!((row[0].as_str(), row[plan_col].as_str()), (name, plan));
+        assert_eq!(row[header.len() - 1], "threads");
+    }
+    let (header, rows) = read_csv(&out.join("seeds.csv"));
+    assert_eq!(header.len(), 15);
+    let configs: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r[0].as_str(), r[2].as_str()))
+        .collect();
+    assert_eq!(configs, [("e2e", "1"), ("plan=1-2,2-1,3-0,3-4", "2")]);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
 /// Every preset passes `groupwise plan`, and the paper's ResNet-32 grid lands on METHOD.md section 8's
 /// per-node MACs (so each preset names the plan and G it claims).
 #[test]

@@ -1,6 +1,7 @@
 //! The report's tables: `results.csv` (raw numbers, one row per run), the Markdown of `report.md`
 //! (the same rows, readable, and the plots' captions), and `seeds.csv` with its "Across seeds"
-//! section (one row per configuration run with several seeds).
+//! section (one row per configuration run with several seeds). The CSV files are written by the
+//! csv crate: a cell with a comma, a quote or a line break is quoted; every other cell is as written.
 
 use std::fmt::Write as _;
 
@@ -13,39 +14,76 @@ use super::plots::PLOTS;
 use super::runs::Row;
 use super::stats::{SeedGroup, Spread};
 
-/// `results.csv`: every run's raw numbers, speed-ups against `rows[base]`.
+/// The columns of `results.csv`.
+const RESULTS_COLUMNS: [&str; 18] = [
+    "run",
+    "method",
+    "plan",
+    "groups",
+    "aux_input",
+    "epochs_done",
+    "epochs",
+    "finished",
+    "head_accuracy",
+    "ensemble_accuracy",
+    "max_node_macs",
+    "inference_macs",
+    "params",
+    "seconds_per_step",
+    "seconds_per_epoch",
+    "speedup",
+    "max_node_macs_ratio",
+    "runtime",
+];
+
+/// The columns of `seeds.csv`.
+const SEEDS_COLUMNS: [&str; 15] = [
+    "configuration",
+    "method",
+    "runs",
+    "counted",
+    "seeds",
+    "head_mean",
+    "head_std",
+    "head_min",
+    "head_max",
+    "ensemble_mean",
+    "ensemble_std",
+    "max_node_macs",
+    "inference_macs",
+    "seconds_per_step_mean",
+    "speedup",
+];
+
+/// `results.csv`: every run's raw numbers, speed-ups against `rows[base]`. Quoted where a cell
+/// needs it (an explicit plan such as `1:2,2:1,3:0,3:4`, a run name with commas).
 pub(super) fn results_csv(rows: &[Row], base: usize) -> Result<Vec<u8>> {
-    let mut csv = String::from(
-        "run,method,plan,groups,aux_input,epochs_done,epochs,finished,head_accuracy,ensemble_accuracy,\
-         max_node_macs,inference_macs,params,seconds_per_step,seconds_per_epoch,speedup,\
-         max_node_macs_ratio,runtime\n",
-    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(RESULTS_COLUMNS)?;
     for r in rows {
         let c = &r.config;
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            r.name,
+        csv.write_record([
+            r.name.clone(),
             r.method(),
-            c.plan,
-            c.groups,
+            c.plan.clone(),
+            c.groups.to_string(),
             aux_name(c),
-            r.metrics.len(),
-            c.epochs,
-            r.finished,
+            r.metrics.len().to_string(),
+            c.epochs.to_string(),
+            r.finished.to_string(),
             num(r.head, 6),
             num(r.ensemble, 6),
-            r.max_node_macs,
-            r.inference_macs,
-            r.params,
+            r.max_node_macs.to_string(),
+            r.inference_macs.to_string(),
+            r.params.to_string(),
             num(r.step_seconds, 6),
             num(r.epoch_seconds, 3),
             num(speedup(&rows[base], r), 4),
             num(mac_ratio(&rows[base], r), 4),
-            r.runtime
-        )?;
+            r.runtime.clone(),
+        ])?;
     }
-    Ok(csv.into_bytes())
+    bytes(csv)
 }
 
 /// The start of `report.md`: title, what the columns mean, and a row per run.
@@ -111,10 +149,8 @@ pub(super) fn seed_tables(
             .map(|&i| rows[i].config.seed.to_string())
             .collect()
     };
-    let mut csv = String::from(
-        "configuration,method,runs,counted,seeds,head_mean,head_std,head_min,head_max,\
-         ensemble_mean,ensemble_std,max_node_macs,inference_macs,seconds_per_step_mean,speedup\n",
-    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record(SEEDS_COLUMNS)?;
     let mut md = String::new();
     writeln!(
         md,
@@ -140,13 +176,11 @@ pub(super) fn seed_tables(
         let counted = members.len();
         let get = |s: Option<Spread>, f: fn(&Spread) -> f64| s.as_ref().map_or(f64::NAN, f);
         let step_mean = get(step, |s| s.mean);
-        writeln!(
-            csv,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            g.name,
+        csv.write_record([
+            g.name.clone(),
             first.method(),
-            g.members.len(),
-            counted,
+            g.members.len().to_string(),
+            counted.to_string(),
             seeds(g).join(" "),
             num(get(head, |s| s.mean / 100.0), 6),
             num(get(head, |s| s.std / 100.0), 6),
@@ -154,11 +188,11 @@ pub(super) fn seed_tables(
             num(get(head, |s| s.max / 100.0), 6),
             num(get(ens, |s| s.mean / 100.0), 6),
             num(get(ens, |s| s.std / 100.0), 6),
-            first.max_node_macs,
-            first.inference_macs,
+            first.max_node_macs.to_string(),
+            first.inference_macs.to_string(),
             num(step_mean, 6),
             num(base_step / step_mean, 4),
-        )?;
+        ])?;
         let mean_std = |s: Option<Spread>| match s {
             Some(s) if s.n > 1 => format!("{:.2} ± {:.2}", s.mean, s.std),
             Some(s) => format!("{:.2}", s.mean),
@@ -181,7 +215,7 @@ pub(super) fn seed_tables(
         )?;
     }
     writeln!(md)?;
-    Ok((csv.into_bytes(), md))
+    Ok((bytes(csv)?, md))
 }
 
 /// The end of `report.md`: each plot with what it shows.
@@ -197,6 +231,13 @@ pub(super) fn plot_sections(seeded: bool) -> Result<String> {
         writeln!(md, "{what}{seeds}\n\n![{stem}]({stem}.svg)\n")?;
     }
     Ok(md)
+}
+
+/// The text a CSV writer wrote.
+fn bytes(csv: csv::Writer<Vec<u8>>) -> Result<Vec<u8>> {
+    csv.into_inner()
+        .map_err(|e| e.into_error())
+        .context("cannot write CSV")
 }
 
 /// `rows[base]`'s seconds per step over `r`'s.
