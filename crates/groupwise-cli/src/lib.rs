@@ -12,6 +12,7 @@ pub mod args;
 pub mod cmd;
 pub mod config;
 pub mod files;
+pub mod mpiexec;
 pub mod presets;
 pub mod report;
 pub mod sweep;

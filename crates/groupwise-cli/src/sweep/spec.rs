@@ -274,13 +274,6 @@ mod tests {
     use super::*;
     use crate::args::RuntimeArgs;
 
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("gw-sweep-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
-
     fn spec(presets: &[&str], set: &[(&str, &str)], grid: &[(&str, &[&str])]) -> SweepSpec {
         SweepSpec {
             presets: presets.iter().map(|s| s.to_string()).collect(),
@@ -347,7 +340,8 @@ mod tests {
 
     #[test]
     fn sweep_files_give_presets_set_and_grid() {
-        let dir = scratch("file");
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let f = dir.join("s.toml");
         std::fs::write(
             &f,
@@ -383,7 +377,6 @@ mod tests {
         std::fs::write(&f, "presets = [\"smoke\"]\nepochs = 2\n").unwrap();
         let e = SweepSpec::from_args(&args).unwrap_err();
         assert!(format!("{e:#}").contains("unknown key 'epochs'"), "{e:#}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -67,20 +67,12 @@ pub fn epochs_logged(dir: &Path) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("gw-sweep-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        d
-    }
 
     #[test]
     fn run_states_fresh_resume_done_and_conflict() {
-        let dir = scratch("state");
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let config = crate::presets::preset("smoke").unwrap();
         let rd = dir.join("smoke");
         assert_eq!(run_state(&rd, &config).unwrap(), RunState::Fresh);
@@ -115,6 +107,5 @@ mod tests {
         other.epochs += 1;
         let e = run_state(&rd, &other).unwrap_err();
         assert!(format!("{e}").contains("different config"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
