@@ -1,7 +1,9 @@
 //! The built `groupwise` under `mpiexec`: same parameters as the sequential path on 2, 3 and 5 ranks,
 //! and a failing node ends the whole job promptly with the rank's message, leaving a resumable
 //! checkpoint. Each launch has a hard deadline. Skipped (with a notice) when the binary was built
-//! without the `mpi` feature or no `mpiexec` is on PATH; `.ci/run` installs OpenMPI and runs them.
+//! without the `mpi` feature or no `mpiexec` is on PATH, except under `GROUPWISE_EXPECT_MPI=1`
+//! (`make check` with the feature), where a skip is a failure; `.ci/run` installs OpenMPI and runs
+//! them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,7 +15,8 @@ use crate::common::{max_rel_diff, scratch, BIN};
 
 const DEADLINE: Duration = Duration::from_secs(180);
 
-/// `mpiexec`, or `None` with a notice when the MPI tests cannot run here.
+/// `mpiexec`, or `None` with a notice when the MPI tests cannot run here; a panic instead when
+/// `GROUPWISE_EXPECT_MPI=1` says they must.
 fn launcher() -> Option<PathBuf> {
     let found = if cfg!(feature = "mpi") {
         mpiexec::find().ok_or("no mpiexec on PATH (apt install openmpi-bin)")
@@ -22,6 +25,9 @@ fn launcher() -> Option<PathBuf> {
     };
     match found {
         Ok(path) => Some(path),
+        Err(why) if std::env::var("GROUPWISE_EXPECT_MPI").as_deref() == Ok("1") => {
+            panic!("GROUPWISE_EXPECT_MPI=1, yet the MPI tests would be skipped: {why}")
+        }
         Err(why) => {
             eprintln!("NOTICE: MPI tests skipped: {why}");
             None
