@@ -1,7 +1,7 @@
 //! The command line as clap types: one struct of flags per subcommand, and the flag groups that
 //! several share ([`ModelArgs`], [`RuntimeArgs`]). Every `///` on a flag is its `--help` text.
 //!
-//! These are raw flags; [`crate::config`] turns them into a validated `RunConfig` and runtime.
+//! These are raw flags; `config` turns them into a validated `RunConfig` and runtime.
 
 use std::path::PathBuf;
 

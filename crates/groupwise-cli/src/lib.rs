@@ -2,9 +2,10 @@
 //! module per subcommand. `src/main.rs` parses the flags and dispatches; tests call the same code
 //! in-process.
 //!
-//! Dependencies point one way: [`args`] (raw flags) <- [`config`] (flags -> validated `RunConfig`)
-//! <- [`cmd`] (train, eval, plan, presets, bench), and [`files`] <- [`report`] <- [`sweep`].
-//! [`presets`] (the TOML presets embedded from `configs/`) is below them all.
+//! Dependencies point one way, and no two modules import each other: [`args`] (raw flags) <-
+//! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
+//! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
+//! (the TOML presets embedded from `configs/`) and [`mpiexec`] depend on no other module.
 
 #![deny(missing_docs)]
 

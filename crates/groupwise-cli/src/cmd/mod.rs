@@ -1,5 +1,5 @@
-//! The subcommands that fit in a file each; `sweep` and `report` are modules of their own
-//! ([`crate::sweep`], [`crate::report`]).
+//! The subcommands that fit in a file each; `sweep` and `report` are modules of their own beside
+//! this one.
 
 pub mod bench;
 pub mod bench_parallel;
