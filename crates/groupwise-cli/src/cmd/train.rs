@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use groupwise::train::{self, Event};
@@ -55,18 +55,17 @@ pub fn run(args: TrainArgs) -> Result<()> {
             run_dir.display()
         );
     }
+    let style = ProgressStyle::with_template(
+        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+    )
+    .context("progress bar template")?
+    .progress_chars("=> ");
     let mut bar: Option<ProgressBar> = None;
     let mut observer = |event: Event| match event {
         Event::EpochStart { epoch, steps, lr } => {
             if !quiet {
                 let b = ProgressBar::new(steps as u64);
-                b.set_style(
-                    ProgressStyle::with_template(
-                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
-                    )
-                    .expect("valid template")
-                    .progress_chars("=> "),
-                );
+                b.set_style(style.clone());
                 b.set_prefix(format!("{epoch}/{} lr {lr:.4}", config.epochs));
                 bar = Some(b);
             }

@@ -146,9 +146,9 @@ pub(super) fn log_ticks(range: &std::ops::Range<f64>) -> (Vec<f64>, Vec<f64>) {
         for exp in lo.log10().floor() as i32..=hi.log10().ceil() as i32 {
             for m in mantissas {
                 // Through a decimal string, so 0.2 is 0.2 and labels print short.
-                let v: f64 = format!("{m}e{exp}").parse().expect("a number");
-                if v >= lo && v <= hi {
-                    out.push(v);
+                match format!("{m}e{exp}").parse::<f64>() {
+                    Ok(v) if v >= lo && v <= hi => out.push(v),
+                    _ => {}
                 }
             }
         }

@@ -99,7 +99,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         ProgressStyle::with_template(
             "sweep [{bar:30}] {pos}/{len} epochs, {prefix} runs done ({elapsed}<{eta}) {msg}",
         )
-        .expect("valid template")
+        .context("progress bar template")?
         .progress_chars("=> "),
     );
     let started = Instant::now();
