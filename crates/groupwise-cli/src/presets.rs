@@ -138,6 +138,19 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     from_table(preset_table(name)?, name)
 }
 
+/// A preset name as one path component: `short/resnet32-e2e` -> `short-resnet32-e2e`, a file by its
+/// stem.
+pub fn preset_label(preset: &str) -> String {
+    if preset.ends_with(".toml") {
+        Path::new(preset)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "preset".into())
+    } else {
+        preset.replace('/', "-")
+    }
+}
+
 /// The first comment line of a built-in preset: what it is.
 pub fn describe(name: &str) -> &'static str {
     BUILTIN
@@ -186,8 +199,8 @@ mod tests {
 
     #[test]
     fn unknown_keys_names_and_loops_are_clear_errors() {
-        let dir = std::env::temp_dir().join(format!("gw-presets-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path();
         let typo = dir.join("typo.toml");
         std::fs::write(&typo, "base = \"short\"\nepochz = 3\n").unwrap();
         let e = format!("{:#}", preset(typo.to_str().unwrap()).unwrap_err());
@@ -199,6 +212,5 @@ mod tests {
         assert!(e.contains("loops"), "{e}");
         let e = format!("{:#}", preset("short/resnet32-g3-k4").unwrap_err());
         assert!(e.contains("unknown preset"), "{e}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -13,7 +13,8 @@ use groupwise::model::Arch;
 use groupwise::parallel::{Layout, Runtime, Topology};
 use groupwise::plan::{AuxInput, Plan};
 
-use crate::bench::BenchArgs;
+use crate::args::BenchArgs;
+use crate::mpiexec;
 
 struct Measured {
     step_seconds: f64,
@@ -32,16 +33,11 @@ fn train_child(
     let steps = a.warmup + a.steps;
     let images = a.batch as usize * steps;
     let mut cmd = match launcher {
-        Some((mpiexec, ranks)) => {
-            let mut c = Command::new(mpiexec);
+        Some((mpirun, ranks)) => {
+            let mut c = Command::new(mpirun);
             c.args(["-np", &ranks.to_string()]).arg(&exe);
-            // OpenMPI: allow root in containers, oversubscription, no CMA (blocked in containers).
-            for (k, v) in [
-                ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
-                ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
-                ("OMPI_MCA_rmaps_base_oversubscribe", "1"),
-                ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
-            ] {
+            // The container settings, unless the environment has its own.
+            for (k, v) in mpiexec::CONTAINER_ENV {
                 if std::env::var_os(k).is_none() {
                     c.env(k, v);
                 }
@@ -83,14 +79,12 @@ fn train_child(
     })
 }
 
-fn mpiexec() -> Option<PathBuf> {
+/// `mpiexec` when this binary can run on MPI ranks.
+fn launcher_path() -> Option<PathBuf> {
     if !cfg!(feature = "mpi") {
         return None;
     }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("mpiexec"))
-        .find(|p| p.is_file())
+    mpiexec::find()
 }
 
 /// Ideal speed-up of `workers` workers over one: total MACs over the busiest worker's share, with
@@ -129,7 +123,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .configs
         .clone()
         .unwrap_or_else(|| vec!["1:2".into(), "2:1".into(), "2:2".into()]);
-    let launcher = mpiexec();
+    let launcher = launcher_path();
     if launcher.is_none() {
         eprintln!("note: no MPI column (build with --features mpi and put mpiexec on PATH)");
     }

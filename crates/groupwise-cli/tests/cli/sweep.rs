@@ -2,23 +2,17 @@
 //! complete epoch and ends where an uninterrupted sweep ends; finished runs are skipped; a run
 //! directory holding another config is never touched.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use groupwise::checkpoint;
-use tch::Tensor;
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gw-sweep-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
+use crate::common::{groupwise, max_rel_diff, read_csv, scratch};
 
 /// A sweep of one smoke run of 4 epochs, each long enough (~1 s) to be killed in the middle.
 fn sweep(out: &Path, epochs: usize) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_groupwise"));
+    let mut c = groupwise();
     c.args([
         "sweep",
         "smoke",
@@ -51,30 +45,10 @@ fn metric_lines(run: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn max_rel_diff(a: &Path, b: &Path) -> f64 {
-    let a: std::collections::BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(a).unwrap().into_iter().collect();
-    let b: std::collections::BTreeMap<String, Tensor> =
-        Tensor::read_safetensors(b).unwrap().into_iter().collect();
-    assert_eq!(
-        a.keys().collect::<Vec<_>>(),
-        b.keys().collect::<Vec<_>>(),
-        "checkpoint names differ"
-    );
-    a.iter()
-        .filter(|(_, t)| t.is_floating_point())
-        .map(|(n, t)| {
-            let u = &b[n];
-            let scale = u.abs().max().double_value(&[]).max(1e-6);
-            (t - u).abs().max().double_value(&[]) / scale
-        })
-        .fold(0.0, f64::max)
-}
-
 #[test]
 fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
-    let root = scratch("kill");
-    let (out, clean) = (root.join("interrupted"), root.join("clean"));
+    let root = scratch("sweep-kill");
+    let (out, clean) = (root.path().join("interrupted"), root.path().join("clean"));
     let run = out.join("smoke");
 
     // Kill the sweep once the run has logged and checkpointed its first epoch.
@@ -156,14 +130,13 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     let stderr = String::from_utf8_lossy(&other.stderr);
     assert!(stderr.contains("different config"), "{stderr}");
     assert_eq!(std::fs::read(run.join("summary.json")).unwrap(), summary);
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
 #[test]
 fn parallel_jobs_run_a_grid_and_the_report_keeps_sweep_order() {
-    let root = scratch("jobs");
-    let out = root.join("grid");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_groupwise"));
+    let root = scratch("sweep-jobs");
+    let out = root.path().join("grid");
+    let mut cmd = groupwise();
     cmd.args([
         "sweep",
         "smoke",
@@ -183,12 +156,7 @@ fn parallel_jobs_run_a_grid_and_the_report_keeps_sweep_order() {
         assert!(out.join(format!("smoke_seed={seed}/summary.json")).exists());
     }
     // The report lists the runs in sweep order (2, 0, 1), not by name.
-    let csv = std::fs::read_to_string(out.join("report/results.csv")).unwrap();
-    let names: Vec<&str> = csv
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').next().unwrap())
-        .collect();
+    let (_, rows) = read_csv(&out.join("report/results.csv"));
+    let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(names, ["smoke_seed=2", "smoke_seed=0", "smoke_seed=1"]);
-    std::fs::remove_dir_all(&root).unwrap();
 }

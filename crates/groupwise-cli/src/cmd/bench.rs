@@ -6,48 +6,14 @@ use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use clap::Args;
 use tch::{Device, Kind, Tensor};
 
 use groupwise::local::{LossConfig, Network, SgdConfig};
 use groupwise::model::Arch;
 use groupwise::plan::{AuxInput, Plan};
 
-/// Options of `groupwise bench`.
-#[derive(Args)]
-pub struct BenchArgs {
-    // Fields are read by bench_parallel too.
-    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:4; with --parallel
-    /// 1:2,2:1,2:2).
-    #[arg(long, value_delimiter = ',')]
-    pub configs: Option<Vec<String>>,
-    /// Batch size.
-    #[arg(long, default_value_t = 128)]
-    pub batch: i64,
-    /// Timed steps (the median is reported).
-    #[arg(long, default_value_t = 20)]
-    pub steps: usize,
-    /// Untimed warm-up steps.
-    #[arg(long, default_value_t = 3)]
-    pub warmup: usize,
-    /// libtorch intra-op threads for both sides (0: one per core).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
-    /// Python with torch for the comparison (default: $GROUPWISE_PYTHON, else python3).
-    #[arg(long)]
-    python: Option<PathBuf>,
-    /// Skip the PyTorch comparison.
-    #[arg(long)]
-    no_torch: bool,
-    /// Instead: step time of the sequential path vs pipelined threads vs MPI ranks (the built binary
-    /// under mpiexec, when built with `--features mpi` and mpiexec is on PATH), per-node split and
-    /// the ideal speed-up from the plan's MAC balance. Default configs 1:2, 2:1, 2:2.
-    #[arg(long)]
-    pub parallel: bool,
-    /// Workers (threads' cores, MPI ranks) for --parallel (default: the machine's cores).
-    #[arg(long)]
-    pub workers: Option<usize>,
-}
+use crate::args::BenchArgs;
+use crate::cmd::bench_parallel;
 
 fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
     let plan = Plan::new(
@@ -126,10 +92,10 @@ fn time_torch(a: &BenchArgs) -> Result<Vec<(String, i64, f64)>> {
         .collect()
 }
 
-/// Runs the benchmark and prints a table.
+/// Runs the benchmark (or with `--parallel`, [`bench_parallel::run`]) and prints a table.
 pub fn run(a: BenchArgs) -> Result<()> {
     if a.parallel {
-        return crate::bench_parallel::run(&a);
+        return bench_parallel::run(&a);
     }
     if a.threads > 0 {
         tch::set_num_threads(a.threads as i32);

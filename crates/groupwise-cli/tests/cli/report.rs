@@ -1,68 +1,30 @@
 //! `groupwise report` on tiny synthetic run directories (hand-written metrics and summaries, so every
-//! number in the output is known), and `groupwise plan` on every preset.
+//! number in the output is known), and every preset's plan against the paper's costs.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use serde_json::{json, Value};
 
-fn groupwise() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_groupwise"))
-}
+use groupwise_cli::{presets, report};
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("gw-report-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn output(cmd: &mut Command) -> (bool, String, String) {
-    let out = cmd.output().expect("run groupwise");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::common::{cell, groupwise, output, read_csv, scratch};
 
 /// Whether an SVG draws `text` (plotters writes a `<text>` element's content on a line of its own).
 fn has_text(svg: &str, text: &str) -> bool {
     svg.lines().any(|l| l.trim() == text) || svg.contains(&format!(">{text}<"))
 }
 
-/// The cell of a CSV text in the row whose first field is `first` and the column named `column`.
-fn cell(csv: &str, first: &str, column: &str) -> String {
-    let mut lines = csv.lines();
-    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
-    let i = header.iter().position(|h| *h == column).unwrap();
-    let row = lines
-        .find(|l| l.split(',').next() == Some(first))
-        .unwrap_or_else(|| panic!("no row {first}: {csv}"));
-    row.split(',').nth(i).unwrap().to_string()
-}
-
+/// The smoke preset's config as JSON (what `groupwise presets --show smoke --json` prints).
 fn smoke_config() -> Value {
-    let (ok, stdout, stderr) = output(groupwise().args(["presets", "--show", "smoke", "--json"]));
-    assert!(ok, "{stderr}");
-    serde_json::from_str(&stdout).unwrap()
+    serde_json::to_value(presets::preset("smoke").unwrap()).unwrap()
 }
 
-/// `plan --json` of the smoke preset with another plan and G: the plan's max node MACs.
+/// The max node MACs of the smoke preset with another plan and G (what `groupwise plan` reports).
 fn max_node_macs(plan: &str, groups: i64) -> u64 {
-    let (ok, stdout, stderr) = output(groupwise().args([
-        "plan",
-        "--preset",
-        "smoke",
-        "--plan",
-        plan,
-        "--groups",
-        &groups.to_string(),
-        "--json",
-    ]));
-    assert!(ok, "{stderr}");
-    let v: Value = serde_json::from_str(&stdout).unwrap();
-    v["max_node_macs"].as_u64().unwrap()
+    let mut c = presets::preset("smoke").unwrap();
+    c.plan = plan.into();
+    c.groups = groups;
+    c.declared_plan().unwrap().figure_max_node_macs()
 }
 
 fn eval(head: f64, units: Value) -> Value {
@@ -120,9 +82,18 @@ fn make_run(
     }
 }
 
+/// Edits a run's `config.json`.
+fn edit_config(run: &Path, edit: impl FnOnce(&mut Value)) {
+    let path = run.join("config.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut c);
+    std::fs::write(&path, c.to_string()).unwrap();
+}
+
 #[test]
 fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
-    let root = scratch("synthetic");
+    let root = scratch("report-synthetic");
+    let root = root.path();
     let runs = root.join("runs");
     // e2e: 0.4 s/step; gn: 0.1 s/step (4x); dgl: unfinished, 1 of 2 epochs.
     make_run(
@@ -163,9 +134,10 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     assert!(ok, "{stderr}");
 
     // CSV: raw numbers, speed-ups against the end-to-end run.
-    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let results = out.join("results.csv");
+    let csv = std::fs::read_to_string(&results).unwrap();
     assert_eq!(csv.lines().count(), 4, "{csv}");
-    let col = |run: &str, name: &str| cell(&csv, run, name);
+    let col = |run: &str, name: &str| cell(&results, run, name);
     assert_eq!(col("a-e2e", "head_accuracy"), "0.915000");
     assert_eq!(col("a-e2e", "speedup"), "1.0000");
     assert_eq!(col("c-gn", "speedup"), "4.0000");
@@ -243,11 +215,9 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
             .arg(root.join("r2")),
     );
     assert!(ok, "{stderr}");
-    let csv = std::fs::read_to_string(root.join("r2/results.csv")).unwrap();
-    assert!(
-        csv.lines()
-            .any(|l| l.starts_with("a-e2e") && l.contains(",0.2500,")),
-        "{csv}"
+    assert_eq!(
+        cell(&root.join("r2/results.csv"), "a-e2e", "speedup"),
+        "0.2500"
     );
 
     // Not a run directory: a clear error, nothing written.
@@ -262,21 +232,20 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     );
     assert!(!ok && stderr.contains("no config.json"), "{stderr}");
     assert!(!root.join("r3").exists());
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
 /// A run's config gets another seed (weights and data order), as `--grid seed=...` gives.
 fn set_seed(run: &Path, seed: u64) {
-    let path = run.join("config.json");
-    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    c["seed"] = json!(seed);
-    c["data"]["seed"] = json!(seed);
-    std::fs::write(&path, c.to_string()).unwrap();
+    edit_config(run, |c| {
+        c["seed"] = json!(seed);
+        c["data"]["seed"] = json!(seed);
+    });
 }
 
 #[test]
 fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
-    let root = scratch("seeds");
+    let root = scratch("report-seeds");
+    let root = root.path();
     let runs = root.join("runs");
     // e2e over seeds 0, 1, 2: 90, 92, 94 % at 0.4 s/step; GN-DGL over seeds 0, 1 (finished: 80 and
     // 84 % at 0.1 and 0.2 s/step) and 2 (unfinished, not counted).
@@ -301,9 +270,10 @@ fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
     assert!(ok, "{stderr}");
 
     // seeds.csv: mean, sample standard deviation and range of the counted runs.
-    let csv = std::fs::read_to_string(out.join("seeds.csv")).unwrap();
+    let seeds = out.join("seeds.csv");
+    let csv = std::fs::read_to_string(&seeds).unwrap();
     assert_eq!(csv.lines().count(), 3, "{csv}");
-    let col = |config: &str, name: &str| cell(&csv, config, name);
+    let col = |config: &str, name: &str| cell(&seeds, config, name);
     for (config, name, want) in [
         ("x-e2e", "runs", "3"),
         ("x-e2e", "counted", "3"),
@@ -369,20 +339,58 @@ fn runs_differing_only_in_seed_are_reported_as_one_configuration() {
     assert!(!out.join("seeds.csv").exists());
     let md = std::fs::read_to_string(out.join("report.md")).unwrap();
     assert!(!md.contains("Across seeds"), "{md}");
-    std::fs::remove_dir_all(&root).unwrap();
 }
 
-/// Every preset passes `groupwise plan`, and the paper's ResNet-32 grid lands on METHOD.md section 8's
-/// per-node MACs (so each preset names the plan and G it claims).
+/// Regression: `results.csv` and `seeds.csv` were written by hand, unquoted, so an explicit plan
+/// (`1:2,2:1,3:0,3:4`) or a run name with commas (a sweep's grid value) shifted every column after
+/// it. Written with the csv crate, every row has the header's columns and such cells read back
+/// whole.
+#[test]
+fn csv_cells_with_commas_keep_their_columns() {
+    let root = scratch("report-commas");
+    let runs = root.path().join("runs");
+    let plan = "1:2,2:1,3:0,3:4";
+    make_run(&runs, "e2e", "1", 1, 10, 4.0, &[0.5, 0.9], json!([]), true);
+    let named = ["plan=1-2,2-1,3-0,3-4_seed=0", "plan=1-2,2-1,3-0,3-4_seed=1"];
+    for (seed, name) in named.iter().enumerate() {
+        make_run(&runs, name, plan, 1, 10, 1.0, &[0.5, 0.8], json!([]), true);
+        edit_config(&runs.join(name), |c| {
+            c["blocks_per_stage"] = json!(5); // ResNet-32, where the plan's boundaries exist
+            c["seed"] = json!(seed);
+            c["data"]["seed"] = json!(seed);
+        });
+    }
+    let dirs: Vec<_> = ["e2e", named[0], named[1]]
+        .iter()
+        .map(|n| runs.join(n))
+        .collect();
+    let out = root.path().join("report");
+    report::write(&dirs, &out, &report::Options::default()).unwrap();
+
+    // read_csv checks every row against the header's length.
+    let (header, rows) = read_csv(&out.join("results.csv"));
+    assert_eq!(header.len(), 18);
+    assert_eq!(rows.len(), 3);
+    let plan_col = header.iter().position(|h| h == "plan").unwrap();
+    for (row, name) in rows[1..].iter().zip(named) {
+        assert_eq!((row[0].as_str(), row[plan_col].as_str()), (name, plan));
+        assert_eq!(row[header.len() - 1], "threads");
+    }
+    let (header, rows) = read_csv(&out.join("seeds.csv"));
+    assert_eq!(header.len(), 15);
+    let configs: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert_eq!(configs, ["e2e", "plan=1-2,2-1,3-0,3-4"]);
+    assert_eq!(cell(&out.join("seeds.csv"), configs[1], "runs"), "2");
+}
+
+/// Every preset resolves to a valid plan, and the paper's ResNet-32 grid lands on METHOD.md section
+/// 8's per-node MACs (so each preset names the plan and G it claims). In-process: the presets and
+/// the plan `groupwise plan` builds, with one `groupwise presets` and one `groupwise plan` to check
+/// the command prints the same.
 #[test]
 fn every_preset_plans_and_the_paper_grid_matches_the_published_costs() {
-    let (ok, stdout, stderr) = output(groupwise().arg("presets"));
-    assert!(ok, "{stderr}");
-    let names: Vec<&str> = stdout
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .collect();
-    assert!(names.len() >= 84, "{stdout}");
+    let names: Vec<&str> = presets::names().collect();
+    assert!(names.len() >= 84, "{names:?}");
     let table: &[(&str, f64)] = &[
         ("e2e", 7.01e7),
         ("dgl-k2", 3.70e7),
@@ -402,12 +410,16 @@ fn every_preset_plans_and_the_paper_grid_matches_the_published_costs() {
         ("g8-k2", 2.07e6),
         ("g8-k4", 1.78e6),
     ];
+    let max_node_macs = |name: &str| -> u64 {
+        let config = presets::preset(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let plan = config
+            .declared_plan()
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        plan.figure_max_node_macs()
+    };
     let mut checked = 0;
     for name in &names {
-        let (ok, stdout, stderr) = output(groupwise().args(["plan", "--json", "--preset", name]));
-        assert!(ok, "groupwise plan --preset {name}: {stderr}");
-        let v: Value = serde_json::from_str(&stdout).unwrap();
-        let macs = v["max_node_macs"].as_f64().unwrap();
+        let macs = max_node_macs(name) as f64;
         if let Some((_, want)) = table
             .iter()
             .find(|(n, _)| format!("paper/resnet32-{n}") == *name)
@@ -418,4 +430,18 @@ fn every_preset_plans_and_the_paper_grid_matches_the_published_costs() {
         }
     }
     assert_eq!(checked, table.len());
+
+    // The command lists the same presets and prints the same costs.
+    let (ok, stdout, stderr) = output(groupwise().arg("presets"));
+    assert!(ok, "{stderr}");
+    let listed: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, names);
+    let name = "paper/resnet32-g2-k4";
+    let (ok, stdout, stderr) = output(groupwise().args(["plan", "--json", "--preset", name]));
+    assert!(ok, "groupwise plan --preset {name}: {stderr}");
+    let v: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["max_node_macs"].as_u64(), Some(max_node_macs(name)));
 }

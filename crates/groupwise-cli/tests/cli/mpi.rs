@@ -1,34 +1,38 @@
 //! The built `groupwise` under `mpiexec`: same parameters as the sequential path on 2, 3 and 5 ranks,
 //! and a failing node ends the whole job promptly with the rank's message, leaving a resumable
 //! checkpoint. Each launch has a hard deadline. Skipped (with a notice) when the binary was built
-//! without the `mpi` feature or no `mpiexec` is on PATH; `.ci/run` installs OpenMPI and runs them.
+//! without the `mpi` feature or no `mpiexec` is on PATH, except under `GROUPWISE_EXPECT_MPI=1`
+//! (`make check` with the feature), where a skip is a failure; `.ci/run` installs OpenMPI and runs
+//! them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_groupwise");
+use groupwise_cli::mpiexec;
+
+use crate::common::{max_rel_diff, scratch, BIN};
+
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// `mpiexec`, or `None` with a notice when the MPI tests cannot run here; a panic instead when
+/// `GROUPWISE_EXPECT_MPI=1` says they must.
 fn launcher() -> Option<PathBuf> {
-    if !cfg!(feature = "mpi") {
-        eprintln!("NOTICE: MPI tests skipped: built without `--features mpi`");
-        return None;
+    let found = if cfg!(feature = "mpi") {
+        mpiexec::find().ok_or("no mpiexec on PATH (apt install openmpi-bin)")
+    } else {
+        Err("built without `--features mpi`")
+    };
+    match found {
+        Ok(path) => Some(path),
+        Err(why) if std::env::var("GROUPWISE_EXPECT_MPI").as_deref() == Ok("1") => {
+            panic!("GROUPWISE_EXPECT_MPI=1, yet the MPI tests would be skipped: {why}")
+        }
+        Err(why) => {
+            eprintln!("NOTICE: MPI tests skipped: {why}");
+            None
+        }
     }
-    let path = std::env::var_os("PATH")?;
-    let found = std::env::split_paths(&path)
-        .map(|d| d.join("mpiexec"))
-        .find(|p| p.is_file());
-    if found.is_none() {
-        eprintln!("NOTICE: MPI tests skipped: no mpiexec on PATH (apt install openmpi-bin)");
-    }
-    found
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupwise-mpi-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 /// A tiny synthetic K x G run: ResNet-32 shape, 5 steps an epoch, 2 epochs.
@@ -70,14 +74,7 @@ fn args(plan: &str, groups: &str, dir: &Path) -> Vec<String> {
 /// Runs a command with a hard deadline (killed and failed past it).
 fn run_with_deadline(mut cmd: Command) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    // Let OpenMPI run as root in containers, oversubscribe 2 cores, skip CMA (blocked by ptrace rules
-    // in many containers).
-    for (k, v) in [
-        ("OMPI_ALLOW_RUN_AS_ROOT", "1"),
-        ("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"),
-        ("OMPI_MCA_rmaps_base_oversubscribe", "1"),
-        ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
-    ] {
+    for (k, v) in mpiexec::CONTAINER_ENV {
         cmd.env(k, v);
     }
     let start = Instant::now();
@@ -98,13 +95,10 @@ fn run_with_deadline(mut cmd: Command) -> Output {
     }
 }
 
-fn mpi(mpiexec: &Path, ranks: usize, args: &[String], env: &[(&str, &str)]) -> Output {
+fn mpi(mpiexec: &Path, ranks: usize, args: &[String], extra: &[&str]) -> Output {
     let mut cmd = Command::new(mpiexec);
     cmd.arg("-np").arg(ranks.to_string()).arg(BIN).args(args);
-    cmd.args(["--transport", "mpi"]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+    cmd.args(["--transport", "mpi"]).args(extra);
     run_with_deadline(cmd)
 }
 
@@ -122,36 +116,22 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
-/// Largest relative difference over every tensor of two run directories' checkpoints.
-fn max_rel_diff(a: &Path, b: &Path) -> f64 {
-    let read = |d: &Path| {
-        let mut v = tch::Tensor::read_safetensors(d.join("checkpoint.safetensors")).unwrap();
-        v.sort_by(|x, y| x.0.cmp(&y.0));
-        v
-    };
-    let (ta, tb) = (read(a), read(b));
-    assert_eq!(ta.len(), tb.len(), "same tensors");
-    let mut worst = 0f64;
-    for ((na, x), (nb, y)) in ta.iter().zip(&tb) {
-        assert_eq!(na, nb);
-        let x = x.to_kind(tch::Kind::Double);
-        let y = y.to_kind(tch::Kind::Double);
-        let scale = x.abs().max().double_value(&[]).max(1e-12);
-        worst = worst.max((&x - &y).abs().max().double_value(&[]) / scale);
-    }
-    worst
+/// Largest relative difference between two run directories' checkpoints.
+fn run_diff(a: &Path, b: &Path) -> f64 {
+    let ckpt = "checkpoint.safetensors";
+    max_rel_diff(&a.join(ckpt), &b.join(ckpt))
 }
 
 fn equivalence(plan: &str, groups: &str, ranks: &[usize]) {
     let Some(mpiexec) = launcher() else { return };
-    let name = format!("p{plan}g{groups}");
-    let seq = scratch(&format!("{name}-seq"));
+    let root = scratch(&format!("mpi-p{plan}g{groups}"));
+    let seq = root.path().join("seq");
     ok(&sequential(&args(plan, groups, &seq)), "sequential run");
     for &n in ranks {
-        let dir = scratch(&format!("{name}-np{n}"));
+        let dir = root.path().join(format!("np{n}"));
         let out = mpi(&mpiexec, n, &args(plan, groups, &dir), &[]);
         ok(&out, &format!("mpiexec -np {n}"));
-        let diff = max_rel_diff(&seq, &dir);
+        let diff = run_diff(&seq, &dir);
         assert!(
             diff <= 1e-5,
             "plan {plan} G={groups} on {n} ranks differs by {diff:e}"
@@ -160,9 +140,7 @@ fn equivalence(plan: &str, groups: &str, ranks: &[usize]) {
             serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(summary["runtime"], format!("mpi:{n}"));
-        let _ = std::fs::remove_dir_all(&dir);
     }
-    let _ = std::fs::remove_dir_all(&seq);
 }
 
 #[test]
@@ -179,11 +157,12 @@ fn mpi_matches_sequential_k2_g1_on_2_and_3_ranks() {
 #[test]
 fn mpi_failing_node_aborts_the_job_and_the_checkpoint_resumes() {
     let Some(mpiexec) = launcher() else { return };
-    let dir = scratch("fault");
+    let root = scratch("mpi-fault");
+    let dir = root.path().join("fault");
     let a = args("4", "2", &dir);
     // Epoch 1 is steps 1-5; node m2.g1 fails at step 8, in epoch 2.
     let start = Instant::now();
-    let out = mpi(&mpiexec, 3, &a, &[("GROUPWISE_FAULT", "m2.g1@8")]);
+    let out = mpi(&mpiexec, 3, &a, &["--inject-fault", "m2.g1@8"]);
     let secs = start.elapsed().as_secs_f64();
     assert!(!out.status.success(), "the job must fail");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -208,9 +187,7 @@ fn mpi_failing_node_aborts_the_job_and_the_checkpoint_resumes() {
         &[],
     );
     ok(&resumed, "resume");
-    let clean = scratch("fault-clean");
+    let clean = root.path().join("clean");
     ok(&sequential(&args("4", "2", &clean)), "clean run");
-    assert!(max_rel_diff(&dir, &clean) <= 1e-5);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&clean);
+    assert!(run_diff(&dir, &clean) <= 1e-5);
 }

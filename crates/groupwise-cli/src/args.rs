@@ -1,0 +1,416 @@
+//! The command line as clap types: one struct of flags per subcommand, and the flag groups that
+//! several share ([`ModelArgs`], [`RuntimeArgs`]). Every `///` on a flag is its `--help` text.
+//!
+//! These are raw flags; `config` turns them into a validated `RunConfig` and runtime.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use groupwise::data::DatasetKind;
+use groupwise::parallel;
+
+/// Local learning with neuron groups (GN-DGL): train a ResNet as K modules x G groups of local units.
+#[derive(Parser)]
+#[command(version, about)]
+pub struct Cli {
+    /// The subcommand to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `groupwise`.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Train a network (with no arguments: the `quick` preset, GN-DGL K=4 G=2 on Fashion-MNIST).
+    Train(Box<TrainArgs>),
+    /// Evaluate a saved run directory or checkpoint on its test split.
+    Eval(EvalArgs),
+    /// Print the K x G partition: every node's layers, parameters and forward MACs per image.
+    Plan(PlanArgs),
+    /// Time a training step against PyTorch (same step, same process tree, same run).
+    Bench(BenchArgs),
+    /// List the presets under configs/ (the paper's grid, its short-budget variants, quick, smoke).
+    Presets(PresetsArgs),
+    /// Run a set of configurations (presets x grid), skipping finished runs and resuming
+    /// interrupted ones; writes a report at the end.
+    Sweep(Box<SweepArgs>),
+    /// Results table (Markdown, CSV) and plots (SVG, PNG) of finished or running run directories.
+    Report(ReportArgs),
+}
+
+/// Flags of `groupwise presets`.
+#[derive(Args)]
+pub struct PresetsArgs {
+    /// Print this preset's resolved config (its bases applied) as TOML instead of the list.
+    #[arg(long)]
+    pub show: Option<String>,
+    /// With --show: print it as JSON, the form of a run's config.json (`train --config` replays it).
+    #[arg(long, requires = "show")]
+    pub json: bool,
+}
+
+/// `--aux-input`: what auxiliary classifiers read.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum AuxKind {
+    /// All C channels; only the own slice carries gradient (the paper's main setting).
+    StopGradient,
+    /// The group's own C/G channels only.
+    Isolated,
+    /// Own slice plus a window of every other group's slice (see --aux-ratio).
+    Partial,
+}
+
+/// `--schedule`: the learning-rate schedule.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ScheduleKind {
+    /// Warm-up then cosine (METHOD.md section 5).
+    Cosine,
+    /// Multiply by --gamma at each of --milestones.
+    Step,
+}
+
+/// `--device`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum DeviceArg {
+    /// The CPU.
+    Cpu,
+    /// The first CUDA GPU.
+    Cuda,
+}
+
+/// Model, plan and data flags shared by `train` and `plan`; unset flags keep the preset's value.
+#[derive(Args, Clone, Default)]
+pub struct ModelArgs {
+    /// Depth of the CIFAR ResNet-(6n+2): 20, 32, 44, 56, 110 (any 6n+2 works).
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Widths w0,w1,w2,w3 (the paper's ResNet-32x2 is 32,32,64,128).
+    #[arg(long, value_delimiter = ',')]
+    pub widths: Option<Vec<i64>>,
+    /// Module plan: 1 (end-to-end), 1A, K (2, 3, 4, 8, 16 from the paper's table for ResNet-32;
+    /// cost-balanced otherwise) or explicit boundaries like 1:2,2:1,3:0,3:4.
+    #[arg(long)]
+    pub plan: Option<String>,
+    /// Neuron groups G (must divide every width).
+    #[arg(long)]
+    pub groups: Option<i64>,
+    /// What auxiliary classifiers read.
+    #[arg(long, value_enum)]
+    pub aux_input: Option<AuxKind>,
+    /// Window ratio r in (0,1) for --aux-input partial.
+    #[arg(long)]
+    pub aux_ratio: Option<f64>,
+    /// Dataset.
+    #[arg(long, value_parser = parse_dataset)]
+    pub dataset: Option<DatasetKind>,
+}
+
+/// Flags of `groupwise train`.
+#[derive(Args, Default)]
+pub struct TrainArgs {
+    /// Start from a preset: a name under configs/ (quick (default), short, paper, smoke,
+    /// short/resnet32-g2-k4, ...; `groupwise presets` lists them) or a .toml file.
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Start from an earlier run's config.json (replays it exactly; other flags override it).
+    #[arg(long, conflicts_with = "preset")]
+    pub config: Option<PathBuf>,
+    /// Run directory (default: runs/<preset>-<unix time>).
+    // The text is also `--help`'s, where <...> reads as a placeholder, not HTML.
+    #[allow(rustdoc::invalid_html_tags)]
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped (with its own
+    /// config.json; only --max-steps may change).
+    #[arg(long, requires = "run_dir", conflicts_with = "preset")]
+    pub resume: bool,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Directory with the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Train on a seeded random subset of this many training images.
+    #[arg(long)]
+    pub train_subset: Option<usize>,
+    /// Synthetic data: image size, channels, classes, train and test counts, e.g. 32,3,10,1000,200.
+    #[arg(long, value_delimiter = ',')]
+    pub synthetic: Option<Vec<usize>>,
+    /// Weight lambda of the diversity term (0 disables it).
+    #[arg(long)]
+    pub diversity_weight: Option<f64>,
+    /// Temperature T of the diversity term.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Add InfoPro's local loss (Wang et al., ICLR 2021): a decoder per auxiliary classifier
+    /// reconstructs the input image (BCE) beside the cross-entropy, with the reference's weights (1, 1);
+    /// a preset's `[loss.infopro]` sets other weights.
+    #[arg(long)]
+    pub infopro: bool,
+    /// Base learning rate lr0.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum)]
+    pub schedule: Option<ScheduleKind>,
+    /// Warm-up epochs of the cosine schedule (the paper: 10).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
+    /// Epochs at which the step schedule decays, e.g. 80,120.
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<usize>>,
+    /// Decay factor of the step schedule.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay on every parameter.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Plain momentum instead of Nesterov.
+    #[arg(long)]
+    pub no_nesterov: bool,
+    /// Epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Training batch size.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Evaluation batch size.
+    #[arg(long)]
+    pub eval_batch_size: Option<usize>,
+    /// Seed of weights, data order and augmentation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Device.
+    #[arg(long, value_enum)]
+    pub device: Option<DeviceArg>,
+    /// libtorch intra-op threads (0: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data-loading threads.
+    #[arg(long)]
+    pub loader_workers: Option<usize>,
+    /// Disable train-time augmentation.
+    #[arg(long)]
+    pub no_augment: bool,
+    /// Keep the training set in file order.
+    #[arg(long)]
+    pub no_shuffle: bool,
+    /// Stop after this many training steps in all.
+    #[arg(long)]
+    pub max_steps: Option<usize>,
+    /// Initial weights from a safetensors checkpoint (parameter names as in `groupwise` checkpoints).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
+    /// Evaluate every this many epochs (always after the last).
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// No progress bar (one line per epoch only).
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub(crate) runtime: RuntimeArgs,
+}
+
+/// `--workers`: how the nodes of one process run.
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub enum WorkersArg {
+    /// One pipelined worker thread per node (K x G units, final columns, head).
+    #[default]
+    Threads,
+    /// Every node in turn in one thread (the reference schedule).
+    Sequential,
+}
+
+/// `--transport`: where the nodes live.
+#[derive(Clone, Copy, Default, ValueEnum)]
+pub enum TransportArg {
+    /// All nodes in this process.
+    #[default]
+    Local,
+    /// Nodes spread over MPI ranks: `mpirun -np N groupwise train --transport mpi ...` (build with
+    /// `--features mpi`).
+    Mpi,
+}
+
+/// How the nodes run (none of it changes the result; all may change on --resume).
+#[derive(Args, Clone, Default)]
+pub struct RuntimeArgs {
+    /// Run nodes as pipelined threads (default) or one after the other.
+    #[arg(long, value_enum, default_value_t)]
+    pub workers: WorkersArg,
+    /// Where the nodes live: this process, or MPI ranks.
+    #[arg(long, value_enum, default_value_t)]
+    pub transport: TransportArg,
+    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1).
+    #[arg(long)]
+    pub threads_per_worker: Option<usize>,
+    /// Messages in flight per link between nodes (back-pressure; 2 = double buffering).
+    #[arg(long, default_value_t = 2)]
+    pub pipeline_depth: usize,
+    /// CUDA devices to place nodes on, round-robin in node order, e.g. 0,1,2,3 (with --device cuda;
+    /// default: the first GPU).
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Option<Vec<usize>>,
+    /// Fail node NODE at global step STEP (`m1.g0@8`): tests and demonstrations of the failure path
+    /// (README, "Failures"). Hidden: it is not a training setting.
+    #[arg(long, hide = true, value_name = "NODE@STEP")]
+    pub inject_fault: Option<parallel::Fault>,
+}
+
+impl RuntimeArgs {
+    /// The same settings as `groupwise train` flags (the local transport), for the runs a sweep
+    /// starts.
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = vec![
+            "--workers".to_string(),
+            match self.workers {
+                WorkersArg::Threads => "threads",
+                WorkersArg::Sequential => "sequential",
+            }
+            .to_string(),
+            "--pipeline-depth".to_string(),
+            self.pipeline_depth.to_string(),
+        ];
+        if let Some(t) = self.threads_per_worker {
+            a.extend(["--threads-per-worker".to_string(), t.to_string()]);
+        }
+        if let Some(d) = &self.devices {
+            let list: Vec<String> = d.iter().map(usize::to_string).collect();
+            a.extend(["--devices".to_string(), list.join(",")]);
+        }
+        a
+    }
+}
+
+/// Flags of `groupwise eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A run directory, or a checkpoint file inside one.
+    pub path: PathBuf,
+    /// Write the result as JSON to stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Flags of `groupwise plan`.
+#[derive(Args)]
+pub struct PlanArgs {
+    /// Start from a preset (default quick; a name under configs/ or a .toml file) for the values not
+    /// given.
+    #[arg(long)]
+    pub preset: Option<String>,
+    #[command(flatten)]
+    pub(crate) model: ModelArgs,
+    /// Input channels (default: the dataset's).
+    #[arg(long)]
+    pub in_channels: Option<i64>,
+    /// Image size (default: the dataset's).
+    #[arg(long)]
+    pub image_size: Option<i64>,
+    /// Classes (default: the dataset's).
+    #[arg(long)]
+    pub classes: Option<i64>,
+    /// Machine-readable output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `groupwise bench`.
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:4; with --parallel
+    /// 1:2,2:1,2:2).
+    #[arg(long, value_delimiter = ',')]
+    pub configs: Option<Vec<String>>,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: i64,
+    /// Timed steps (the median is reported).
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// libtorch intra-op threads for both sides (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Python with torch for the comparison (default: $GROUPWISE_PYTHON, else python3).
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Skip the PyTorch comparison.
+    #[arg(long)]
+    pub no_torch: bool,
+    /// Instead: step time of the sequential path vs pipelined threads vs MPI ranks (the built binary
+    /// under mpiexec, when built with `--features mpi` and mpiexec is on PATH), per-node split and
+    /// the ideal speed-up from the plan's MAC balance. Default configs 1:2, 2:1, 2:2.
+    #[arg(long)]
+    pub parallel: bool,
+    /// Workers (threads' cores, MPI ranks) for --parallel (default: the machine's cores).
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+/// Flags of `groupwise sweep`.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// Presets to run: names under configs/ (`groupwise presets`), `*` matching any characters (e.g.
+    /// 'short/resnet32-g*-k4'), or .toml files.
+    pub presets: Vec<String>,
+    /// A sweep file (TOML): `presets = [...]`, optional `out = "DIR"`, a `[set]` table of values for
+    /// every run and a `[grid]` table of value lists (one run per combination). Flags add to it.
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// An axis KEY=V1,V2,...: every preset runs once per value; repeat for a grid (the product).
+    /// Dotted keys reach nested values: data.train_subset=5000,20000.
+    #[arg(long = "grid", value_name = "KEY=VALUES")]
+    pub grid: Vec<String>,
+    /// KEY=VALUE applied to every run, e.g. epochs=1 or data.path=/data/cifar (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Directory of the sweep: one run directory per configuration, and the report (default
+    /// runs/sweep, or the sweep file's `out`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Runs at once, each a `groupwise train` process (mind the cores: each run uses them all by
+    /// default; pass --threads-per-worker to share).
+    #[arg(long, default_value_t = 1)]
+    pub jobs: usize,
+    /// List the runs and what the sweep would do with each, then stop.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not write OUT/report when the sweep ends.
+    #[arg(long)]
+    pub no_report: bool,
+    /// Node runtime flags passed to every run (`--workers`, `--threads-per-worker`, ...).
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Flags of `groupwise report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Run directories; a directory of run directories (a sweep's --out) stands for all of them, in
+    /// sweep order (else by name).
+    #[arg(required = true)]
+    pub dirs: Vec<PathBuf>,
+    /// Where to write report.md, results.csv and the plots.
+    #[arg(long, default_value = "report")]
+    pub out: PathBuf,
+    /// The run (directory name) speed-ups are relative to (default: the end-to-end run, plan 1 with
+    /// G=1, else the first run).
+    #[arg(long)]
+    pub baseline: Option<String>,
+    /// TrueType font for the plots (default: DejaVu Sans from Debian's fonts-dejavu-core).
+    #[arg(long)]
+    pub font: Option<PathBuf>,
+    /// Title of the report.
+    #[arg(long)]
+    pub title: Option<String>,
+}
+
+fn parse_dataset(s: &str) -> Result<DatasetKind, String> {
+    s.parse::<DatasetKind>().map_err(|e| e.to_string())
+}

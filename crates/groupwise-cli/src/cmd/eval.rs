@@ -1,0 +1,66 @@
+//! `groupwise eval`: a saved run directory or checkpoint on its test split.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use groupwise::eval::EvalResult;
+use groupwise::train;
+
+use crate::args::EvalArgs;
+
+/// Evaluates the checkpoint and prints the accuracies (or them all as JSON).
+pub fn run(args: EvalArgs) -> Result<()> {
+    let (dir, ckpt) = if args.path.is_dir() {
+        (args.path.clone(), args.path.join(train::files::CHECKPOINT))
+    } else {
+        let dir = args
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        (dir, args.path.clone())
+    };
+    let config = train::read_config(&dir.join(train::files::CONFIG))
+        .with_context(|| format!("{} is not a groupwise run directory", dir.display()))?;
+    let mut prepared = train::prepare(&config)?;
+    let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, false)?;
+    let result = groupwise::eval::evaluate(
+        &prepared.net,
+        std::sync::Arc::new(prepared.splits.test),
+        prepared.splits.test_transform,
+        config.eval_batch_size,
+        config.loader_workers,
+        prepared.device,
+    )?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&result)?);
+    } else {
+        println!(
+            "{} after {} epochs (+{} steps): {} test images",
+            ckpt.display(),
+            progress.epoch,
+            progress.step,
+            result.images
+        );
+        print_eval(&result);
+        println!(
+            "test accuracy: {:.2}% (head), {:.2}% (ensemble)",
+            100.0 * result.head,
+            100.0 * result.ensemble
+        );
+    }
+    Ok(())
+}
+
+/// Prints every auxiliary classifier's accuracy, a line per boundary (also after `train`).
+pub(crate) fn print_eval(r: &EvalResult) {
+    for (k, units) in r.units.iter().enumerate() {
+        let groups: Vec<String> = units.iter().map(|a| format!("{:.2}", 100.0 * a)).collect();
+        println!(
+            "  boundary {k}: groups [{}]%, group mean {:.2}%",
+            groups.join(", "),
+            100.0 * r.boundaries[k]
+        );
+    }
+}

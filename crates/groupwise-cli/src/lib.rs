@@ -1,0 +1,19 @@
+//! The `groupwise` command as a library: flags, their resolution into a run's config, and one
+//! module per subcommand. `src/main.rs` parses the flags and dispatches; tests call the same code
+//! in-process.
+//!
+//! Dependencies point one way, and no two modules import each other: [`args`] (raw flags) <-
+//! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
+//! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
+//! (the TOML presets embedded from `configs/`) and [`mpiexec`] depend on no other module.
+
+#![deny(missing_docs)]
+
+pub mod args;
+pub mod cmd;
+pub mod config;
+pub mod files;
+pub mod mpiexec;
+pub mod presets;
+pub mod report;
+pub mod sweep;

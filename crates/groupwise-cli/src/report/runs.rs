@@ -1,0 +1,174 @@
+//! Reading run directories into report rows: a run's config, its metrics so far, its result when
+//! finished, and its costs from the plan.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
+
+use crate::files;
+
+/// Run directories named by `dirs`: each one that holds a `config.json`, else its subdirectories
+/// that do.
+pub(super) fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for d in dirs {
+        if d.join(train::files::CONFIG).exists() {
+            out.push(d.clone());
+            continue;
+        }
+        let entries = std::fs::read_dir(d)
+            .with_context(|| format!("{} is not a run directory (no config.json)", d.display()))?;
+        let mut subs: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join(train::files::CONFIG).exists())
+            .collect();
+        if subs.is_empty() {
+            bail!(
+                "{} is neither a run directory nor a directory of runs (no config.json)",
+                d.display()
+            );
+        }
+        subs.sort();
+        // A sweep's directory lists its runs in sweep order; the rest follow by name.
+        if let Some(order) = files::read_manifest(d) {
+            let rank = |p: &PathBuf| {
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+                order
+                    .iter()
+                    .position(|o| Some(o) == name.as_ref())
+                    .unwrap_or(usize::MAX)
+            };
+            subs.sort_by_key(rank);
+        }
+        out.extend(subs);
+    }
+    Ok(out)
+}
+
+/// One run, as read from its directory.
+#[derive(Clone, Debug)]
+pub struct Row {
+    /// Directory name.
+    pub name: String,
+    /// Its config.
+    pub config: RunConfig,
+    /// Every complete epoch's metrics.
+    pub metrics: Vec<EpochMetrics>,
+    /// Whether `summary.json` is there.
+    pub finished: bool,
+    /// Final (or latest) test accuracy of the head, in [0, 1]; NaN before any evaluation.
+    pub head: f64,
+    /// Same for the layerwise ensemble.
+    pub ensemble: f64,
+    /// Largest per-node forward MACs (figure conventions).
+    pub max_node_macs: u64,
+    /// Inference MACs per image.
+    pub inference_macs: u64,
+    /// Trainable parameters.
+    pub params: u64,
+    /// Mean measured seconds per training step over the logged epochs.
+    pub step_seconds: f64,
+    /// Mean measured training seconds per epoch.
+    pub epoch_seconds: f64,
+    /// How the nodes ran.
+    pub runtime: String,
+}
+
+impl Row {
+    /// Reads the run directory `dir` (a finished run, or one in progress).
+    pub fn read(dir: &Path) -> Result<Row> {
+        let config = train::read_config(&dir.join(train::files::CONFIG))?;
+        let metrics_path = dir.join(train::files::METRICS);
+        let mut metrics = Vec::new();
+        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
+            for (i, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                metrics.push(serde_json::from_str::<EpochMetrics>(line).with_context(|| {
+                    format!(
+                        "{} line {}: not a metrics line",
+                        metrics_path.display(),
+                        i + 1
+                    )
+                })?);
+            }
+        }
+        let summary_path = dir.join(train::files::SUMMARY);
+        let summary: Option<Summary> =
+            match std::fs::read_to_string(&summary_path) {
+                Ok(t) => Some(serde_json::from_str(&t).with_context(|| {
+                    format!("{}: not a groupwise summary", summary_path.display())
+                })?),
+                Err(_) => None,
+            };
+        let plan = config
+            .declared_plan()
+            .with_context(|| format!("{}: the run's plan", dir.display()))?;
+        let latest = metrics.iter().rev().find_map(|m| m.test.clone());
+        let test = summary.as_ref().map(|s| s.test.clone()).or(latest);
+        let (steps, secs) = metrics.iter().fold((0usize, 0f64), |(n, t), m| {
+            (n + m.steps, t + m.train_seconds)
+        });
+        let name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| dir.display().to_string());
+        Ok(Row {
+            name,
+            finished: summary.is_some(),
+            head: test.as_ref().map_or(f64::NAN, |t| t.head),
+            ensemble: test.as_ref().map_or(f64::NAN, |t| t.ensemble),
+            max_node_macs: plan.figure_max_node_macs(),
+            inference_macs: plan.inference_macs(),
+            params: plan.total_params(),
+            step_seconds: if steps > 0 {
+                secs / steps as f64
+            } else {
+                f64::NAN
+            },
+            epoch_seconds: if metrics.is_empty() {
+                f64::NAN
+            } else {
+                secs / metrics.len() as f64
+            },
+            runtime: summary.map(|s| s.runtime).unwrap_or_default(),
+            config,
+            metrics,
+        })
+    }
+
+    /// Plan 1 with G=1: plain backpropagation, the default baseline.
+    pub fn is_end_to_end(&self) -> bool {
+        self.config.plan == "1" && self.config.groups == 1
+    }
+
+    /// `e2e`, `DGL K=4`, `GN-DGL G=2 K=4`, `1A G=4`, with ` InfoPro` when it has the decoder loss.
+    pub fn method(&self) -> String {
+        let c = &self.config;
+        let k = c.plan.as_str();
+        let base = match (k, c.groups) {
+            ("1", 1) => "e2e".to_string(),
+            ("1A", g) => format!("1A G={g}"),
+            (k, 1) => format!("DGL K={k}"),
+            (k, g) => format!("GN-DGL G={g} K={k}"),
+        };
+        if c.loss.infopro.is_some() {
+            format!("{base} InfoPro")
+        } else {
+            base
+        }
+    }
+
+    /// Epochs done: the count when finished, else `done/planned`.
+    pub(super) fn epochs(&self) -> String {
+        if self.finished {
+            format!("{}", self.metrics.len().max(self.config.epochs))
+        } else {
+            format!("{}/{}", self.metrics.len(), self.config.epochs)
+        }
+    }
+}
