@@ -8,7 +8,7 @@ use groupwise::device::DeviceChoice;
 use groupwise::parallel;
 use groupwise::plan::AuxInput;
 use groupwise::schedule::Schedule;
-use groupwise::train::{self, RunConfig};
+use groupwise::train::{self, RunConfig, RunDir};
 
 use crate::args::{
     AuxKind, DeviceArg, ModelArgs, RuntimeArgs, ScheduleKind, TrainArgs, TransportArg, WorkersArg,
@@ -66,11 +66,9 @@ impl TrainArgs {
     /// given; validated.
     pub fn resolve(&self) -> Result<RunConfig> {
         let mut c = match (&self.config, &self.run_dir) {
-            (Some(path), _) => train::read_config(path)?,
+            (Some(path), _) => train::run_dir::read_json(path, "config")?,
             // Resuming continues the run's own settings.
-            (None, Some(dir)) if self.resume => {
-                train::read_config(&dir.join(train::files::CONFIG))?
-            }
+            (None, Some(dir)) if self.resume => RunDir::new(dir).read_config()?,
             (None, _) => base_config(self.preset.as_deref())?,
         };
         self.model.apply(&mut c)?;

@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use groupwise::eval::EvalResult;
-use groupwise::train;
+use groupwise::train::{self, RunDir};
 
 use crate::args::EvalArgs;
 
 /// Evaluates the checkpoint and prints the accuracies (or them all as JSON).
 pub fn run(args: EvalArgs) -> Result<()> {
     let (dir, ckpt) = if args.path.is_dir() {
-        (args.path.clone(), args.path.join(train::files::CHECKPOINT))
+        (args.path.clone(), RunDir::new(&args.path).checkpoint_path())
     } else {
         let dir = args
             .path
@@ -21,7 +21,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from("."));
         (dir, args.path.clone())
     };
-    let config = train::read_config(&dir.join(train::files::CONFIG))
+    let config = RunDir::new(&dir)
+        .read_config()
         .with_context(|| format!("{} is not a groupwise run directory", dir.display()))?;
     let mut prepared = train::prepare(&config)?;
     let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, false)?;

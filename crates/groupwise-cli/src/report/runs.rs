@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use groupwise::train::{self, EpochMetrics, RunConfig, Summary};
+use groupwise::train::{EpochMetrics, RunConfig, RunDir};
 
 use crate::files;
 
@@ -14,7 +14,7 @@ use crate::files;
 pub(super) fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for d in dirs {
-        if d.join(train::files::CONFIG).exists() {
+        if RunDir::new(d).file(RunDir::CONFIG).exists() {
             out.push(d.clone());
             continue;
         }
@@ -22,7 +22,7 @@ pub(super) fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
             .with_context(|| format!("{} is not a run directory (no config.json)", d.display()))?;
         let mut subs: Vec<PathBuf> = entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.join(train::files::CONFIG).exists())
+            .filter(|p| p.join(RunDir::CONFIG).exists())
             .collect();
         if subs.is_empty() {
             bail!(
@@ -79,32 +79,10 @@ pub struct Row {
 impl Row {
     /// Reads the run directory `dir` (a finished run, or one in progress).
     pub fn read(dir: &Path) -> Result<Row> {
-        let config = train::read_config(&dir.join(train::files::CONFIG))?;
-        let metrics_path = dir.join(train::files::METRICS);
-        let mut metrics = Vec::new();
-        if let Ok(text) = std::fs::read_to_string(&metrics_path) {
-            for (i, line) in text
-                .lines()
-                .enumerate()
-                .filter(|(_, l)| !l.trim().is_empty())
-            {
-                metrics.push(serde_json::from_str::<EpochMetrics>(line).with_context(|| {
-                    format!(
-                        "{} line {}: not a metrics line",
-                        metrics_path.display(),
-                        i + 1
-                    )
-                })?);
-            }
-        }
-        let summary_path = dir.join(train::files::SUMMARY);
-        let summary: Option<Summary> =
-            match std::fs::read_to_string(&summary_path) {
-                Ok(t) => Some(serde_json::from_str(&t).with_context(|| {
-                    format!("{}: not a groupwise summary", summary_path.display())
-                })?),
-                Err(_) => None,
-            };
+        let run = RunDir::new(dir);
+        let config = run.read_config()?;
+        let metrics = run.read_metrics()?;
+        let summary = run.read_summary()?;
         let plan = config
             .declared_plan()
             .with_context(|| format!("{}: the run's plan", dir.display()))?;

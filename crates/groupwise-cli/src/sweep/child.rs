@@ -8,14 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use groupwise::train::{self, Summary};
+use groupwise::train::{RunDir, RunState};
 
 use super::spec::PlannedRun;
-use super::state::RunState;
 use crate::args::RuntimeArgs;
 
-/// The log of a run started by a sweep (the trainer's stdout and stderr, appended).
-pub(super) const LOG: &str = "train.log";
+/// The planned config a fresh run of a sweep replays (`train --config`).
+const PLANNED: &str = "planned.json";
 
 /// Starts `groupwise train` for `run` in `dir`, as `state` says (fresh or resumed).
 pub(super) fn start(
@@ -34,14 +33,15 @@ pub(super) fn start(
         }
         _ => {
             // The planned config, replayed exactly by `train --config`.
-            let planned = dir.join("planned.json");
+            let planned = RunDir::new(dir);
             let json = serde_json::to_string_pretty(&run.config)?;
-            train::write_atomic(&planned, json.as_bytes())?;
-            cmd.arg("--config").arg(&planned);
+            planned.write(PLANNED, json.as_bytes())?;
+            cmd.arg("--config").arg(planned.file(PLANNED));
         }
     }
     cmd.args(runtime.to_args());
-    let log_path = dir.join(LOG);
+    // The run's own log: the trainer's decisions and, here, its stdout and stderr too.
+    let log_path = RunDir::new(dir).log_path();
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -75,10 +75,7 @@ fn die_with_parent(cmd: &mut Command) {
 
 /// What a finished run reached: its accuracies and how long it took.
 pub(super) fn finished_line(dir: &Path, took: Duration) -> String {
-    let summary: Option<Summary> = std::fs::read_to_string(dir.join(train::files::SUMMARY))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
-    match summary {
+    match RunDir::new(dir).read_summary().ok().flatten() {
         Some(s) => format!(
             "{:.2}% head, {:.2}% ensemble, {:.0}s",
             100.0 * s.test.head,

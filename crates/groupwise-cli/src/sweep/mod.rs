@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use groupwise::train;
+use groupwise::train::{RunDir, RunState};
 
 use crate::args::{SweepArgs, TransportArg};
 use crate::files;
@@ -27,7 +27,7 @@ mod spec;
 mod state;
 
 pub use spec::{PlannedRun, SweepSpec};
-pub use state::{epochs_logged, run_state, RunState};
+pub use state::{epochs_logged, run_state};
 
 /// A started `groupwise train`.
 struct Running {
@@ -72,7 +72,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
                 skipped += 1;
                 "done, skipped".to_string()
             }
-            RunState::Resume { epochs } => {
+            RunState::Resume(groupwise::checkpoint::Progress { epoch: epochs, .. }) => {
                 todo.push(i);
                 format!("resume after epoch {epochs}/{}", r.config.epochs)
             }
@@ -159,8 +159,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
                         failed.push(run.name.clone());
                         format!(
                             "FAILED ({status}); see {}: {}",
-                            dir.join(child::LOG).display(),
-                            child::last_line(&dir.join(child::LOG))
+                            RunDir::new(&dir).log_path().display(),
+                            child::last_line(&RunDir::new(&dir).log_path())
                         )
                     };
                     let line = format!("[{finished}/{}] {}: {line}", runs.len(), run.name);
@@ -180,7 +180,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         let dirs: Vec<PathBuf> = runs.iter().map(|r| out.join(&r.name)).collect();
         let done: Vec<PathBuf> = dirs
             .into_iter()
-            .filter(|d| d.join(train::files::SUMMARY).exists())
+            .filter(|d| RunDir::new(d).finished())
             .collect();
         if !done.is_empty() {
             let report_dir = out.join("report");

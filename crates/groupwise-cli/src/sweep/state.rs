@@ -1,73 +1,30 @@
 //! Where a run directory of a sweep stands: fresh, resumable after some epoch, or done; a directory
 //! holding another config is an error, never overwritten.
 
-use std::io::BufRead;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use groupwise::checkpoint;
-use groupwise::train::{self, RunConfig};
+use groupwise::train::{RunConfig, RunDir, RunState};
 
-/// What a sweep does with a run directory.
-#[derive(Clone, Debug, PartialEq)]
-pub enum RunState {
-    /// Nothing there yet (or nothing worth keeping): train from the start.
-    Fresh,
-    /// A checkpoint after `epochs` complete epochs: resume from it.
-    Resume {
-        /// Epochs complete.
-        epochs: usize,
-    },
-    /// `summary.json` is there: finished, skip.
-    Done,
-}
-
-/// The state of `dir` for `planned`; an error when it holds a run of another config.
+/// The state of `dir` for `planned` ([`RunDir::state`]); an error when it holds a run of another
+/// config or its checkpoint cannot be read.
 pub fn run_state(dir: &Path, planned: &RunConfig) -> Result<RunState> {
-    let config_path = dir.join(train::files::CONFIG);
-    if !config_path.exists() {
-        return Ok(RunState::Fresh);
-    }
-    let existing = train::read_config(&config_path)?;
-    if &existing != planned {
-        bail!(
-            "{} holds a run of a different config; move it away, or choose another --out",
-            dir.display()
-        );
-    }
-    if dir.join(train::files::SUMMARY).exists() {
-        return Ok(RunState::Done);
-    }
-    let ckpt = dir.join(train::files::CHECKPOINT);
-    if ckpt.exists() {
-        // The checkpoint, not metrics.jsonl, says how far the run got: an epoch's line is written
-        // just before its checkpoint, and a kill in between leaves one line too many.
-        let progress = checkpoint::read_progress(&ckpt)
-            .with_context(|| format!("{}: cannot read where the run stands", dir.display()))?;
-        return Ok(RunState::Resume {
-            epochs: progress.epoch,
-        });
-    }
-    Ok(RunState::Fresh)
+    RunDir::new(dir)
+        .state(planned)
+        .with_context(|| format!("{}: cannot tell where the run stands", dir.display()))
 }
 
-/// Complete epochs recorded in a run directory's `metrics.jsonl`.
+/// Complete epochs recorded in a run directory's `metrics.jsonl` (0 when it cannot be read: the
+/// progress bar's estimate only).
 pub fn epochs_logged(dir: &Path) -> usize {
-    std::fs::File::open(dir.join(train::files::METRICS))
-        .map(|f| {
-            std::io::BufReader::new(f)
-                .lines()
-                .map_while(|l| l.ok())
-                .filter(|l| !l.trim().is_empty())
-                .count()
-        })
-        .unwrap_or(0)
+    RunDir::new(dir).read_metrics().map_or(0, |m| m.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use groupwise::checkpoint;
 
     #[test]
     fn run_states_fresh_resume_done_and_conflict() {
@@ -79,10 +36,10 @@ mod tests {
         // Killed before the first checkpoint: start again.
         std::fs::create_dir_all(&rd).unwrap();
         let json = serde_json::to_string(&config).unwrap();
-        std::fs::write(rd.join(train::files::CONFIG), &json).unwrap();
+        std::fs::write(rd.join(RunDir::CONFIG), &json).unwrap();
         assert_eq!(run_state(&rd, &config).unwrap(), RunState::Fresh);
         // A corrupt checkpoint: a clear error, nothing decided.
-        let ckpt = rd.join(train::files::CHECKPOINT);
+        let ckpt = rd.join(RunDir::CHECKPOINT);
         std::fs::write(&ckpt, b"x").unwrap();
         let e = run_state(&rd, &config).unwrap_err();
         assert!(format!("{e:#}").contains("cannot read"), "{e:#}");
@@ -95,12 +52,12 @@ mod tests {
             ]
         };
         checkpoint::write_atomic(&progress(1), &ckpt).unwrap();
-        std::fs::write(rd.join(train::files::METRICS), "{}\n{}\n").unwrap();
+        std::fs::write(rd.join(RunDir::METRICS), "{}\n{}\n").unwrap();
         assert_eq!(
             run_state(&rd, &config).unwrap(),
-            RunState::Resume { epochs: 1 }
+            RunState::Resume(checkpoint::Progress { epoch: 1, step: 0 })
         );
-        std::fs::write(rd.join(train::files::SUMMARY), "{}").unwrap();
+        std::fs::write(rd.join(RunDir::SUMMARY), "{}").unwrap();
         assert_eq!(run_state(&rd, &config).unwrap(), RunState::Done);
         // Another config in the same directory is never overwritten.
         let mut other = config.clone();

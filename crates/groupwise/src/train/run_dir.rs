@@ -110,6 +110,11 @@ impl RunDir {
         self.file(Self::LOG)
     }
 
+    /// Whether the run finished (`summary.json` is there).
+    pub fn finished(&self) -> bool {
+        self.file(Self::SUMMARY).exists()
+    }
+
     /// Creates the directory (and its parents).
     pub fn create(&self) -> Result<(), RunDirError> {
         std::fs::create_dir_all(&self.path).map_err(|source| RunDirError::Io {
@@ -248,7 +253,7 @@ impl RunDir {
                 hint: "move it away, or choose another directory",
             });
         }
-        if self.file(Self::SUMMARY).exists() {
+        if self.finished() {
             return Ok(RunState::Done);
         }
         Ok(match self.progress()? {
