@@ -18,7 +18,6 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use groupwise::checkpoint;
 use groupwise::local::{loss, LossConfig, Network, SgdConfig};
@@ -27,6 +26,8 @@ use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
 use serde_json::Value;
 use tch::{Device, Kind, Tensor};
+
+use crate::common::{exclusive_rng, scratch};
 
 /// Relative tolerance of every comparison against PyTorch.
 const RTOL: f64 = 1e-5;
@@ -176,12 +177,15 @@ fn build_network(case: &str, meta: &Value, fixture: &BTreeMap<String, Tensor>) -
         })
         .collect();
     assert_eq!(plan.boundary_names(), boundaries, "{case}: plan boundaries");
+    // Its random initial values are replaced below, but drawing them moves the shared generator.
+    let rng = exclusive_rng();
     let mut net = Network::new(
         &plan,
         LossConfig::default(),
         SgdConfig::default(),
         Device::Cpu,
     );
+    drop(rng);
     let init = with_prefix(fixture, "init.");
     let ours: BTreeSet<String> = net.named_tensors().into_keys().collect();
     let theirs: BTreeSet<String> = init.keys().cloned().collect();
@@ -196,16 +200,11 @@ fn build_network(case: &str, meta: &Value, fixture: &BTreeMap<String, Tensor>) -
         "{case}: fixture tensors the Rust network does not have"
     );
     // Tests run in parallel threads of one process: every load gets its own file.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let path = std::env::temp_dir().join(format!(
-        "groupwise-golden-{case}-{}-{}.safetensors",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let dir = scratch("golden");
+    let path = dir.join(format!("{case}-init.safetensors"));
     let named: Vec<(String, Tensor)> = init.into_iter().collect();
     checkpoint::write_atomic(&named, &path).expect("write init checkpoint");
     checkpoint::load(&mut net, &path, false).expect("load init checkpoint");
-    let _ = std::fs::remove_file(&path);
     net
 }
 
@@ -845,6 +844,7 @@ fn golden_cosine_schedule() {
 /// its loss leaves no gradient on unit (1, 1) (whose live logits it is handed) nor on anything else.
 #[test]
 fn unit_step_is_isolated() {
+    let rng = exclusive_rng();
     tch::manual_seed(11);
     let plan = Plan::new(small_arch(), "4", 2, AuxInput::StopGradient).unwrap();
     let mut net = Network::new(
@@ -855,6 +855,7 @@ fn unit_step_is_isolated() {
     );
     // Module 1's input: boundary (1,2)'s output, w1 = 8 channels at 32x32.
     let input = Tensor::randn([4, 8, 32, 32], (Kind::Float, Device::Cpu));
+    drop(rng);
     let labels = Tensor::from_slice(&[3i64, 1, 4, 1]);
 
     let own: Vec<Tensor> = net.units[1]
@@ -931,6 +932,7 @@ fn unit_step_is_isolated() {
 /// and bias within +-1/sqrt(fan_in).
 #[test]
 fn fresh_network_init_follows_method() {
+    let rng = exclusive_rng();
     tch::manual_seed(5);
     let arch = Arch::resnet32(3, 32, 10);
     let plan = Plan::new(arch, "4", 2, AuxInput::StopGradient).unwrap();
@@ -940,6 +942,7 @@ fn fresh_network_init_follows_method() {
         SgdConfig::default(),
         Device::Cpu,
     );
+    drop(rng);
     let mut failures = Vec::new();
     // Pool every conv weight of one kind of layer over all units to estimate its std.
     let mut pooled: BTreeMap<String, Vec<Tensor>> = BTreeMap::new();
@@ -1074,7 +1077,9 @@ fn golden_infopro_decoder_matches_pytorch() {
     let fixture = read_tensors("infopro.safetensors");
     let meta = read_json("infopro.json");
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
+    let rng = exclusive_rng();
     let decoder = groupwise::model::Decoder::new(&vs.root(), 6, 12, 3, 16);
+    drop(rng);
     vs.double();
     let vars = vs.variables();
     assert_eq!(vars.len(), 8, "{:?}", vars.keys().collect::<Vec<_>>());

@@ -1,62 +1,19 @@
 //! End-to-end runs on synthetic data: files, determinism, resume, special cases, bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use groupwise::checkpoint;
-use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
-use groupwise::device::DeviceChoice;
-use groupwise::local::{LossConfig, SgdConfig};
-use groupwise::plan::AuxInput;
-use groupwise::schedule::Schedule;
+use groupwise::data::DatasetKind;
 use groupwise::train::{self, files, EpochMetrics, RunConfig, Summary, TrainError};
 
-fn tiny(plan: &str, groups: i64) -> RunConfig {
-    RunConfig {
-        data: DataSpec {
-            kind: DatasetKind::Synthetic,
-            synthetic: SyntheticSpec {
-                channels: 3,
-                size: 16,
-                classes: 4,
-                train: 96,
-                test: 40,
-            },
-            ..DataSpec::default()
-        },
-        blocks_per_stage: 1,
-        widths: [4, 4, 8, 8],
-        plan: plan.into(),
-        groups,
-        aux_input: AuxInput::StopGradient,
-        loss: LossConfig::default(),
-        sgd: SgdConfig::default(),
-        lr: 0.05,
-        schedule: Schedule::Step {
-            milestones: vec![2],
-            gamma: 0.5,
-        },
-        epochs: 2,
-        batch_size: 32,
-        eval_batch_size: 40,
-        seed: 7,
-        device: DeviceChoice::Cpu,
-        threads: 1,
-        loader_workers: 2,
-        augment: true,
-        shuffle: true,
-        max_steps: None,
-        init_from: None,
-        eval_every: 1,
-    }
-}
+use crate::common::{scratch, seeded_runs, synthetic_run};
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupwise-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+fn tiny(plan: &str, groups: i64) -> RunConfig {
+    synthetic_run(plan, groups, 96)
 }
 
 fn run(config: &RunConfig, dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    let _runs = seeded_runs();
     train::run(config, dir, resume, &mut |_| {})
 }
 
