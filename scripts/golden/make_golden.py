@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-# Produces the golden fixtures of crates/groupwise/tests/golden.rs. Command (from the repository root):
+# Produces the golden fixtures of crates/groupwise/tests/lib/golden.rs. Command (from the repository root):
 #
 #   /root/.cache/groupwise-py/bin/python scripts/golden/make_golden.py crates/groupwise/tests/fixtures/golden
 #

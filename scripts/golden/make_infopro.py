@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # Produces crates/groupwise/tests/fixtures/golden/infopro.{safetensors,json} for the InfoPro test in
-# crates/groupwise/tests/golden.rs. Command (from the repository root):
+# crates/groupwise/tests/lib/golden.rs. Command (from the repository root):
 #
 #   /root/.cache/groupwise-py/bin/python scripts/golden/make_infopro.py crates/groupwise/tests/fixtures/golden
 #

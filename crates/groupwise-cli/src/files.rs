@@ -5,13 +5,13 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-
 /// The list of a sweep's runs in its directory: `{"runs": [names...]}`.
 pub const MANIFEST: &str = "sweep.json";
 
 /// Writes `bytes` to `path` through a temporary file and a rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    groupwise::atomic::write(path, bytes).with_context(|| format!("cannot write {}", path.display()))
+    groupwise::atomic::write(path, bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Writes the manifest of the sweep directory `dir`: its runs' names in sweep order.

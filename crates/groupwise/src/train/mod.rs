@@ -418,32 +418,3 @@ fn share_config(cluster: &dyn Cluster, config: &RunConfig) -> Result<RunConfig, 
     serde_json::from_slice(&bytes)
         .map_err(|e| ConfigError(format!("config from the leader: {e}")).into())
 }
-
-/// Names of the run-directory files (the command line's older spelling of [`RunDir`]'s constants).
-pub mod files {
-    use super::RunDir;
-    /// Resolved configuration.
-    pub const CONFIG: &str = RunDir::CONFIG;
-    /// Per-epoch metrics.
-    pub const METRICS: &str = RunDir::METRICS;
-    /// Latest checkpoint.
-    pub const CHECKPOINT: &str = RunDir::CHECKPOINT;
-    /// Final summary.
-    pub const SUMMARY: &str = RunDir::SUMMARY;
-}
-
-/// Writes `bytes` to `path` atomically.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TrainError> {
-    crate::atomic::write(path, bytes).map_err(|source| {
-        RunDirError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-        .into()
-    })
-}
-
-/// Reads a config file (a run's `config.json`, or any file `--config` names).
-pub fn read_config(path: &Path) -> Result<RunConfig, TrainError> {
-    Ok(run_dir::read_json(path, "config")?)
-}

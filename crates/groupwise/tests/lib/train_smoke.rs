@@ -1,67 +1,24 @@
 //! End-to-end runs on synthetic data: files, determinism, resume, special cases, bad input.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use groupwise::checkpoint;
-use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
-use groupwise::device::DeviceChoice;
-use groupwise::local::{LossConfig, SgdConfig};
-use groupwise::plan::AuxInput;
-use groupwise::schedule::Schedule;
-use groupwise::train::{self, files, EpochMetrics, RunConfig, Summary, TrainError};
+use groupwise::data::DatasetKind;
+use groupwise::train::{self, EpochMetrics, RunConfig, RunDir, Summary, TrainError};
+
+use crate::common::{scratch, seeded_runs, synthetic_run};
 
 fn tiny(plan: &str, groups: i64) -> RunConfig {
-    RunConfig {
-        data: DataSpec {
-            kind: DatasetKind::Synthetic,
-            synthetic: SyntheticSpec {
-                channels: 3,
-                size: 16,
-                classes: 4,
-                train: 96,
-                test: 40,
-            },
-            ..DataSpec::default()
-        },
-        blocks_per_stage: 1,
-        widths: [4, 4, 8, 8],
-        plan: plan.into(),
-        groups,
-        aux_input: AuxInput::StopGradient,
-        loss: LossConfig::default(),
-        sgd: SgdConfig::default(),
-        lr: 0.05,
-        schedule: Schedule::Step {
-            milestones: vec![2],
-            gamma: 0.5,
-        },
-        epochs: 2,
-        batch_size: 32,
-        eval_batch_size: 40,
-        seed: 7,
-        device: DeviceChoice::Cpu,
-        threads: 1,
-        loader_workers: 2,
-        augment: true,
-        shuffle: true,
-        max_steps: None,
-        init_from: None,
-        eval_every: 1,
-    }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupwise-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
+    synthetic_run(plan, groups, 96)
 }
 
 fn run(config: &RunConfig, dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    let _runs = seeded_runs();
     train::run(config, dir, resume, &mut |_| {})
 }
 
 fn params(dir: &Path) -> Vec<(String, tch::Tensor)> {
-    checkpoint::read(&dir.join(files::CHECKPOINT))
+    checkpoint::read(&dir.join(RunDir::CHECKPOINT))
         .unwrap()
         .into_iter()
         .collect()
@@ -82,16 +39,16 @@ fn one_epoch_smoke_run_writes_the_run_directory() {
     c.epochs = 1;
     let summary = run(&c, &dir, false).unwrap();
     for f in [
-        files::CONFIG,
-        files::METRICS,
-        files::CHECKPOINT,
-        files::SUMMARY,
+        RunDir::CONFIG,
+        RunDir::METRICS,
+        RunDir::CHECKPOINT,
+        RunDir::SUMMARY,
     ] {
         assert!(dir.join(f).is_file(), "{f} missing");
     }
-    let replay = train::read_config(&dir.join(files::CONFIG)).unwrap();
+    let replay = RunDir::new(dir.path()).read_config().unwrap();
     assert_eq!(replay, c);
-    let lines: Vec<EpochMetrics> = std::fs::read_to_string(dir.join(files::METRICS))
+    let lines: Vec<EpochMetrics> = std::fs::read_to_string(dir.join(RunDir::METRICS))
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -129,11 +86,11 @@ fn resume_continues_exactly_where_the_run_stopped() {
     let mut stopped = c.clone();
     stopped.max_steps = Some(4);
     run(&stopped, &part, false).unwrap();
-    let p = checkpoint::read_progress(&part.join(files::CHECKPOINT)).unwrap();
+    let p = checkpoint::read_progress(&part.join(RunDir::CHECKPOINT)).unwrap();
     assert_eq!((p.epoch, p.step), (1, 1));
     // Resume with the stopping limit lifted (the only setting a resume may change).
     run(&c, &part, true).unwrap();
-    assert_eq!(train::read_config(&part.join(files::CONFIG)).unwrap(), c);
+    assert_eq!(RunDir::new(part.path()).read_config().unwrap(), c);
     let mut other = c.clone();
     other.lr = 0.1;
     let err = run(&other, &part, true).unwrap_err().to_string();
@@ -157,7 +114,7 @@ fn end_to_end_and_dgl_special_cases() {
     c.epochs = 1;
     run(&c, &dir, false).unwrap();
     let m: EpochMetrics = serde_json::from_str(
-        std::fs::read_to_string(dir.join(files::METRICS))
+        std::fs::read_to_string(dir.join(RunDir::METRICS))
             .unwrap()
             .lines()
             .next()
@@ -187,12 +144,12 @@ fn bad_input_is_a_clear_error() {
     let mut c = tiny("2", 2);
     c.epochs = 1;
     run(&c, &good, false).unwrap();
-    let ckpt = good.join(files::CHECKPOINT);
+    let ckpt = good.join(RunDir::CHECKPOINT);
     let bytes = std::fs::read(&ckpt).unwrap();
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
     let err = run(&c, &good, true).unwrap_err().to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
-    assert!(good.join(files::CONFIG).is_file());
+    assert!(good.join(RunDir::CONFIG).is_file());
     // A finished run is never overwritten by accident.
     std::fs::write(&ckpt, &bytes).unwrap();
     let err = run(&c, &good, false).unwrap_err().to_string();

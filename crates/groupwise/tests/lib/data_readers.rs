@@ -2,8 +2,7 @@
 //! temporary directory (plus the real Debian Fashion-MNIST files when installed).
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,43 +12,11 @@ use groupwise::data::{
 };
 use tch::Tensor;
 
+use crate::common::scratch;
+
 // ---------------------------------------------------------------------------------------------
 // Fixture helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!(
-            "groupwise-data-test-{tag}-{}-{n}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -165,7 +132,7 @@ fn idx_plain_gz_and_mixed() {
         ("gz", [true; 4]),
         ("mixed", [true, false, false, true]),
     ] {
-        let dir = TempDir::new(&format!("idx-{tag}"));
+        let dir = scratch(&format!("idx-{tag}"));
         write_mnist(dir.path(), gz);
         check_mnist(dir.path(), DatasetKind::Mnist);
         check_mnist(dir.path(), DatasetKind::FashionMnist);
@@ -174,7 +141,7 @@ fn idx_plain_gz_and_mixed() {
 
 #[test]
 fn idx_truncated_plain_and_gz() {
-    let dir = TempDir::new("idx-trunc");
+    let dir = scratch("idx-trunc");
     write_mnist(dir.path(), [false; 4]);
     let full = idx_images(3, 28, 28);
     write(
@@ -193,7 +160,7 @@ fn idx_truncated_plain_and_gz() {
     );
 
     // A cut gzip stream.
-    let dir = TempDir::new("idx-trunc-gz");
+    let dir = scratch("idx-trunc-gz");
     write_mnist(dir.path(), [true; 4]);
     let gz = gzip(&idx_labels(&TEST_LABELS));
     write(&dir.join("t10k-labels-idx1-ubyte.gz"), &gz[..gz.len() / 2]);
@@ -205,7 +172,7 @@ fn idx_truncated_plain_and_gz() {
 
 #[test]
 fn idx_wrong_magic() {
-    let dir = TempDir::new("idx-magic");
+    let dir = scratch("idx-magic");
     write_mnist(dir.path(), [false; 4]);
     // An image file where a label file is expected.
     write(&dir.join("train-labels-idx1-ubyte"), &idx_images(3, 28, 28));
@@ -216,7 +183,7 @@ fn idx_wrong_magic() {
 
 #[test]
 fn idx_wrong_dims_and_count() {
-    let dir = TempDir::new("idx-dims");
+    let dir = scratch("idx-dims");
     write_mnist(dir.path(), [false; 4]);
     write(&dir.join("t10k-images-idx3-ubyte"), &idx_images(2, 32, 28));
     assert_mentions(
@@ -224,7 +191,7 @@ fn idx_wrong_dims_and_count() {
         "t10k-images-idx3-ubyte",
     );
 
-    let dir = TempDir::new("idx-count");
+    let dir = scratch("idx-count");
     write_mnist(dir.path(), [false; 4]);
     write(&dir.join("train-labels-idx1-ubyte"), &idx_labels(&[1, 2]));
     assert_mentions(
@@ -235,7 +202,7 @@ fn idx_wrong_dims_and_count() {
 
 #[test]
 fn idx_missing_file_and_dir() {
-    let dir = TempDir::new("idx-missing");
+    let dir = scratch("idx-missing");
     write_mnist(dir.path(), [true; 4]);
     std::fs::remove_file(dir.join("t10k-labels-idx1-ubyte.gz")).unwrap();
     let msg = load_err(DatasetKind::FashionMnist, dir.path());
@@ -257,7 +224,7 @@ fn idx_missing_file_and_dir() {
 
 #[test]
 fn idx_label_out_of_range() {
-    let dir = TempDir::new("idx-label");
+    let dir = scratch("idx-label");
     write_mnist(dir.path(), [false, true, false, false]);
     write(
         &dir.join("train-labels-idx1-ubyte.gz"),
@@ -309,7 +276,7 @@ fn write_cifar10(dir: &Path) {
 #[test]
 fn cifar10_reads_batches_in_order() {
     for nested in [false, true] {
-        let root = TempDir::new("cifar10");
+        let root = scratch("cifar10");
         let dir = if nested {
             root.join("cifar-10-batches-bin")
         } else {
@@ -345,7 +312,7 @@ fn cifar10_reads_batches_in_order() {
 
 #[test]
 fn cifar10_bad_length_label_and_missing() {
-    let dir = TempDir::new("cifar10-bad");
+    let dir = scratch("cifar10-bad");
     write_cifar10(dir.path());
     let mut bytes = cifar_record(&[1], 0);
     bytes.extend_from_slice(&[0; 100]);
@@ -378,7 +345,7 @@ fn cifar10_bad_length_label_and_missing() {
 #[test]
 fn cifar100_uses_fine_labels() {
     for nested in [false, true] {
-        let root = TempDir::new("cifar100");
+        let root = scratch("cifar100");
         let dir = if nested {
             root.join("cifar-100-binary")
         } else {
@@ -523,7 +490,7 @@ fn write_imagenet(dir: &Path) {
 
 #[test]
 fn imagenet32_reads_npz_stored_and_deflated() {
-    let dir = TempDir::new("imagenet");
+    let dir = scratch("imagenet");
     write_imagenet(dir.path());
     let s = load(&spec(DatasetKind::ImageNet32, dir.path())).unwrap();
     assert_eq!(s.train.len(), 21);
@@ -556,9 +523,9 @@ fn imagenet32_reads_npz_stored_and_deflated() {
 
 #[test]
 fn npz_array_reader() {
-    let dir = TempDir::new("npz");
+    let dir = scratch("npz");
     for deflate in [false, true] {
-        let path = dir.join(&format!("a-{deflate}.npz"));
+        let path = dir.join(format!("a-{deflate}.npz"));
         let values = [-3i64, 0, 7, 1 << 40];
         npz(
             &path,
@@ -591,7 +558,7 @@ fn npz_array_reader() {
 
 #[test]
 fn imagenet32_errors_name_the_file() {
-    let dir = TempDir::new("imagenet-bad");
+    let dir = scratch("imagenet-bad");
     write_imagenet(dir.path());
     let p = dir.join("train_data_batch_4.npz");
 

@@ -1,63 +1,30 @@
 //! The pipelined runtime computes what the sequential path computes (METHOD.md section 9): same seed,
 //! same data order, same parameters after several steps; failures end the run promptly and name the node.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use groupwise::checkpoint;
-use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
-use groupwise::device::DeviceChoice;
-use groupwise::local::{LossConfig, SgdConfig};
-use groupwise::parallel::Local;
-use groupwise::parallel::{Runtime, TailPlacement, Topology, Workers};
+use groupwise::parallel::{Local, Runtime, TailPlacement, Topology, Workers};
 use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
-use groupwise::train::{self, files, RunConfig, Summary, TrainError};
+use groupwise::train::{self, RunConfig, RunDir, Summary, TrainError};
+
+use crate::common::{scratch, seeded_runs, synthetic_run};
 
 fn config(blocks: usize, plan: &str, groups: i64, aux_input: AuxInput) -> RunConfig {
     RunConfig {
-        data: DataSpec {
-            kind: DatasetKind::Synthetic,
-            synthetic: SyntheticSpec {
-                channels: 3,
-                size: 16,
-                classes: 4,
-                train: 160,
-                test: 40,
-            },
-            ..DataSpec::default()
-        },
         blocks_per_stage: blocks,
         widths: [8, 8, 16, 16],
-        plan: plan.into(),
-        groups,
         aux_input,
-        loss: LossConfig::default(),
-        sgd: SgdConfig::default(),
-        lr: 0.05,
         schedule: Schedule::Step {
             milestones: vec![1],
             gamma: 0.5,
         },
-        epochs: 2,
-        batch_size: 32,
-        eval_batch_size: 40,
         seed: 11,
-        device: DeviceChoice::Cpu,
-        threads: 1,
         loader_workers: 1,
-        augment: true,
-        shuffle: true,
-        max_steps: None,
-        init_from: None,
-        eval_every: 1,
+        ..synthetic_run(plan, groups, 160)
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("groupwise-par-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
 }
 
 fn threads(depth: usize) -> Runtime {
@@ -71,13 +38,14 @@ fn threads(depth: usize) -> Runtime {
 }
 
 fn train_with(runtime: Runtime, c: &RunConfig, dir: &Path) -> Result<Summary, TrainError> {
+    let _runs = seeded_runs();
     train::run_on(&mut Local::new(runtime), c, dir, false, &mut |_| {}).map(|s| s.expect("leader"))
 }
 
 /// Largest relative difference over every parameter, BN statistic and momentum buffer.
 fn max_rel_diff(a: &Path, b: &Path) -> f64 {
-    let ta = checkpoint::read(&a.join(files::CHECKPOINT)).unwrap();
-    let tb = checkpoint::read(&b.join(files::CHECKPOINT)).unwrap();
+    let ta = checkpoint::read(&a.join(RunDir::CHECKPOINT)).unwrap();
+    let tb = checkpoint::read(&b.join(RunDir::CHECKPOINT)).unwrap();
     assert_eq!(
         ta.keys().collect::<Vec<_>>(),
         tb.keys().collect::<Vec<_>>(),
@@ -108,7 +76,7 @@ fn assert_equivalent(name: &str, c: &RunConfig) {
     );
     assert_eq!(s.test, p.test, "{name}: same test accuracies");
     // Per-node timings are in the metrics, one entry per node.
-    let metrics = std::fs::read_to_string(par.join(files::METRICS)).unwrap();
+    let metrics = std::fs::read_to_string(par.join(RunDir::METRICS)).unwrap();
     let line: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     let nodes = line["nodes"].as_array().unwrap();
     let plan = Plan::new(c.arch(3, 16, 4), &c.plan, c.groups, c.aux_input).unwrap();
@@ -121,8 +89,6 @@ fn assert_equivalent(name: &str, c: &RunConfig) {
         assert!(n["steps"].as_u64().unwrap() > 0);
         assert!(n["compute_seconds"].as_f64().unwrap() > 0.0);
     }
-    let _ = std::fs::remove_dir_all(&seq);
-    let _ = std::fs::remove_dir_all(&par);
 }
 
 #[test]
@@ -215,11 +181,14 @@ fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
         msg.contains("node m1.g0") && msg.contains("step 8"),
         "{msg}"
     );
-    let progress = checkpoint::read_progress(&dir.join(files::CHECKPOINT)).unwrap();
+    let progress = checkpoint::read_progress(&dir.join(RunDir::CHECKPOINT)).unwrap();
     assert_eq!((progress.epoch, progress.step), (1, 0));
-    let resumed = train::run_on(&mut Local::new(threads(2)), &c, &dir, true, &mut |_| {})
-        .unwrap()
-        .unwrap();
+    let resumed = {
+        let _runs = seeded_runs();
+        train::run_on(&mut Local::new(threads(2)), &c, &dir, true, &mut |_| {})
+    }
+    .unwrap()
+    .unwrap();
     assert_eq!(resumed.epochs, 2);
     // The resumed run ends where an uninterrupted one does.
     let clean = scratch("fault-clean");
