@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use groupwise::data::DatasetKind;
 use groupwise::parallel;
+use groupwise::plan::PlanSpec;
 
 /// Local learning with neuron groups (GN-DGL): train a ResNet as K modules x G groups of local units.
 #[derive(Parser)]
@@ -91,7 +92,7 @@ pub struct ModelArgs {
     /// Module plan: 1 (end-to-end), 1A, K (2, 3, 4, 8, 16 from the paper's table for ResNet-32;
     /// cost-balanced otherwise) or explicit boundaries like 1:2,2:1,3:0,3:4.
     #[arg(long)]
-    pub plan: Option<String>,
+    pub plan: Option<PlanSpec>,
     /// Neuron groups G (must divide every width).
     #[arg(long)]
     pub groups: Option<i64>,

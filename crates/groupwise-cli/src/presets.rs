@@ -181,7 +181,7 @@ mod tests {
         let base = preset("short").unwrap();
         let g4 = preset("short/resnet32x2-g4-1a").unwrap();
         assert_eq!(g4.widths, [32, 32, 64, 128]);
-        assert_eq!((g4.plan.as_str(), g4.groups), ("1A", 4));
+        assert_eq!((g4.plan.to_string().as_str(), g4.groups), ("1A", 4));
         assert_eq!(g4.aux_input, groupwise::plan::AuxInput::Isolated);
         assert_eq!(g4.loss.diversity_weight, 0.0);
         // [loss] merged key by key: the temperature stays the base's.

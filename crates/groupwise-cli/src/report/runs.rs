@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use groupwise::plan::PlanSpec;
 use groupwise::train::{EpochMetrics, RunConfig, RunDir};
 
 use crate::files;
@@ -121,19 +122,14 @@ impl Row {
 
     /// Plan 1 with G=1: plain backpropagation, the default baseline.
     pub fn is_end_to_end(&self) -> bool {
-        self.config.plan == "1" && self.config.groups == 1
+        self.config.plan == PlanSpec::EndToEnd && self.config.groups == 1
     }
 
-    /// `e2e`, `DGL K=4`, `GN-DGL G=2 K=4`, `1A G=4`, with ` InfoPro` when it has the decoder loss.
+    /// [`PlanSpec::method`] (`e2e`, `DGL K=4`, `GN-DGL G=2 K=4`, `1A G=4`, explicit boundaries in
+    /// brackets), with ` InfoPro` when it has the decoder loss.
     pub fn method(&self) -> String {
         let c = &self.config;
-        let k = c.plan.as_str();
-        let base = match (k, c.groups) {
-            ("1", 1) => "e2e".to_string(),
-            ("1A", g) => format!("1A G={g}"),
-            (k, 1) => format!("DGL K={k}"),
-            (k, g) => format!("GN-DGL G={g} K={k}"),
-        };
+        let base = c.plan.method(c.groups);
         if c.loss.infopro.is_some() {
             format!("{base} InfoPro")
         } else {

@@ -65,7 +65,7 @@ pub(super) fn results_csv(rows: &[Row], base: usize) -> Result<Vec<u8>> {
         csv.write_record([
             r.name.clone(),
             r.method(),
-            c.plan.clone(),
+            c.plan.to_string(),
             c.groups.to_string(),
             aux_name(c),
             r.metrics.len().to_string(),

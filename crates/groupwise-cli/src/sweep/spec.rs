@@ -307,7 +307,7 @@ mod tests {
                 "smoke_plan=2_groups=2"
             ]
         );
-        assert_eq!(runs[3].config.plan, "2"); // a string where the config holds one
+        assert_eq!(runs[3].config.plan.to_string(), "2"); // a string where the config holds one
         assert_eq!(runs[3].config.groups, 2);
         assert!(runs.iter().all(|r| r.config.epochs == 2));
         assert!(runs.iter().all(|r| r.config.data.synthetic.train == 128));

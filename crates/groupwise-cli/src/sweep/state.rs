@@ -63,6 +63,7 @@ mod tests {
         let mut other = config.clone();
         other.epochs += 1;
         let e = run_state(&rd, &other).unwrap_err();
-        assert!(format!("{e}").contains("different config"), "{e}");
+        let e = format!("{e:#}");
+        assert!(e.contains("different config (epochs differ)"), "{e}");
     }
 }

@@ -22,7 +22,7 @@ fn smoke_config() -> Value {
 /// The max node MACs of the smoke preset with another plan and G (what `groupwise plan` reports).
 fn max_node_macs(plan: &str, groups: i64) -> u64 {
     let mut c = presets::preset("smoke").unwrap();
-    c.plan = plan.into();
+    c.plan = plan.parse().unwrap();
     c.groups = groups;
     c.declared_plan().unwrap().figure_max_node_macs()
 }

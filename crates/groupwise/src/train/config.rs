@@ -6,7 +6,7 @@ use crate::data::DataSpec;
 use crate::device::DeviceChoice;
 use crate::local::{LossConfig, SgdConfig};
 use crate::model::Arch;
-use crate::plan::{AuxInput, Plan, PlanError};
+use crate::plan::{AuxInput, Plan, PlanError, PlanSpec};
 use crate::schedule::Schedule;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -26,8 +26,8 @@ pub struct RunConfig {
     pub blocks_per_stage: usize,
     /// `[w0, w1, w2, w3]`.
     pub widths: [i64; 4],
-    /// Plan name: `1`, `1A`, K, or `stage:block,...` boundaries.
-    pub plan: String,
+    /// The plan: `1`, `1A`, K, or `stage:block,...` boundaries (a string in `config.json`).
+    pub plan: PlanSpec,
     /// Neuron groups G.
     pub groups: i64,
     /// Auxiliary classifier input.
@@ -80,8 +80,10 @@ impl RunConfig {
 
     /// The validated plan of this config on `arch`, with InfoPro's decoders when the loss has them.
     pub fn build_plan(&self, arch: Arch) -> Result<Plan, PlanError> {
-        Ok(Plan::new(arch, &self.plan, self.groups, self.aux_input)?
-            .with_decoder(self.loss.infopro.map(|i| i.decoder_width)))
+        Ok(
+            Plan::from_spec(arch, &self.plan, self.groups, self.aux_input)?
+                .with_decoder(self.loss.infopro.map(|i| i.decoder_width)),
+        )
     }
 
     /// [`RunConfig::build_plan`] on the data's declared shape ([`DataSpec::shape`]), without reading

@@ -59,7 +59,7 @@ pub fn synthetic_run(plan: &str, groups: i64, train: usize) -> RunConfig {
         },
         blocks_per_stage: 1,
         widths: [4, 4, 8, 8],
-        plan: plan.into(),
+        plan: plan.parse().expect("a valid plan"),
         groups,
         aux_input: AuxInput::StopGradient,
         loss: LossConfig::default(),

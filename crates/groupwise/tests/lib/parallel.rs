@@ -79,7 +79,7 @@ fn assert_equivalent(name: &str, c: &RunConfig) {
     let metrics = std::fs::read_to_string(par.join(RunDir::METRICS)).unwrap();
     let line: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
     let nodes = line["nodes"].as_array().unwrap();
-    let plan = Plan::new(c.arch(3, 16, 4), &c.plan, c.groups, c.aux_input).unwrap();
+    let plan = c.build_plan(c.arch(3, 16, 4)).unwrap();
     assert_eq!(
         nodes.len(),
         Topology::new(&plan).len(),
