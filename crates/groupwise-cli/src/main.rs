@@ -9,6 +9,7 @@ use groupwise_cli::{cmd, report, sweep};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    groupwise_cli::log::init();
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a),
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            tracing::error!("{e:#}");
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use groupwise::train::{self, Event};
+use groupwise::train::{self, Event, RunDir};
+use tracing::info;
 
 use crate::args::TrainArgs;
 use crate::cmd::eval::print_eval;
@@ -42,6 +43,19 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     let quiet = args.quiet || !leader;
     if leader {
+        crate::log::to_run_dir(&RunDir::new(&run_dir))?;
+        let argv: Vec<String> = std::env::args().collect();
+        info!("command: {}", argv.join(" "));
+        let source = match (&args.config, &args.preset, args.resume) {
+            (Some(path), _, _) => format!("config file {}", path.display()),
+            (None, _, true) => format!("the run's own config ({})", RunDir::CONFIG),
+            (None, Some(p), _) => format!("preset {p}"),
+            (None, None, _) => "preset quick (the default)".into(),
+        };
+        info!(
+            "config from {source}, then the flags given: {}",
+            serde_json::to_string(&config)?
+        );
         eprintln!(
             "groupwise: {} ResNet-{} widths {:?}, plan {}, G={}, {} epochs, batch {}, {} -> {}",
             config.data.kind,

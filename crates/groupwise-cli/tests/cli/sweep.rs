@@ -95,6 +95,18 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[..saved], kept[..], "kept epochs were redone");
     assert!(run.join("summary.json").exists());
+    // The run's log holds its decisions: both starts, where the nodes ran, every epoch, the end.
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    for decided in [
+        "INFO config from config file",
+        "INFO fresh run in",
+        &format!("INFO resume {} after epoch {saved} step 0", run.display()),
+        "nodes as worker threads",
+        "INFO epoch 4:",
+        "INFO done: head",
+    ] {
+        assert!(log.contains(decided), "train.log lacks '{decided}':\n{log}");
+    }
 
     // It ends where an uninterrupted sweep ends.
     finish(&mut sweep(&clean, 4));

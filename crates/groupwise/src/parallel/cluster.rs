@@ -155,7 +155,10 @@ impl Layout {
                     .filter(|&id| self.ranks[id] == r)
                     .map(|id| self.topo.name(id).to_string())
                     .collect();
-                format!("rank {r}: {}", names.join(" "))
+                match processes {
+                    1 => format!("nodes {}", names.join(" ")),
+                    _ => format!("rank {r}: {}", names.join(" ")),
+                }
             })
             .collect();
         format!(

@@ -124,6 +124,12 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
         ))
         .into());
     }
+    info!(
+        "data: {} training and {} test images of {c}x{h}x{w}, {} classes",
+        splits.train.len(),
+        splits.test.len(),
+        splits.train.classes()
+    );
     let arch = config.arch(c, h, splits.train.classes());
     let plan = config.build_plan(arch)?;
     // libtorch's generator is global: hold a lock so that runs started at the same time in one
@@ -243,11 +249,16 @@ pub fn run_on(
     cluster.share_start(&mut net, &mut progress)?;
     cluster.start(&plan, device)?;
     info!(
-        "plan: {} boundaries x {} groups; runtime {}: {}",
+        "plan {}: {} boundaries x {} groups, {} nodes' MACs max {:.3e}; runtime {}: {}; \
+         libtorch intra-op threads of the leader: {}",
+        config.plan,
         plan.boundary_count(),
         plan.groups,
+        plan.nodes().len(),
+        plan.figure_max_node_macs() as f64,
         cluster.describe(),
-        cluster.placement()
+        cluster.placement(),
+        tch::get_num_threads()
     );
 
     let train = Arc::new(splits.train);
