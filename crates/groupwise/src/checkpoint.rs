@@ -194,35 +194,47 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>, CheckpointError> {
     from_bytes(&bytes).map_err(unreadable)
 }
 
-/// Copies the file's tensors into the network. Parameters and BN statistics must all be present;
-/// momentum buffers are loaded when `with_momentum` (resume) and ignored otherwise (`--init-from`).
-/// Returns the saved progress (zero when the file has none).
-pub fn load(
-    net: &mut Network,
-    path: &Path,
-    with_momentum: bool,
-) -> Result<Progress, CheckpointError> {
+/// What a load takes from a checkpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restore {
+    /// Parameters and BN statistics (`--init-from`, `eval`); momentum buffers are ignored.
+    Weights,
+    /// Weights and momentum: the state a run stands in (`--resume`, MPI state).
+    State,
+}
+
+/// Which nodes an assignment covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Coverage {
+    /// Every node: a missing tensor is an error.
+    All,
+    /// Only the nodes whose tensors are present (the state one MPI rank sends).
+    Present,
+}
+
+/// Copies the file's tensors into every node of the network (parameters and BN statistics must all
+/// be present). Returns the saved progress (zero when the file has none).
+pub fn load(net: &mut Network, path: &Path, restore: Restore) -> Result<Progress, CheckpointError> {
     let tensors = read(path)?;
-    assign_from(net, &tensors, with_momentum, true, path)?;
+    assign_from(net, &tensors, restore, Coverage::All, path)?;
     Ok(Progress::from_named(&tensors))
 }
 
-/// Copies named tensors (checkpoint names) into the network: every node when `all` (a missing name is
-/// an error), else only the nodes whose tensors are present (the state one MPI rank sends).
+/// Copies named tensors (checkpoint names) into the nodes `coverage` says.
 pub fn assign(
     net: &mut Network,
     tensors: &BTreeMap<String, Tensor>,
-    with_momentum: bool,
-    all: bool,
+    restore: Restore,
+    coverage: Coverage,
 ) -> Result<(), CheckpointError> {
-    assign_from(net, tensors, with_momentum, all, Path::new("(message)"))
+    assign_from(net, tensors, restore, coverage, Path::new("(message)"))
 }
 
 fn assign_from(
     net: &mut Network,
     tensors: &BTreeMap<String, Tensor>,
-    with_momentum: bool,
-    all: bool,
+    restore: Restore,
+    coverage: Coverage,
     path: &Path,
 ) -> Result<(), CheckpointError> {
     let get = |name: &str| -> Result<&Tensor, CheckpointError> {
@@ -236,7 +248,7 @@ fn assign_from(
         let present = vars
             .keys()
             .any(|n| tensors.contains_key(&format!("{}{n}", params.prefix)));
-        if !all && !present {
+        if coverage == Coverage::Present && !present {
             continue;
         }
         for (name, mut var) in vars.iter().map(|(n, v)| (n.clone(), v.shallow_clone())) {
@@ -252,7 +264,7 @@ fn assign_from(
             }
             tch::no_grad(|| var.copy_(src));
         }
-        if with_momentum {
+        if restore == Restore::State {
             let prefix = format!("momentum.{}", params.prefix);
             let device = params.vs.device();
             let buffers = tensors

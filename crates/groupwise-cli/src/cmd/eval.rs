@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use groupwise::checkpoint::Restore;
 use groupwise::eval::EvalResult;
 use groupwise::train::{self, RunDir};
 
@@ -25,7 +26,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         .read_config()
         .with_context(|| format!("{} is not a groupwise run directory", dir.display()))?;
     let mut prepared = train::prepare(&config)?;
-    let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, false)?;
+    let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, Restore::Weights)?;
     let result = groupwise::eval::evaluate(
         &prepared.net,
         std::sync::Arc::new(prepared.splits.test),

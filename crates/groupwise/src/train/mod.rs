@@ -20,7 +20,7 @@ use std::time::Instant;
 use thiserror::Error;
 use tracing::info;
 
-use crate::checkpoint::{self, CheckpointError, Progress};
+use crate::checkpoint::{self, CheckpointError, Progress, Restore};
 use crate::data::{self, DataError, Loader, LoaderConfig};
 use crate::device::{self, DeviceError};
 use crate::eval::evaluate;
@@ -186,7 +186,7 @@ fn open_run(
         dir.write_config(config)?;
         dir.keep_metrics_through(0)?;
         if let Some(init) = &config.init_from {
-            checkpoint::load(net, init, false)?;
+            checkpoint::load(net, init, Restore::Weights)?;
             info!("weights from {}", init.display());
         }
         info!("fresh run in {}", dir.path().display());
@@ -211,7 +211,7 @@ fn open_run(
     if saved.max_steps != config.max_steps {
         dir.write_config(config)?;
     }
-    let progress = checkpoint::load(net, &dir.checkpoint_path(), true)?;
+    let progress = checkpoint::load(net, &dir.checkpoint_path(), Restore::State)?;
     dir.keep_metrics_through(progress.epoch)?;
     info!(
         "resume {} after epoch {} step {}",

@@ -204,7 +204,7 @@ fn build_network(case: &str, meta: &Value, fixture: &BTreeMap<String, Tensor>) -
     let path = dir.join(format!("{case}-init.safetensors"));
     let named: Vec<(String, Tensor)> = init.into_iter().collect();
     checkpoint::write_atomic(&named, &path).expect("write init checkpoint");
-    checkpoint::load(&mut net, &path, false).expect("load init checkpoint");
+    checkpoint::load(&mut net, &path, checkpoint::Restore::Weights).expect("load init checkpoint");
     net
 }
 

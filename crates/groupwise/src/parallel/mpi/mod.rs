@@ -32,7 +32,7 @@ use tch::{Device, Tensor};
 use super::runner::{NodeRunner, Slots};
 use super::transport::Mailboxes;
 use super::{Cluster, Layout, NodeTiming, OnStep, Runtime, RuntimeError, Segment};
-use crate::checkpoint::{self, Progress};
+use crate::checkpoint::{self, Coverage, Progress, Restore};
 use crate::local::Network;
 use crate::plan::Plan;
 use pump::{MpiTransport, Pump};
@@ -152,7 +152,7 @@ impl MpiCluster {
                     .receive_vec_with_tag::<u8>(TAG_STATE);
                 let tensors = checkpoint::from_bytes(&bytes)
                     .map_err(|e| RuntimeError::Failed(format!("state from rank {r}: {e}")))?;
-                checkpoint::assign(net, &tensors, true, false)?;
+                checkpoint::assign(net, &tensors, Restore::State, Coverage::Present)?;
             }
         } else {
             let prefixes: Vec<String> = layout
@@ -222,7 +222,7 @@ impl Cluster for MpiCluster {
         if self.rank != 0 {
             let tensors = checkpoint::from_bytes(&bytes)
                 .map_err(|e| RuntimeError::Failed(format!("state from rank 0: {e}")))?;
-            checkpoint::assign(net, &tensors, true, true)?;
+            checkpoint::assign(net, &tensors, Restore::State, Coverage::All)?;
             *progress = Progress::from_named(&tensors);
         }
         Ok(())
