@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{read_file, require_dir, stored_label, DataError, Dataset, DatasetKind};
+use super::{read_file, stored_label, DataError, Dataset, DatasetKind};
 
 /// Bytes of pixels per record: 3 x 32 x 32, channel-major.
 const PIXELS: usize = 3 * 32 * 32;
@@ -64,7 +64,7 @@ fn resolve(
     files: &[String],
     kind: DatasetKind,
 ) -> Result<PathBuf, DataError> {
-    require_dir(dir, kind)?;
+    kind.require_dir(dir)?;
     let nested = dir.join(sub);
     let base = match files.first() {
         Some(first) if !dir.join(first).exists() && nested.join(first).exists() => nested,

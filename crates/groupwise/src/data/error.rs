@@ -4,8 +4,6 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use super::DatasetKind;
-
 /// Everything that can go wrong while reading a dataset or setting up a loader.
 ///
 /// Every variant about a file carries its path, so every message names the file.
@@ -72,8 +70,8 @@ pub enum DataError {
     /// The dataset kind has no default directory and none was given.
     #[error("dataset `{kind}` has no default location: set the data path")]
     NoPath {
-        /// The dataset kind.
-        kind: DatasetKind,
+        /// The dataset kind's name (`--dataset`).
+        kind: &'static str,
     },
     /// The specification or loader settings are invalid (no file involved).
     #[error("invalid data settings: {0}")]
@@ -134,14 +132,5 @@ pub(crate) fn stored_label(
             min,
             max,
         })
-    }
-}
-
-/// Checks that `dir` exists and is a directory, else a [`DataError::NotFound`] with the kind's hint.
-pub(crate) fn require_dir(dir: &Path, kind: DatasetKind) -> Result<(), DataError> {
-    if dir.is_dir() {
-        Ok(())
-    } else {
-        Err(kind.not_found(dir.to_path_buf(), None))
     }
 }

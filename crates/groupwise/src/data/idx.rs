@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::read::GzDecoder;
 
-use super::{read_file, require_dir, stored_label, DataError, Dataset, DatasetKind};
+use super::{read_file, stored_label, DataError, Dataset, DatasetKind};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images).
 const IMAGES_MAGIC: u32 = 2051;
@@ -158,7 +158,7 @@ fn read_split([images_path, labels_path]: &[PathBuf; 2]) -> Result<Dataset, Data
 ///
 /// All four files are located before any is read, so a missing one is reported first.
 pub fn load_mnist(dir: &Path, kind: DatasetKind) -> Result<(Dataset, Dataset), DataError> {
-    require_dir(dir, kind)?;
+    kind.require_dir(dir)?;
     let train = split_files(dir, "train", kind)?;
     let test = split_files(dir, "t10k", kind)?;
     Ok((read_split(&train)?, read_split(&test)?))

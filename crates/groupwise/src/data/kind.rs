@@ -140,6 +140,16 @@ impl DatasetKind {
     }
 
     /// A "not found" error for `path`, with `detail` (if any) and the install hint.
+    /// Checks that `dir` exists and is a directory, else a [`DataError::NotFound`] with this kind's
+    /// hint.
+    pub(crate) fn require_dir(self, dir: &Path) -> Result<(), DataError> {
+        if dir.is_dir() {
+            Ok(())
+        } else {
+            Err(self.not_found(dir.to_path_buf(), None))
+        }
+    }
+
     pub(crate) fn not_found(self, path: PathBuf, detail: Option<String>) -> DataError {
         let hint = match detail {
             Some(d) => format!(" ({d}; {})", self.install_hint()),

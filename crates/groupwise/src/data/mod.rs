@@ -47,7 +47,7 @@ mod transform;
 pub use cifar::{load_cifar10, load_cifar100};
 pub use dataset::Dataset;
 pub use error::DataError;
-pub(crate) use error::{read_file, require_dir, stored_label};
+pub(crate) use error::{read_file, stored_label};
 pub use idx::{load_mnist, read_idx_images, read_idx_labels};
 pub use kind::DatasetKind;
 pub use loader::{Batch, Loader, LoaderConfig};

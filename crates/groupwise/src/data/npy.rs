@@ -33,7 +33,7 @@ use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-use super::{require_dir, stored_label, DataError, Dataset, DatasetKind};
+use super::{stored_label, DataError, Dataset, DatasetKind};
 
 const MAGIC: &[u8] = b"\x93NUMPY";
 
@@ -494,7 +494,7 @@ fn read_images(
 /// `train_data_batch_10.npz` (concatenated in order) and `val_data.npz`.
 pub fn load_imagenet32(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
     let kind = DatasetKind::ImageNet32;
-    require_dir(dir, kind)?;
+    kind.require_dir(dir)?;
     let train_files: Vec<String> = (1..=10)
         .map(|i| format!("train_data_batch_{i}.npz"))
         .collect();

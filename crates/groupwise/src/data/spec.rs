@@ -86,7 +86,9 @@ impl DataSpec {
         match (&self.path, self.kind.default_dir()) {
             (Some(p), _) => Ok(p.clone()),
             (None, Some(d)) => Ok(d.to_path_buf()),
-            (None, None) => Err(DataError::NoPath { kind: self.kind }),
+            (None, None) => Err(DataError::NoPath {
+                kind: self.kind.name(),
+            }),
         }
     }
 }

@@ -12,42 +12,13 @@
 pub mod loss;
 mod network;
 pub mod optim;
+mod params;
 mod step;
 mod unit;
 
-use tch::{nn, Device};
-
-use crate::plan::NodeId;
 pub use loss::{InfoPro, LossConfig};
-pub use network::{cat_channels, Network, Outputs};
+pub use network::{Network, Outputs};
 pub use optim::{Sgd, SgdConfig};
-pub use step::{head_step, step_units, AllHere, Exchange, StepStats};
+pub use params::Params;
+pub use step::{cat_channels, head_step, step_units, AllHere, Exchange, StepStats};
 pub use unit::{Head, TailColumn, Unit, UnitStats};
-
-/// Parameters and optimizer state of one node.
-#[derive(Debug)]
-pub struct Params {
-    /// The node these belong to.
-    pub node: NodeId,
-    /// Name prefix of this node's tensors in checkpoints (`m{k}.g{g}.` or `head.`).
-    pub prefix: String,
-    /// Parameters and BN statistics.
-    pub vs: nn::VarStore,
-    /// Momentum buffers.
-    pub opt: Sgd,
-}
-
-impl Params {
-    fn new(node: NodeId, device: Device, sgd: SgdConfig) -> Self {
-        Params {
-            node,
-            prefix: node.prefix(),
-            vs: nn::VarStore::new(device),
-            opt: Sgd::new(sgd),
-        }
-    }
-
-    fn step(&mut self, lr: f64) {
-        self.opt.step(&self.vs, lr);
-    }
-}

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 
 use tch::{Device, Tensor};
 
-use super::step::tail_forward;
-use super::unit::Reconstruction;
-use super::{head_step, step_units, AllHere, Head, LossConfig, Params, SgdConfig, StepStats};
-use super::{TailColumn, Unit};
+use super::loss::LossConfig;
+use super::optim::SgdConfig;
+use super::params::Params;
+use super::step::{cat_channels, head_step, step_units, tail_forward, AllHere, StepStats};
+use super::unit::{Head, Reconstruction, TailColumn, Unit};
 use crate::model::{Classifier1c2f, Column, Decoder};
 use crate::plan::{NodeId, Plan};
 
@@ -206,14 +207,5 @@ impl Network {
             }
         }
         out
-    }
-}
-
-/// Concatenates group slices along channels (no copy for a single slice).
-pub fn cat_channels(parts: &[Tensor]) -> Tensor {
-    if parts.len() == 1 {
-        parts[0].shallow_clone()
-    } else {
-        Tensor::cat(parts, 1)
     }
 }

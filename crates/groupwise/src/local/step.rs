@@ -5,7 +5,7 @@
 
 use tch::Tensor;
 
-use super::{cat_channels, Head, TailColumn, Unit, UnitStats};
+use super::unit::{Head, TailColumn, Unit, UnitStats};
 
 /// Per-batch statistics of a training step.
 #[derive(Clone, Debug, Default)]
@@ -137,4 +137,13 @@ pub(super) fn tail_forward(tail: &[TailColumn], input: &Tensor, train: bool) -> 
     }
     let columns: Vec<Tensor> = tail.iter().map(|t| t.forward(input, train)).collect();
     cat_channels(&columns)
+}
+
+/// Concatenates group slices along channels (no copy for a single slice).
+pub fn cat_channels(parts: &[Tensor]) -> Tensor {
+    if parts.len() == 1 {
+        parts[0].shallow_clone()
+    } else {
+        Tensor::cat(parts, 1)
+    }
 }

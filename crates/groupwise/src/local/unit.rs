@@ -3,7 +3,8 @@
 
 use tch::Tensor;
 
-use super::{loss, LossConfig, Params};
+use super::loss::{self, LossConfig};
+use super::params::Params;
 use crate::model::{Classifier1c2f, Column, Decoder};
 
 /// Losses and accuracy of one unit on one batch.

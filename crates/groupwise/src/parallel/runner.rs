@@ -10,11 +10,12 @@ use tch::Device;
 
 use crate::local::{Network, Params, StepStats};
 
+use super::layout::Layout;
 use super::message::{Report, Timing};
+use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
 use super::topology::{Role, TailPlacement};
 use super::transport::{Channel, Kind, Transport};
 use super::worker::{self, NodeState, Work};
-use super::{Layout, NodeTiming, OnStep, RuntimeError, Segment};
 
 /// The nodes of a network, each in a slot (taken by a worker during a segment).
 pub struct Slots {

@@ -18,13 +18,14 @@
 //!   to evaluate and checkpoint. Messages and state travel as safetensors bytes (the checkpoint
 //!   format, [`checkpoint::to_bytes`]).
 
+mod comms;
 mod pump;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Condvar, Mutex};
 
 use mpi::environment::Universe;
-use mpi::topology::{Communicator, SimpleCommunicator};
+use mpi::topology::Communicator;
 use mpi::traits::*;
 use mpi::Threading;
 use tch::{Device, Tensor};
@@ -35,6 +36,7 @@ use super::{Cluster, Layout, NodeTiming, OnStep, Runtime, RuntimeError, Segment}
 use crate::checkpoint::{self, Coverage, Progress, Restore};
 use crate::local::Network;
 use crate::plan::Plan;
+use comms::{Comms, ModuleComms};
 use pump::{MpiTransport, Pump};
 
 /// Tags every MPI library allows (MPI_TAG_UB is at least this); one per channel of a step.
@@ -42,29 +44,6 @@ const MIN_TAG_UB: usize = 32767;
 
 /// Control-message tags on `MPI_COMM_WORLD` (training traffic uses its own communicators).
 const TAG_STATE: i32 = 1;
-
-/// Handles that only one thread uses at a time: the main thread between segments, the progress
-/// thread during one (`MPI_THREAD_SERIALIZED`).
-pub(super) struct Comms {
-    pub(super) world: SimpleCommunicator,
-    pub(super) data: SimpleCommunicator,
-}
-
-/// Module k's communicator and the world rank of each of its ranks, when this rank hosts one of its
-/// groups.
-pub(super) struct ModuleComms(pub(super) Vec<Option<(SimpleCommunicator, Vec<usize>)>>);
-
-// SAFETY: as for `Comms` below: MPI handles used by one thread at a time (MPI_THREAD_SERIALIZED).
-unsafe impl Send for ModuleComms {}
-// SAFETY: as above.
-unsafe impl Sync for ModuleComms {}
-
-// SAFETY: MPI handles are plain identifiers. MPI is initialised with MPI_THREAD_SERIALIZED and the
-// runtime guarantees that at most one thread calls MPI at any time (see the module docs), which is what
-// that level requires; the handles are never used concurrently.
-unsafe impl Send for Comms {}
-// SAFETY: as above; shared references are only used by the one thread that currently owns MPI.
-unsafe impl Sync for Comms {}
 
 /// A job of `mpirun -np N groupwise train --transport mpi`.
 pub struct MpiCluster {
@@ -327,35 +306,5 @@ impl Cluster for MpiCluster {
 
     fn abort_job(&self, message: &str) {
         self.abort(message)
-    }
-}
-
-/// The name of the one tensor of a message.
-const WIRE_NAME: &str = "t";
-
-/// A message on the wire: one tensor as safetensors bytes.
-fn encode_tensor(t: &Tensor) -> Result<Vec<u8>, String> {
-    checkpoint::to_bytes(&[(WIRE_NAME.to_string(), t.shallow_clone())])
-}
-
-/// The tensor of a message.
-fn decode_tensor(bytes: &[u8]) -> Result<Tensor, String> {
-    let mut named: BTreeMap<String, Tensor> = checkpoint::from_bytes(bytes)?;
-    named
-        .remove(WIRE_NAME)
-        .ok_or_else(|| "corrupt message: no tensor".to_string())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use tch::Kind;
-
-    #[test]
-    fn wire_format_round_trips() {
-        let t = Tensor::randn([2, 3, 4], (Kind::Float, Device::Cpu));
-        let back = decode_tensor(&encode_tensor(&t).unwrap()).unwrap();
-        assert!(t.equal(&back));
-        assert!(decode_tensor(&[0, 1, 2]).is_err());
     }
 }

@@ -17,7 +17,7 @@ use super::super::transport::{
     capacity, payload_bytes, Aborted, Channel, Kind, Mailboxes, Sent, Transport,
 };
 use super::super::RuntimeError;
-use super::{decode_tensor, encode_tensor, Comms, ModuleComms};
+use super::comms::{decode_tensor, encode_tensor, Comms, ModuleComms};
 
 /// Shortest and longest sleep of the progress thread when idle.
 const IDLE_MIN: Duration = Duration::from_micros(20);

@@ -1,0 +1,67 @@
+//! One segment of training steps: its batches ([`Segment`]), the leader's per-step callback
+//! ([`OnStep`]), what it measures per node ([`NodeTiming`]) and why it fails ([`RuntimeError`]).
+
+use std::ops::ControlFlow;
+
+use serde::{Deserialize, Serialize};
+
+use super::transport::Aborted;
+use crate::checkpoint::CheckpointError;
+use crate::data::Batch;
+use crate::local::StepStats;
+
+/// Where one node's time went during a segment (a `metrics.jsonl` entry).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeTiming {
+    /// Node name (`m{k}.g{g}`, `head`, or `all` for the sequential path).
+    pub node: String,
+    /// MPI rank (0 for threads).
+    pub rank: usize,
+    /// Steps it ran.
+    pub steps: usize,
+    /// Seconds computing (forward, backward, update).
+    pub compute_seconds: f64,
+    /// Seconds waiting for inputs, peers, gradients, data or room in a full channel.
+    pub wait_seconds: f64,
+    /// Seconds sending (copying and handing messages over).
+    pub comm_seconds: f64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+}
+
+/// Why a segment or the runtime's set-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// A node failed, or the runtime cannot run this plan here (the message names the node or the
+    /// setting).
+    #[error("{0}")]
+    Failed(String),
+    /// The leader's step callback stopped the segment (the callback knows why).
+    #[error("the run was stopped after a step")]
+    Stopped,
+    /// State sent between processes does not fit the network.
+    #[error(transparent)]
+    State(#[from] CheckpointError),
+}
+
+impl From<Aborted> for RuntimeError {
+    fn from(Aborted(message): Aborted) -> Self {
+        RuntimeError::Failed(message)
+    }
+}
+
+/// The batches of one segment.
+pub struct Segment<'a> {
+    /// Batches in order (at least `steps` of them).
+    pub batches: Box<dyn Iterator<Item = Batch> + Send + 'a>,
+    /// Steps to run.
+    pub steps: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Steps done before this segment (the first step is `done + 1`).
+    pub done: usize,
+}
+
+/// Per-step callback of the leader: statistics of each step, in order; `Break` stops the segment
+/// (which then ends with [`RuntimeError::Stopped`]).
+pub type OnStep<'a> = dyn FnMut(StepStats) -> ControlFlow<()> + 'a;
