@@ -12,7 +12,7 @@ use crate::plan::{balanced_boundaries, Plan};
 
 use super::runner::{NodeRunner, Slots};
 use super::transport::Mailboxes;
-use super::{NodeTiming, OnStep, Runtime, RuntimeError, Segment, Topology, Workers};
+use super::{cores, NodeTiming, OnStep, Runtime, RuntimeError, Segment, Topology, Workers};
 
 /// Where the nodes of a run execute: this process (sequentially or as threads), or MPI ranks.
 ///
@@ -89,6 +89,7 @@ impl Layout {
         rank: usize,
         processes_here: usize,
     ) -> Result<Layout, RuntimeError> {
+        runtime.validate(base)?;
         let topo = Topology::new(plan);
         let n = topo.len();
         if processes == 0 || processes > n {
@@ -103,9 +104,9 @@ impl Layout {
             .map(|id| ends.iter().take_while(|&&end| end < id).count())
             .collect();
         let devices = (0..n)
-            .map(|id| match (runtime.devices.as_slice(), base) {
-                ([], _) | (_, Device::Cpu) => base,
-                (list, _) => Device::Cuda(list[id % list.len()]),
+            .map(|id| match runtime.devices.as_slice() {
+                [] => base,
+                list => Device::Cuda(list[id % list.len()]),
             })
             .collect();
         let here = ranks.iter().filter(|&&r| r == rank).count();
@@ -134,7 +135,7 @@ impl Layout {
             devices,
             rank,
             threads_per_worker,
-            depth: runtime.pipeline_depth.max(1),
+            depth: runtime.pipeline_depth,
             fault,
         })
     }
@@ -170,8 +171,7 @@ impl Layout {
 
 /// Default intra-op threads per worker: the cores shared by the workers of this machine.
 pub fn default_threads_per_worker(workers_here: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / workers_here.max(1)).max(1)
+    (cores() / workers_here.max(1)).max(1)
 }
 
 /// This process: the sequential path or one thread per node.
@@ -193,7 +193,10 @@ impl Local {
 impl Cluster for Local {
     fn start(&mut self, plan: &Plan, device: Device) -> Result<(), RuntimeError> {
         self.layout = match self.runtime.workers {
-            Workers::Sequential => None,
+            Workers::Sequential => {
+                self.runtime.validate(device)?;
+                None
+            }
             Workers::Threads => Some(Layout::new(plan, &self.runtime, device, 1, 0, 1)?),
         };
         Ok(())
