@@ -1,7 +1,9 @@
 //! The command line as clap types: one struct of flags per subcommand, and the flag groups that
 //! several share ([`ModelArgs`], [`RuntimeArgs`]). Every `///` on a flag is its `--help` text.
 //!
-//! These are raw flags; `config` turns them into a validated `RunConfig` and runtime.
+//! These are raw flags; `config` turns them into a validated `RunConfig` and runtime. Real-valued
+//! flags take negative numbers (`--gamma -1`), so that validation names the allowed range instead of
+//! clap reading `-1` as an unknown flag.
 
 use std::path::PathBuf;
 
@@ -100,7 +102,7 @@ pub struct ModelArgs {
     #[arg(long, value_enum)]
     pub aux_input: Option<AuxKind>,
     /// Window ratio r in (0,1) for --aux-input partial.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub aux_ratio: Option<f64>,
     /// Dataset.
     #[arg(long, value_parser = parse_dataset)]
@@ -138,10 +140,10 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub synthetic: Option<Vec<usize>>,
     /// Weight lambda of the diversity term (0 disables it).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub diversity_weight: Option<f64>,
     /// Temperature T of the diversity term.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub temperature: Option<f64>,
     /// Add InfoPro's local loss (Wang et al., ICLR 2021): a decoder per auxiliary classifier
     /// reconstructs the input image (BCE) beside the cross-entropy, with the reference's weights (1, 1);
@@ -149,7 +151,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub infopro: bool,
     /// Base learning rate lr0.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// Learning-rate schedule.
     #[arg(long, value_enum)]
@@ -161,13 +163,13 @@ pub struct TrainArgs {
     #[arg(long, value_delimiter = ',')]
     pub milestones: Option<Vec<usize>>,
     /// Decay factor of the step schedule.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub gamma: Option<f64>,
     /// SGD momentum.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
     /// Weight decay on every parameter.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub weight_decay: Option<f64>,
     /// Plain momentum instead of Nesterov.
     #[arg(long)]

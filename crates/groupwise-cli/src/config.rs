@@ -2,6 +2,7 @@
 //! with the flags that were given on top) and the node runtime (ripgrep's low args -> high args).
 
 use anyhow::{bail, Context, Result};
+use tch::Device;
 
 use groupwise::data::{self, DatasetKind};
 use groupwise::device::DeviceChoice;
@@ -134,9 +135,20 @@ impl TrainArgs {
         }
         c.schedule = match (self.schedule, &c.schedule) {
             (Some(ScheduleKind::Step), _) | (None, Schedule::Step { .. }) => {
+                if self.warmup_epochs.is_some() {
+                    bail!("--warmup-epochs only applies with --schedule cosine");
+                }
                 let (m0, g0) = match &c.schedule {
                     Schedule::Step { milestones, gamma } => (milestones.clone(), *gamma),
-                    _ => (vec![c.epochs / 2, c.epochs * 3 / 4], 0.1),
+                    // Decay at half and three quarters of the run; short runs keep fewer.
+                    _ => {
+                        let mut m: Vec<usize> = [c.epochs / 2, c.epochs * 3 / 4]
+                            .into_iter()
+                            .filter(|&m| m >= 1)
+                            .collect();
+                        m.dedup();
+                        (m, 0.1)
+                    }
                 };
                 Schedule::Step {
                     milestones: self.milestones.clone().unwrap_or(m0),
@@ -157,20 +169,26 @@ impl TrainArgs {
             }
         };
         c.validate()?;
+        self.runtime.runtime().validate(nominal_device(c.device))?;
         Ok(c)
     }
 }
 
+/// The libtorch device `choice` names (CUDA: the first GPU), without loading CUDA or checking that
+/// it is there ([`groupwise::device::resolve`] does, when the run starts): what the runtime flags
+/// are checked against before anything runs.
+pub fn nominal_device(choice: DeviceChoice) -> Device {
+    match choice {
+        DeviceChoice::Cpu => Device::Cpu,
+        DeviceChoice::Cuda => Device::Cuda(0),
+    }
+}
+
 impl RuntimeArgs {
-    /// The node runtime of these flags.
-    pub fn runtime(&self) -> Result<parallel::Runtime> {
-        if self.pipeline_depth == 0 {
-            bail!("--pipeline-depth must be at least 1");
-        }
-        if self.threads_per_worker == Some(0) {
-            bail!("--threads-per-worker must be at least 1");
-        }
-        Ok(parallel::Runtime {
+    /// The node runtime of these flags, checked ([`parallel::Runtime::validate`]) where the run's
+    /// device is known: [`TrainArgs::resolve`], a sweep's start, and the cluster's start.
+    pub fn runtime(&self) -> parallel::Runtime {
+        parallel::Runtime {
             workers: match self.workers {
                 WorkersArg::Threads => parallel::Workers::Threads,
                 WorkersArg::Sequential => parallel::Workers::Sequential,
@@ -179,12 +197,12 @@ impl RuntimeArgs {
             pipeline_depth: self.pipeline_depth,
             devices: self.devices.clone().unwrap_or_default(),
             fault: self.inject_fault,
-        })
+        }
     }
 
     /// Where the run's nodes live: this process, or (feature `mpi`) the job's MPI ranks.
     pub fn cluster(&self) -> Result<Box<dyn parallel::Cluster>> {
-        let runtime = self.runtime()?;
+        let runtime = self.runtime();
         match self.transport {
             TransportArg::Local => Ok(Box::new(parallel::Local::new(runtime))),
             #[cfg(feature = "mpi")]
@@ -209,5 +227,103 @@ impl RuntimeArgs {
 fn set<T: Clone>(dst: &mut T, src: &Option<T>) {
     if let Some(v) = src {
         *dst = v.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use crate::args::{Cli, Command};
+
+    /// `groupwise train FLAGS` resolved as the command resolves it: the config, then the runtime
+    /// flags against its device; the error as the user reads it (`{:#}`).
+    fn resolve(flags: &[&str]) -> Result<(), String> {
+        let cli = Cli::try_parse_from(["groupwise", "train"].iter().chain(flags))
+            .map_err(|e| e.to_string())?;
+        let Command::Train(args) = cli.command else {
+            unreachable!("parsed a train command")
+        };
+        args.resolve().map(drop).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn settings_that_used_to_train_wrongly_are_errors_naming_the_flag() {
+        let smoke = ["--preset", "smoke"];
+        for (flags, want) in [
+            (
+                &["--synthetic", "16,1,10,0,64"][..],
+                "--synthetic 16,1,10,0,64: training images 0 must be at least 1",
+            ),
+            (
+                &["--train-subset", "0"],
+                "--train-subset 0 must be at least 1",
+            ),
+            (&["--gamma", "-1"], "--gamma -1 must be a finite number > 0"),
+            (&["--momentum", "5"], "--momentum 5 must be in [0, 1)"),
+            (&["--weight-decay", "-1"], "--weight-decay -1 must be"),
+            (
+                &["--milestones", "3,2"],
+                "--milestones 3,2 must be strictly increasing",
+            ),
+            (
+                &["--temperature", "0"],
+                "--temperature 0 must be a finite number > 0",
+            ),
+            (
+                &["--threads", "100000"],
+                "--threads 100000 must be between 0 and",
+            ),
+            (
+                &["--devices", "0,1"],
+                "--devices 0,1 places nodes on GPUs and needs --device cuda",
+            ),
+            (
+                &["--threads-per-worker", "100000"],
+                "--threads-per-worker 100000 must be between 1",
+            ),
+            (
+                &["--pipeline-depth", "100000000"],
+                "--pipeline-depth 100000000 must be between 1 and 64",
+            ),
+            (
+                &["--pipeline-depth", "0"],
+                "--pipeline-depth 0 must be between 1 and 64",
+            ),
+            (
+                &["--warmup-epochs", "2"],
+                "--warmup-epochs only applies with --schedule cosine",
+            ),
+            (
+                &["--schedule", "cosine", "--warmup-epochs", "1"],
+                "--warmup-epochs 1 must be below --epochs 1",
+            ),
+        ] {
+            let flags: Vec<&str> = smoke.iter().chain(flags).copied().collect();
+            let err = resolve(&flags).expect_err(&flags.join(" "));
+            assert!(
+                err.contains(want),
+                "{}: `{err}` lacks `{want}`",
+                flags.join(" ")
+            );
+        }
+        resolve(&smoke).unwrap();
+    }
+
+    #[test]
+    fn default_step_milestones_fit_short_runs() {
+        // --schedule step without --milestones on a cosine preset: decay at E/2 and 3E/4, keeping
+        // only the epochs that exist.
+        for epochs in ["1", "2", "3", "160"] {
+            let flags = [
+                "--preset",
+                "paper",
+                "--epochs",
+                epochs,
+                "--schedule",
+                "step",
+            ];
+            resolve(&flags).unwrap_or_else(|e| panic!("--epochs {epochs}: {e}"));
+        }
     }
 }

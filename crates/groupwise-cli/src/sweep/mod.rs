@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use groupwise::train::{RunDir, RunState};
 
 use crate::args::{SweepArgs, TransportArg};
+use crate::config::nominal_device;
 use crate::files;
 use crate::report;
 
@@ -54,6 +55,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
         .or(file_out)
         .unwrap_or_else(|| PathBuf::from("runs/sweep"));
     let runs = spec.runs()?;
+    for r in &runs {
+        args.runtime
+            .runtime()
+            .validate(nominal_device(r.config.device))
+            .with_context(|| format!("run {}", r.name))?;
+    }
     let states = runs
         .iter()
         .map(|r| run_state(&out.join(&r.name), &r.config))

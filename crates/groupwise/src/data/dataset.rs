@@ -153,9 +153,9 @@ impl Dataset {
 
     /// A seeded random subset of `n` images, kept in their original order.
     pub fn random_subset(&self, n: usize, seed: u64) -> Result<Dataset, DataError> {
-        if n > self.len() {
+        if n == 0 || n > self.len() {
             return Err(DataError::Invalid(format!(
-                "train_subset {n} is larger than the training set ({} images)",
+                "--train-subset {n} must be between 1 and {} (the training set's images)",
                 self.len()
             )));
         }

@@ -73,6 +73,14 @@ pub enum DataError {
         /// The dataset kind's name (`--dataset`).
         kind: &'static str,
     },
+    /// A split holds no images.
+    #[error("{origin}: the {split} split holds no images")]
+    Empty {
+        /// Where the split comes from: the dataset directory, or `--synthetic`.
+        origin: String,
+        /// `training` or `test`.
+        split: &'static str,
+    },
     /// The specification or loader settings are invalid (no file involved).
     #[error("invalid data settings: {0}")]
     Invalid(String),

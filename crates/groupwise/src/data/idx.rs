@@ -134,6 +134,12 @@ fn split_files(dir: &Path, prefix: &str, kind: DatasetKind) -> Result<[PathBuf; 
 /// Reads one split from its image and label files.
 fn read_split([images_path, labels_path]: &[PathBuf; 2]) -> Result<Dataset, DataError> {
     let (images, [n, rows, cols]) = read_idx_images(images_path)?;
+    if n == 0 {
+        return Err(DataError::format(
+            images_path,
+            "holds no images (its header's count is 0)",
+        ));
+    }
     if rows != SIDE || cols != SIDE {
         return Err(DataError::format(
             images_path,

@@ -39,7 +39,7 @@ fn half_transform() -> Transform {
 /// Reads the train and test splits described by `spec`.
 ///
 /// Errors name the file or directory at fault; a missing Fashion-MNIST directory also says how to
-/// install Debian's package.
+/// install Debian's package. A split without images (after the training subset) is an error.
 pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
     let (train, test, train_transform, test_transform) = match spec.kind {
         DatasetKind::Synthetic => {
@@ -74,6 +74,16 @@ pub fn load(spec: &DataSpec) -> Result<Splits, DataError> {
         Some(n) => train.random_subset(n, spec.seed)?,
         None => train,
     };
+    // Training or evaluating on nothing would "succeed" with meaningless numbers.
+    for (split, d) in [("training", &train), ("test", &test)] {
+        if d.is_empty() {
+            let origin = match spec.kind {
+                DatasetKind::Synthetic => "--synthetic".to_string(),
+                _ => spec.dir()?.display().to_string(),
+            };
+            return Err(DataError::Empty { origin, split });
+        }
+    }
     Ok(Splits {
         train,
         test,

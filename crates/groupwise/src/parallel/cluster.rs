@@ -77,7 +77,10 @@ impl Local {
 impl Cluster for Local {
     fn start(&mut self, plan: &Plan, device: Device) -> Result<(), RuntimeError> {
         self.layout = match self.runtime.workers {
-            Workers::Sequential => None,
+            Workers::Sequential => {
+                self.runtime.validate(device)?;
+                None
+            }
             Workers::Threads => Some(Layout::new(plan, &self.runtime, device, 1, 0, 1)?),
         };
         Ok(())

@@ -6,7 +6,7 @@ use tch::Device;
 use crate::plan::{balanced_boundaries, Plan};
 
 use super::segment::RuntimeError;
-use super::settings::Runtime;
+use super::settings::{cores, Runtime};
 use super::topology::Topology;
 
 /// Where every node runs, for one run: its process (rank) and device, the intra-op threads of the
@@ -42,6 +42,7 @@ impl Layout {
         rank: usize,
         processes_here: usize,
     ) -> Result<Layout, RuntimeError> {
+        runtime.validate(base)?;
         let topo = Topology::new(plan);
         let n = topo.len();
         if processes == 0 || processes > n {
@@ -56,9 +57,9 @@ impl Layout {
             .map(|id| ends.iter().take_while(|&&end| end < id).count())
             .collect();
         let devices = (0..n)
-            .map(|id| match (runtime.devices.as_slice(), base) {
-                ([], _) | (_, Device::Cpu) => base,
-                (list, _) => Device::Cuda(list[id % list.len()]),
+            .map(|id| match runtime.devices.as_slice() {
+                [] => base,
+                list => Device::Cuda(list[id % list.len()]),
             })
             .collect();
         let here = ranks.iter().filter(|&&r| r == rank).count();
@@ -87,7 +88,7 @@ impl Layout {
             devices,
             rank,
             threads_per_worker,
-            depth: runtime.pipeline_depth.max(1),
+            depth: runtime.pipeline_depth,
             fault,
         })
     }
@@ -126,6 +127,5 @@ impl Layout {
 
 /// Default intra-op threads per worker: the cores shared by the workers of this machine.
 pub fn default_threads_per_worker(workers_here: usize) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    (cores / workers_here.max(1)).max(1)
+    (cores() / workers_here.max(1)).max(1)
 }

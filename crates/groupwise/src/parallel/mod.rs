@@ -36,7 +36,10 @@ pub use cluster::{Cluster, Local};
 pub use layout::{default_threads_per_worker, Layout};
 pub use runner::{NodeRunner, Slots};
 pub use segment::{NodeTiming, OnStep, RuntimeError, Segment};
-pub use settings::{Fault, Runtime, Workers};
+pub use settings::{
+    check_threads, cores, max_threads, Fault, Runtime, Workers, MAX_PIPELINE_DEPTH,
+    THREADS_PER_CORE,
+};
 pub use topology::{Role, TailPlacement, Topology};
 pub use transport::{Aborted, Channel, Kind, Mailboxes, Transport};
 pub use worker::{NodeState, Work};

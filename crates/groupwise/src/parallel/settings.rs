@@ -5,7 +5,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+use tch::Device;
 
+use super::segment::RuntimeError;
 use crate::plan::NodeId;
 
 /// How the nodes run.
@@ -83,6 +85,194 @@ impl Runtime {
         Runtime {
             workers: Workers::Sequential,
             ..Runtime::default()
+        }
+    }
+
+    /// Checks these settings for a run on `device` (the run's device): threads per worker within
+    /// [`max_threads`], a pipeline depth within [`MAX_PIPELINE_DEPTH`], and `devices` only where
+    /// they are used (pipelined workers on CUDA) and, once libtorch has loaded CUDA, only GPUs that
+    /// exist. [`Layout::new`](super::Layout::new) calls it, so every cluster runs checked settings; the command line
+    /// calls it as soon as it knows the run's device.
+    pub fn validate(&self, device: Device) -> Result<(), RuntimeError> {
+        let bad = |m: String| Err(RuntimeError::Failed(m));
+        if let Some(t) = self.threads_per_worker {
+            check_threads("--threads-per-worker", t, 1).map_err(RuntimeError::Failed)?;
+        }
+        if !(1..=MAX_PIPELINE_DEPTH).contains(&self.pipeline_depth) {
+            return bad(format!(
+                "--pipeline-depth {} must be between 1 and {MAX_PIPELINE_DEPTH} (messages in flight \
+                 per link, each a batch of activations; 2 is double buffering)",
+                self.pipeline_depth
+            ));
+        }
+        if self.devices.is_empty() {
+            return Ok(());
+        }
+        let list = self
+            .devices
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        if !device.is_cuda() {
+            return bad(format!(
+                "--devices {list} places nodes on GPUs and needs --device cuda (this run is on \
+                 the CPU)"
+            ));
+        }
+        if self.workers == Workers::Sequential {
+            return bad(format!(
+                "--devices {list} places worker threads; --workers sequential runs every node on \
+                 the run's device (drop one of them)"
+            ));
+        }
+        // 0 until libtorch's CUDA library is loaded (`device::resolve`): then only Layout::new,
+        // which runs after it, can check.
+        let count = usize::try_from(tch::Cuda::device_count()).unwrap_or(0);
+        if let Some(d) = self.devices.iter().find(|&&d| count > 0 && d >= count) {
+            return bad(format!(
+                "--devices {list}: there is no GPU {d}; this machine has {count} (0 to {})",
+                count - 1
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The deepest pipeline `--pipeline-depth` allows. Every message in flight holds a batch of
+/// activations and its channel is allocated for the full depth; 2 already overlaps each send with
+/// the next step, and a few more absorb uneven node times: beyond this, memory grows for nothing.
+pub const MAX_PIPELINE_DEPTH: usize = 64;
+
+/// Threads per core of this machine that one thread setting (`--threads`, `--threads-per-worker`,
+/// `--loader-workers`) may ask for. More threads than cores only add switching; a few times more
+/// leaves room for deliberate oversubscription, while `--threads 100000` would swamp the machine.
+pub const THREADS_PER_CORE: usize = 4;
+
+/// Cores of this machine (`available_parallelism`, 1 when unknown).
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// The most threads one thread setting may ask for on this machine: [`THREADS_PER_CORE`] per core.
+pub fn max_threads() -> usize {
+    THREADS_PER_CORE * cores()
+}
+
+/// Checks the thread setting `flag` = `n` against `min..=`[`max_threads`]; the message names the
+/// flag, the value, the range and this machine's cores.
+pub fn check_threads(flag: &str, n: usize, min: usize) -> Result<(), String> {
+    let max = max_threads();
+    if (min..=max).contains(&n) {
+        return Ok(());
+    }
+    Err(format!(
+        "{flag} {n} must be between {min} and {max} ({THREADS_PER_CORE} per core; this machine \
+         has {} cores)",
+        cores()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Mutation = fn(&mut Runtime);
+
+    /// One row per rule: the setting, the run's device, and a fragment of the one-line message.
+    const INVALID: &[(&str, Mutation, Device, &str)] = &[
+        (
+            "no intra-op thread",
+            |r| r.threads_per_worker = Some(0),
+            Device::Cpu,
+            "--threads-per-worker 0 must be between 1 and ",
+        ),
+        (
+            "threads beyond the machine",
+            |r| r.threads_per_worker = Some(100_000),
+            Device::Cpu,
+            "--threads-per-worker 100000 must be between 1 and ",
+        ),
+        (
+            "no pipeline",
+            |r| r.pipeline_depth = 0,
+            Device::Cpu,
+            "--pipeline-depth 0 must be between 1 and 64",
+        ),
+        (
+            "a pipeline that fills memory",
+            |r| r.pipeline_depth = 100_000_000,
+            Device::Cpu,
+            "--pipeline-depth 100000000 must be between 1 and 64",
+        ),
+        (
+            "GPUs on a CPU run",
+            |r| r.devices = vec![0, 1],
+            Device::Cpu,
+            "--devices 0,1 places nodes on GPUs and needs --device cuda",
+        ),
+        (
+            "GPUs for the sequential path",
+            |r| {
+                r.workers = Workers::Sequential;
+                r.devices = vec![0];
+            },
+            Device::Cuda(0),
+            "--devices 0 places worker threads; --workers sequential",
+        ),
+    ];
+
+    /// Edge values that must pass.
+    const VALID: &[(&str, Mutation, Device)] = &[
+        ("the defaults", |_| {}, Device::Cpu),
+        (
+            "the sequential path",
+            |r| *r = Runtime::sequential(),
+            Device::Cpu,
+        ),
+        (
+            "the shallowest pipeline",
+            |r| r.pipeline_depth = 1,
+            Device::Cpu,
+        ),
+        (
+            "the deepest pipeline",
+            |r| r.pipeline_depth = MAX_PIPELINE_DEPTH,
+            Device::Cpu,
+        ),
+        (
+            "one thread",
+            |r| r.threads_per_worker = Some(1),
+            Device::Cpu,
+        ),
+        (
+            "the most threads",
+            |r| r.threads_per_worker = Some(max_threads()),
+            Device::Cpu,
+        ),
+        (
+            "GPUs for workers",
+            |r| r.devices = vec![0, 1],
+            Device::Cuda(0),
+        ),
+    ];
+
+    #[test]
+    fn invalid_runtime_settings_name_the_flag_value_and_range() {
+        for (name, mutate, device, want) in INVALID {
+            let mut r = Runtime::default();
+            mutate(&mut r);
+            let m = r.validate(*device).expect_err(name).to_string();
+            assert!(
+                m.contains(want) && !m.contains('\n'),
+                "{name}: `{m}` lacks `{want}`"
+            );
+        }
+        for (name, mutate, device) in VALID {
+            let mut r = Runtime::default();
+            mutate(&mut r);
+            r.validate(*device)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
         }
     }
 }

@@ -200,6 +200,19 @@ fn idx_wrong_dims_and_count() {
     );
 }
 
+/// A well-formed IDX file whose header counts 0 images names the file instead of training on
+/// nothing.
+#[test]
+fn idx_header_count_zero_is_an_error() {
+    let dir = scratch("idx-empty");
+    write_mnist(dir.path(), [false; 4]);
+    write(&dir.join("t10k-images-idx3-ubyte"), &idx_images(0, 28, 28));
+    write(&dir.join("t10k-labels-idx1-ubyte"), &idx_labels(&[]));
+    let msg = load_err(DatasetKind::Mnist, dir.path());
+    assert_mentions(&msg, "t10k-images-idx3-ubyte");
+    assert_mentions(&msg, "holds no images");
+}
+
 #[test]
 fn idx_missing_file_and_dir() {
     let dir = scratch("idx-missing");
@@ -733,6 +746,32 @@ fn train_subset_is_seeded() {
     assert_eq!(a.test.len(), 20);
     s.train_subset = Some(41);
     assert!(matches!(load(&s), Err(DataError::Invalid(_))));
+    s.train_subset = Some(0);
+    let err = load(&s).unwrap_err().to_string();
+    assert!(
+        err.contains("--train-subset 0 must be between 1 and 40"),
+        "{err}"
+    );
+}
+
+/// A split without images is an error, not a run that trains or tests on nothing.
+#[test]
+fn empty_splits_are_errors() {
+    let mut s = synthetic_spec(1);
+    s.synthetic.test = 0;
+    let err = load(&s).unwrap_err();
+    assert!(
+        matches!(err, DataError::Empty { split: "test", .. }),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "--synthetic: the test split holds no images"
+    );
+    let mut s = synthetic_spec(1);
+    s.synthetic.train = 0;
+    let err = load(&s).unwrap_err().to_string();
+    assert!(err.contains("the training split holds no images"), "{err}");
 }
 
 #[test]

@@ -195,3 +195,31 @@ fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
     train_with(threads(2), &c, &clean).unwrap();
     assert!(max_rel_diff(&dir, &clean) <= 1e-5);
 }
+
+/// Library users get the runtime's checks too: `Layout::new` for pipelined workers, the cluster's
+/// start for the sequential path.
+#[test]
+fn runtime_settings_are_checked_when_the_cluster_starts() {
+    let c = RunConfig {
+        max_steps: Some(1),
+        ..config(1, "2", 2, AuxInput::StopGradient)
+    };
+    let deep = scratch("deep-pipeline");
+    let err = train_with(threads(100_000_000), &c, &deep)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("--pipeline-depth 100000000 must be between 1 and 64"),
+        "{err}"
+    );
+    let gpus = Runtime {
+        devices: vec![0],
+        ..Runtime::sequential()
+    };
+    let cpu = scratch("gpus-on-cpu");
+    let err = train_with(gpus, &c, &cpu).unwrap_err().to_string();
+    assert!(
+        err.contains("--devices 0 places nodes on GPUs and needs --device cuda"),
+        "{err}"
+    );
+}
