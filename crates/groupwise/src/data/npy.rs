@@ -123,10 +123,15 @@ enum Py {
     None,
 }
 
+/// How deeply values may nest in a header (numpy's own headers nest 3 deep: dict, shape tuple,
+/// integer), so that a corrupt header of a million `(` cannot overflow the stack.
+const MAX_DEPTH: usize = 32;
+
 /// Recursive-descent parser for the header dict.
 struct PyParser<'a> {
     s: &'a [u8],
     i: usize,
+    depth: usize,
 }
 
 impl PyParser<'_> {
@@ -151,6 +156,16 @@ impl PyParser<'_> {
     }
 
     fn value(&mut self) -> Result<Py, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(format!("values nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let v = self.value_here();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_here(&mut self) -> Result<Py, String> {
         match self.peek() {
             Some(q @ (b'\'' | b'"')) => {
                 self.i += 1;
@@ -269,9 +284,13 @@ fn read_header(r: &mut impl Read, path: &Path, what: &str) -> Result<Header, Dat
     }
     let mut text = vec![0u8; len];
     r.read_exact(&mut text).map_err(io)?;
-    let dict = PyParser { s: &text, i: 0 }
-        .value()
-        .map_err(|m| err(format!("bad .npy header: {m}")))?;
+    let dict = PyParser {
+        s: &text,
+        i: 0,
+        depth: 0,
+    }
+    .value()
+    .map_err(|m| err(format!("bad .npy header: {m}")))?;
     let Py::Dict(items) = dict else {
         return Err(err("bad .npy header: not a dict".into()));
     };
