@@ -87,6 +87,23 @@ impl Progress {
         ]
     }
 
+    /// Checks that the progress scalars among `tensors` are as [`Progress::to_named`] writes them
+    /// (non-negative int64 scalars), so that [`Progress::from_named`] can read them.
+    fn check(tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
+        for name in [Self::EPOCH, Self::STEP] {
+            if let Some(t) = tensors.get(name) {
+                if t.kind() != Kind::Int64 || t.dim() != 0 || t.int64_value(&[]) < 0 {
+                    return Err(format!(
+                        "{name} is not a non-negative int64 scalar ({:?} of shape {:?})",
+                        t.kind(),
+                        t.size()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// From named tensors (zero where a scalar is absent: a file written by `--init-from` tools).
     pub fn from_named(tensors: &BTreeMap<String, Tensor>) -> Progress {
         let scalar = |name: &str| {
@@ -169,7 +186,8 @@ pub fn to_bytes(named: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
 /// Named tensors from safetensors bytes; an error says what is wrong with them.
 pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
-    st.tensors()
+    let tensors = st
+        .tensors()
         .into_iter()
         .map(|(name, view)| {
             let kind = Kind::try_from(view.dtype()).map_err(|e| format!("{name}: {e}"))?;
@@ -178,7 +196,9 @@ pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, String> {
                 .map_err(|e| format!("{name}: {e}"))?;
             Ok((name, t))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Progress::check(&tensors)?;
+    Ok(tensors)
 }
 
 /// Reads every tensor of a safetensors file.
