@@ -280,9 +280,20 @@ fn assign_from(
                 .filter_map(|(n, t)| {
                     let rest = n.strip_prefix(&prefix)?;
                     let var = vars.get(rest)?;
-                    Some((rest.to_string(), t.to_kind(var.kind()).to_device(device)))
+                    if t.size() != var.size() {
+                        return Some(Err(CheckpointError::Shape {
+                            path: path.to_path_buf(),
+                            name: n.clone(),
+                            found: t.size(),
+                            expected: var.size(),
+                        }));
+                    }
+                    Some(Ok((
+                        rest.to_string(),
+                        t.to_kind(var.kind()).to_device(device),
+                    )))
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             params.opt.set_buffers(buffers);
         }
     }
