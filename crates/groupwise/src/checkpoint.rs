@@ -87,6 +87,23 @@ impl Progress {
         ]
     }
 
+    /// Checks that the progress scalars among `tensors` are as [`Progress::to_named`] writes them
+    /// (non-negative int64 scalars), so that [`Progress::from_named`] can read them.
+    fn check(tensors: &BTreeMap<String, Tensor>) -> Result<(), String> {
+        for name in [Self::EPOCH, Self::STEP] {
+            if let Some(t) = tensors.get(name) {
+                if t.kind() != Kind::Int64 || t.dim() != 0 || t.int64_value(&[]) < 0 {
+                    return Err(format!(
+                        "{name} is not a non-negative int64 scalar ({:?} of shape {:?})",
+                        t.kind(),
+                        t.size()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// From named tensors (zero where a scalar is absent: a file written by `--init-from` tools).
     pub fn from_named(tensors: &BTreeMap<String, Tensor>) -> Progress {
         let scalar = |name: &str| {
@@ -166,19 +183,69 @@ pub fn to_bytes(named: &[(String, Tensor)]) -> Result<Vec<u8>, String> {
         .map_err(|e| e.to_string())
 }
 
+/// Refuses a tensor whose data offsets lie past the end of `bytes`. safetensors 0.3 adds the last
+/// end offset to the header length unchecked, which overflows (a panic in debug builds) for an
+/// offset near `usize::MAX`; everything else it checks itself, so anything this cannot parse is
+/// left to it.
+fn check_offsets(bytes: &[u8]) -> Result<(), String> {
+    let Some(len) = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_le_bytes)
+    else {
+        return Ok(());
+    };
+    let Some(header) = usize::try_from(len)
+        .ok()
+        .and_then(|len| bytes.get(8..len.checked_add(8)?))
+    else {
+        return Ok(());
+    };
+    let Ok(serde_json::Value::Object(entries)) = serde_json::from_slice(header) else {
+        return Ok(());
+    };
+    let data = (bytes.len() - 8 - header.len()) as u64;
+    for (name, info) in &entries {
+        let offsets = info.get("data_offsets").and_then(|o| o.as_array());
+        if offsets.is_some_and(|o| o.iter().any(|o| o.as_u64().is_some_and(|o| o > data))) {
+            return Err(format!(
+                "not safetensors: tensor '{name}' has data offsets past the end of its {data} bytes of data"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Named tensors from safetensors bytes; an error says what is wrong with them.
 pub fn from_bytes(bytes: &[u8]) -> Result<BTreeMap<String, Tensor>, String> {
+    check_offsets(bytes)?;
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not safetensors: {e}"))?;
-    st.tensors()
+    let tensors = st
+        .tensors()
         .into_iter()
         .map(|(name, view)| {
             let kind = Kind::try_from(view.dtype()).map_err(|e| format!("{name}: {e}"))?;
-            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            // safetensors checks the shape against the data in `usize`; libtorch takes `i64`, and
+            // with a zero dimension the others can be anything.
+            let shape = view
+                .shape()
+                .iter()
+                .map(|&d| i64::try_from(d).ok())
+                .collect::<Option<Vec<i64>>>()
+                .filter(|s| {
+                    s.iter()
+                        .filter(|&&d| d != 0)
+                        .try_fold(1i64, |n, &d| n.checked_mul(d))
+                        .is_some()
+                })
+                .ok_or_else(|| format!("{name}: shape {:?} is too large", view.shape()))?;
             let t = Tensor::f_from_data_size(view.data(), &shape, kind)
                 .map_err(|e| format!("{name}: {e}"))?;
             Ok((name, t))
         })
-        .collect()
+        .collect::<Result<_, String>>()?;
+    Progress::check(&tensors)?;
+    Ok(tensors)
 }
 
 /// Reads every tensor of a safetensors file.
@@ -272,9 +339,20 @@ fn assign_from(
                 .filter_map(|(n, t)| {
                     let rest = n.strip_prefix(&prefix)?;
                     let var = vars.get(rest)?;
-                    Some((rest.to_string(), t.to_kind(var.kind()).to_device(device)))
+                    if t.size() != var.size() {
+                        return Some(Err(CheckpointError::Shape {
+                            path: path.to_path_buf(),
+                            name: n.clone(),
+                            found: t.size(),
+                            expected: var.size(),
+                        }));
+                    }
+                    Some(Ok((
+                        rest.to_string(),
+                        t.to_kind(var.kind()).to_device(device),
+                    )))
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             params.opt.set_buffers(buffers);
         }
     }

@@ -89,7 +89,20 @@ pub fn read_idx_images(path: &Path) -> Result<(Vec<u8>, [usize; 3]), DataError> 
             format!("image size {}x{} is empty", dims[1], dims[2]),
         ));
     }
-    let expected = 16 + dims.iter().map(|&d| d as u64).product::<u64>();
+    let [n, rows, cols] = dims;
+    // Three u32 dimensions can multiply past u64::MAX; no file is that long.
+    let expected = dims
+        .iter()
+        .try_fold(1u64, |size, &d| size.checked_mul(d as u64))
+        .and_then(|pixels| pixels.checked_add(16))
+        .ok_or_else(|| {
+            DataError::format(
+                path,
+                format!(
+                    "header claims {n} images of {rows}x{cols}: more bytes than any file holds"
+                ),
+            )
+        })?;
     check_length(path, &bytes, expected)?;
     bytes.drain(..16);
     Ok((bytes, dims))

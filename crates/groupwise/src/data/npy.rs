@@ -10,7 +10,7 @@
 //! `Dtype::parse`: about 220 lines) would go, for some 50 lines of glue; the rest is what
 //! ImageNet32 needs and neither offers:
 //!
-//! * the `uint8` images of all ten training files (3.9 GB) are read with one `read_exact` per
+//! * the `uint8` images of all ten training files (3.9 GB) are read with one `read_to_end` per
 //!   member straight into one buffer sized from the labels; `npyz`'s typed reader decodes element
 //!   by element into a new `Vec`, `ndarray-npy` into a new array per member;
 //! * the labels come as `<i8`, `<i4`, `<i2`, `|u1` or big-endian, and both crates need the Rust
@@ -123,10 +123,15 @@ enum Py {
     None,
 }
 
+/// How deeply values may nest in a header (numpy's own headers nest 3 deep: dict, shape tuple,
+/// integer), so that a corrupt header of a million `(` cannot overflow the stack.
+const MAX_DEPTH: usize = 32;
+
 /// Recursive-descent parser for the header dict.
 struct PyParser<'a> {
     s: &'a [u8],
     i: usize,
+    depth: usize,
 }
 
 impl PyParser<'_> {
@@ -151,6 +156,16 @@ impl PyParser<'_> {
     }
 
     fn value(&mut self) -> Result<Py, String> {
+        if self.depth == MAX_DEPTH {
+            return Err(format!("values nested more than {MAX_DEPTH} deep"));
+        }
+        self.depth += 1;
+        let v = self.value_here();
+        self.depth -= 1;
+        v
+    }
+
+    fn value_here(&mut self) -> Result<Py, String> {
         match self.peek() {
             Some(q @ (b'\'' | b'"')) => {
                 self.i += 1;
@@ -236,9 +251,14 @@ struct Header {
 }
 
 impl Header {
-    fn count(&self) -> usize {
-        self.shape.iter().product()
+    /// The number of elements, `None` when the dimensions multiply past `usize::MAX`.
+    fn count(&self) -> Option<usize> {
+        checked_product(&self.shape)
     }
+}
+
+fn checked_product(dims: &[usize]) -> Option<usize> {
+    dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 /// Reads and parses the `.npy` header from `r`; `what` names the file and member for errors.
@@ -269,9 +289,13 @@ fn read_header(r: &mut impl Read, path: &Path, what: &str) -> Result<Header, Dat
     }
     let mut text = vec![0u8; len];
     r.read_exact(&mut text).map_err(io)?;
-    let dict = PyParser { s: &text, i: 0 }
-        .value()
-        .map_err(|m| err(format!("bad .npy header: {m}")))?;
+    let dict = PyParser {
+        s: &text,
+        i: 0,
+        depth: 0,
+    }
+    .value()
+    .map_err(|m| err(format!("bad .npy header: {m}")))?;
     let Py::Dict(items) = dict else {
         return Err(err("bad .npy header: not a dict".into()));
     };
@@ -346,6 +370,9 @@ fn member_name(
 
 /// Reads the payload of a member after its header: exactly `bytes` bytes appended to `dst`, then
 /// checks nothing follows (which also lets the zip reader verify the CRC).
+///
+/// `dst` grows with the data as it arrives rather than to `bytes` up front: the zip's size fields
+/// can be as corrupt as the header, so only bytes the member really holds are allocated for.
 fn read_payload(
     r: &mut impl Read,
     path: &Path,
@@ -353,14 +380,19 @@ fn read_payload(
     bytes: usize,
     dst: &mut Vec<u8>,
 ) -> Result<(), DataError> {
-    let start = dst.len();
-    dst.resize(start + bytes, 0);
-    r.read_exact(&mut dst[start..]).map_err(|e| {
+    let truncated = |detail: String| {
         DataError::format(
             path,
-            format!("{what}: truncated or corrupt array data ({bytes} bytes expected): {e}"),
+            format!("{what}: truncated or corrupt array data ({bytes} bytes expected): {detail}"),
         )
-    })?;
+    };
+    let read = r
+        .take(bytes as u64)
+        .read_to_end(dst)
+        .map_err(|e| truncated(e.to_string()))?;
+    if read != bytes {
+        return Err(truncated(format!("{read} found")));
+    }
     let extra = std::io::copy(r, &mut std::io::sink())
         .map_err(|e| DataError::format(path, format!("{what}: corrupt array data: {e}")))?;
     if extra != 0 {
@@ -387,12 +419,12 @@ fn read_member(
         source,
     })?;
     let header = read_header(&mut file, path, &what)?;
-    let count = header.count();
-    let bytes = count
-        .checked_mul(header.dtype.size)
+    let bytes = header
+        .count()
+        .and_then(|count| count.checked_mul(header.dtype.size))
         .ok_or_else(|| DataError::format(path, format!("{what}: shape too large")))?;
-    // Check against the member's size before allocating, so a corrupt header cannot ask for an
-    // absurd allocation.
+    // Check against the member's size first, for a clear message. The zip's sizes can be corrupt
+    // too, which is why `read_payload` allocates only for data that arrives.
     if bytes as u64 > file.size() {
         return Err(DataError::format(
             path,
@@ -480,8 +512,8 @@ fn read_images(
     if !matches!(arr.data, NpyData::U8(ref v) if v.is_empty()) {
         return fail("`data` must be uint8 (|u1)".into());
     }
-    let per_row: usize = arr.shape.iter().skip(1).product();
-    if arr.shape.first() != Some(&n) || per_row != PIXELS {
+    let per_row = arr.shape.get(1..).and_then(checked_product);
+    if arr.shape.first() != Some(&n) || per_row != Some(PIXELS) {
         return fail(format!(
             "`data` has shape {:?}, expected [{n}, {PIXELS}] to match {n} labels",
             arr.shape

@@ -18,13 +18,13 @@ use crate::common::scratch;
 // Fixture helpers
 // ---------------------------------------------------------------------------------------------
 
-fn gzip(bytes: &[u8]) -> Vec<u8> {
+pub(crate) fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(bytes).unwrap();
     enc.finish().unwrap()
 }
 
-fn write(path: &Path, bytes: &[u8]) {
+pub(crate) fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -33,7 +33,7 @@ fn mnist_pixel(i: usize, p: usize) -> u8 {
     ((i * 31 + p * 7) % 256) as u8
 }
 
-fn idx_images(n: usize, rows: u32, cols: u32) -> Vec<u8> {
+pub(crate) fn idx_images(n: usize, rows: u32, cols: u32) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(2051u32.to_be_bytes());
     b.extend((n as u32).to_be_bytes());
@@ -46,7 +46,7 @@ fn idx_images(n: usize, rows: u32, cols: u32) -> Vec<u8> {
     b
 }
 
-fn idx_labels(labels: &[u8]) -> Vec<u8> {
+pub(crate) fn idx_labels(labels: &[u8]) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend(2049u32.to_be_bytes());
     b.extend((labels.len() as u32).to_be_bytes());
@@ -54,11 +54,11 @@ fn idx_labels(labels: &[u8]) -> Vec<u8> {
     b
 }
 
-const TRAIN_LABELS: [u8; 3] = [1, 0, 9];
-const TEST_LABELS: [u8; 2] = [7, 3];
+pub(crate) const TRAIN_LABELS: [u8; 3] = [1, 0, 9];
+pub(crate) const TEST_LABELS: [u8; 2] = [7, 3];
 
 /// Writes a valid MNIST-like directory; `gz` selects which files are gzipped.
-fn write_mnist(dir: &Path, gz: [bool; 4]) {
+pub(crate) fn write_mnist(dir: &Path, gz: [bool; 4]) {
     let files = [
         ("train-images-idx3-ubyte", idx_images(3, 28, 28)),
         ("train-labels-idx1-ubyte", idx_labels(&TRAIN_LABELS)),
@@ -74,7 +74,7 @@ fn write_mnist(dir: &Path, gz: [bool; 4]) {
     }
 }
 
-fn spec(kind: DatasetKind, dir: &Path) -> DataSpec {
+pub(crate) fn spec(kind: DatasetKind, dir: &Path) -> DataSpec {
     DataSpec {
         kind,
         path: Some(dir.to_path_buf()),
@@ -267,14 +267,14 @@ fn cifar_pixel(id: usize, p: usize) -> u8 {
 }
 
 /// A CIFAR record with the given label bytes and pixels derived from `id`.
-fn cifar_record(labels: &[u8], id: usize) -> Vec<u8> {
+pub(crate) fn cifar_record(labels: &[u8], id: usize) -> Vec<u8> {
     let mut r = labels.to_vec();
     r.extend((0..3072).map(|p| cifar_pixel(id, p)));
     r
 }
 
 /// CIFAR-10: batch `b` (1..=5) holds images 2(b-1), 2(b-1)+1 with labels id % 10; test holds id 100.
-fn write_cifar10(dir: &Path) {
+pub(crate) fn write_cifar10(dir: &Path) {
     std::fs::create_dir_all(dir).unwrap();
     for b in 1..=5 {
         let mut bytes = Vec::new();
@@ -391,7 +391,13 @@ fn cifar100_uses_fine_labels() {
 // ---------------------------------------------------------------------------------------------
 
 /// A `.npy` file: header version 1 or 2, padded so the data starts at a multiple of 64.
-fn npy(descr: &str, shape: &[usize], data: &[u8], version: u8, fortran: bool) -> Vec<u8> {
+pub(crate) fn npy(
+    descr: &str,
+    shape: &[usize],
+    data: &[u8],
+    version: u8,
+    fortran: bool,
+) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
     let shape_text = if shape.len() == 1 {
         format!("({},)", dims[0])
@@ -399,10 +405,16 @@ fn npy(descr: &str, shape: &[usize], data: &[u8], version: u8, fortran: bool) ->
         format!("({})", dims.join(", "))
     };
     let fortran = if fortran { "True" } else { "False" };
-    let mut header =
+    let dict =
         format!("{{'descr': '{descr}', 'fortran_order': {fortran}, 'shape': {shape_text}, }}");
+    npy_with_dict(&dict, data, version)
+}
+
+/// A `.npy` file whose header is `dict` as given (valid or not), padded as [`npy`] pads it.
+pub(crate) fn npy_with_dict(dict: &str, data: &[u8], version: u8) -> Vec<u8> {
+    let mut header = dict.to_string();
     let prefix = if version == 1 { 10 } else { 12 };
-    while (prefix + header.len() + 1) % 64 != 0 {
+    while !(prefix + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');
@@ -419,7 +431,7 @@ fn npy(descr: &str, shape: &[usize], data: &[u8], version: u8, fortran: bool) ->
     out
 }
 
-fn npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) {
+pub(crate) fn npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) {
     let file = std::fs::File::create(path).unwrap();
     let mut zw = zip::ZipWriter::new(file);
     let method = if deflate {
@@ -436,7 +448,7 @@ fn npz(path: &Path, members: &[(&str, Vec<u8>)], deflate: bool) {
 }
 
 /// Encodes `labels` with numpy dtype `descr`.
-fn encode_labels(descr: &str, labels: &[i64]) -> Vec<u8> {
+pub(crate) fn encode_labels(descr: &str, labels: &[i64]) -> Vec<u8> {
     let mut out = Vec::new();
     for &l in labels {
         match descr {
@@ -455,14 +467,18 @@ fn imagenet_pixel(id: usize, p: usize) -> u8 {
     ((id * 101 + p * 5 + p / 1024 * 17) % 256) as u8
 }
 
-/// One ImageNet32 npz with images `ids` (labels 1-based `id % 1000 + 1`).
-fn write_imagenet_file(path: &Path, ids: &[usize], descr: &str, version: u8, deflate: bool) {
+/// The members of one ImageNet32 npz with images `ids` (labels 1-based `id % 1000 + 1`).
+pub(crate) fn imagenet_members(
+    ids: &[usize],
+    descr: &str,
+    version: u8,
+) -> Vec<(&'static str, Vec<u8>)> {
     let mut data = Vec::new();
     for &id in ids {
         data.extend((0..3072).map(|p| imagenet_pixel(id, p)));
     }
     let labels: Vec<i64> = ids.iter().map(|&id| (id % 1000 + 1) as i64).collect();
-    let members = vec![
+    vec![
         (
             "data.npy",
             npy("|u1", &[ids.len(), 3072], &data, version, false),
@@ -478,12 +494,16 @@ fn write_imagenet_file(path: &Path, ids: &[usize], descr: &str, version: u8, def
             ),
         ),
         ("mean.npy", npy("|u1", &[3], &[1, 2, 3], 1, false)),
-    ];
-    npz(path, &members, deflate);
+    ]
+}
+
+/// One ImageNet32 npz with images `ids` (see [`imagenet_members`]).
+fn write_imagenet_file(path: &Path, ids: &[usize], descr: &str, version: u8, deflate: bool) {
+    npz(path, &imagenet_members(ids, descr, version), deflate);
 }
 
 /// Writes train batches 1..=10 (image ids 2(b-1)+{0,1}, id 999 in batch 10 too) and val.
-fn write_imagenet(dir: &Path) {
+pub(crate) fn write_imagenet(dir: &Path) {
     let descrs = ["<i8", "<i4", "|u1", "<i2", ">i4"];
     for b in 1..=10usize {
         let mut ids = vec![2 * (b - 1), 2 * (b - 1) + 1];

@@ -5,6 +5,7 @@
 //! lives in `common`.
 
 mod common;
+mod corruption;
 mod data_readers;
 mod golden;
 mod parallel;
