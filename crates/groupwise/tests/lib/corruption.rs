@@ -1199,7 +1199,8 @@ fn checkpoint_load_under_corruption() {
     let images = Tensor::zeros([2, 3, 16, 16], (Kind::Float, Device::Cpu));
     let labels = Tensor::from_slice(&[0i64, 1]);
     run("checkpoint load", seed, &target, &valid, &cases, || {
-        checkpoint::load(&mut net, &target, true).map_err(|e| e.to_string())?;
+        checkpoint::load(&mut net, &target, checkpoint::Restore::State)
+            .map_err(|e| e.to_string())?;
         // A loaded momentum buffer must fit its parameter.
         net.train_step(&images, &labels, 0.01);
         Ok(())
