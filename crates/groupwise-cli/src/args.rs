@@ -42,6 +42,40 @@ pub enum Command {
     Report(ReportArgs),
 }
 
+/// `--placement`: as typed (passed on to a sweep's runs) and as read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlacementArg {
+    /// What the user typed.
+    pub spec: String,
+    /// What it means (a file's costs read once, here).
+    pub placement: parallel::Placement,
+}
+
+impl Default for PlacementArg {
+    fn default() -> Self {
+        PlacementArg {
+            spec: "measured".into(),
+            placement: parallel::Placement::Measured,
+        }
+    }
+}
+
+impl std::str::FromStr for PlacementArg {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let placement = match spec {
+            "measured" => parallel::Placement::Measured,
+            "macs" => parallel::Placement::Macs,
+            path => crate::profile_file::read(std::path::Path::new(path))?,
+        };
+        Ok(PlacementArg {
+            spec: spec.to_string(),
+            placement,
+        })
+    }
+}
+
 /// Flags of `groupwise presets`.
 #[derive(Args)]
 pub struct PresetsArgs {
@@ -247,6 +281,16 @@ pub struct RuntimeArgs {
     /// Where the nodes live: this process, or MPI ranks.
     #[arg(long, value_enum, default_value_t)]
     pub transport: TransportArg,
+    /// Worker threads of this process, each running a contiguous run of nodes in pipeline order
+    /// (default: one per core of this process's share of the machine, one per GPU with --devices;
+    /// never more than its nodes).
+    #[arg(long)]
+    pub worker_threads: Option<usize>,
+    /// What nodes are balanced by across worker threads (and MPI ranks): `measured` (default: each
+    /// node's step time, measured in the run's first 4 steps on one worker; MPI ranks by MACs),
+    /// `macs` (the plan's forward MACs), or a file written by `groupwise plan --profile --json`.
+    #[arg(long, default_value = "measured", value_name = "measured|macs|FILE")]
+    pub placement: PlacementArg,
     /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1).
     #[arg(long)]
     pub threads_per_worker: Option<usize>,
@@ -280,6 +324,10 @@ impl RuntimeArgs {
         if let Some(t) = self.threads_per_worker {
             a.extend(["--threads-per-worker".to_string(), t.to_string()]);
         }
+        if let Some(t) = self.worker_threads {
+            a.extend(["--worker-threads".to_string(), t.to_string()]);
+        }
+        a.extend(["--placement".to_string(), self.placement.spec.clone()]);
         if let Some(d) = &self.devices {
             let list: Vec<String> = d.iter().map(usize::to_string).collect();
             a.extend(["--devices".to_string(), list.join(",")]);
@@ -319,6 +367,27 @@ pub struct PlanArgs {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Time every node's training step on this machine (random images of the input shape, one worker
+    /// thread running the nodes in turn, after warm-up): ms per step, its forward / backward / update
+    /// split and GMAC/s per node, beside the end-to-end network's GMAC/s measured in the same run.
+    /// `--json` output is what `train --placement FILE` reads.
+    #[arg(long)]
+    pub profile: bool,
+    /// With --profile: images per step.
+    #[arg(long, default_value_t = 128, requires = "profile")]
+    pub batch: i64,
+    /// With --profile: timed steps.
+    #[arg(long, default_value_t = 10, requires = "profile")]
+    pub steps: usize,
+    /// With --profile: untimed warm-up steps.
+    #[arg(long, default_value_t = 2, requires = "profile")]
+    pub warmup: usize,
+    /// With --profile: libtorch intra-op threads (what each worker thread will have in training).
+    #[arg(long, default_value_t = 1, requires = "profile")]
+    pub threads: usize,
+    /// With --profile: leave out the end-to-end reference.
+    #[arg(long, requires = "profile")]
+    pub no_reference: bool,
 }
 
 /// Options of `groupwise bench`.

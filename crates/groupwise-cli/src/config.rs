@@ -193,6 +193,8 @@ impl RuntimeArgs {
                 WorkersArg::Threads => parallel::Workers::Threads,
                 WorkersArg::Sequential => parallel::Workers::Sequential,
             },
+            worker_threads: self.worker_threads,
+            placement: self.placement.placement.clone(),
             threads_per_worker: self.threads_per_worker,
             pipeline_depth: self.pipeline_depth,
             devices: self.devices.clone().unwrap_or_default(),

@@ -5,7 +5,8 @@
 //! Dependencies point one way, and no two modules import each other: [`args`] (raw flags) <-
 //! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
 //! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
-//! (the TOML presets embedded from `configs/`), [`log`] (the run's `train.log`) and [`mpiexec`]
+//! (the TOML presets embedded from `configs/`), [`profile_file`] (what `plan --profile --json`
+//! writes and `--placement FILE` reads), [`log`] (the run's `train.log`) and [`mpiexec`]
 //! depend on no other module.
 
 #![deny(missing_docs)]
@@ -17,5 +18,6 @@ pub mod files;
 pub mod log;
 pub mod mpiexec;
 pub mod presets;
+pub mod profile_file;
 pub mod report;
 pub mod sweep;

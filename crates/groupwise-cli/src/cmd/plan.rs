@@ -1,13 +1,17 @@
-//! `groupwise plan`: the K x G partition of a config, node by node, with its costs.
+//! `groupwise plan`: the K x G partition of a config, node by node, with its costs; with `--profile`,
+//! every node's step timed on this machine.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 
+use groupwise::local::Network;
+use groupwise::parallel::{self, check_threads, NodeProfile, ProfileSettings, Topology};
 use groupwise::plan::cost::NodeKind;
-use groupwise::plan::Plan;
+use groupwise::plan::{Plan, PlanSpec};
 use groupwise::train::RunConfig;
 
 use crate::args::PlanArgs;
 use crate::config::base_config;
+use crate::profile_file::ProfileFile;
 
 /// Builds the plan of the preset with the flags on top and prints it.
 pub fn run(args: PlanArgs) -> Result<()> {
@@ -20,7 +24,101 @@ pub fn run(args: PlanArgs) -> Result<()> {
         args.classes.unwrap_or(classes as i64) as usize,
     );
     let plan = c.build_plan(arch)?;
+    if args.profile {
+        return profile(&c, &plan, &args);
+    }
     print_plan(&c, &plan, args.json)
+}
+
+/// `--profile`: every node's step timed here, then (unless `--no-reference`) the end-to-end network
+/// of the same architecture, in the same run.
+fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
+    check_threads("--threads", args.threads, 1).map_err(anyhow::Error::msg)?;
+    if args.batch < 1 || args.steps < 1 {
+        bail!("--batch and --steps must be at least 1");
+    }
+    let device = groupwise::device::resolve(c.device)?;
+    let settings = ProfileSettings {
+        batch: args.batch,
+        warmup: args.warmup,
+        steps: args.steps,
+        threads: args.threads,
+    };
+    let time = |plan: &Plan| -> Result<Vec<NodeProfile>> {
+        tch::manual_seed(c.seed as i64);
+        let net = Network::new(plan, c.loss, c.sgd, device);
+        Ok(parallel::profile(net, device, settings)?.1)
+    };
+    eprintln!(
+        "profiling {} nodes: {} warm-up + {} timed steps of batch {}, {} intra-op thread(s) ...",
+        Topology::new(plan).len(),
+        args.warmup,
+        args.steps,
+        args.batch,
+        args.threads
+    );
+    let nodes = time(plan)?;
+    let reference = if args.no_reference {
+        None
+    } else {
+        eprintln!("profiling the end-to-end reference ...");
+        let e2e = Plan::from_spec(plan.arch.clone(), &PlanSpec::EndToEnd, 1, plan.aux_input)?;
+        time(&e2e)?.into_iter().last()
+    };
+    let file = ProfileFile {
+        plan: c.plan.to_string(),
+        groups: plan.groups,
+        batch: args.batch,
+        threads: args.threads,
+        steps: args.steps,
+        nodes,
+        reference,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&file)?);
+        return Ok(());
+    }
+    println!(
+        "{}, batch {}, {} intra-op thread(s), mean of {} steps after {} warm-up; GMAC/s counts 3 x \
+         forward MACs (forward, input and weight gradients)",
+        c.plan.method(plan.groups),
+        args.batch,
+        args.threads,
+        args.steps,
+        args.warmup
+    );
+    println!(
+        "{:<8} {:>11} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}",
+        "node", "fwd MACs", "ms/step", "fwd ms", "bwd ms", "upd ms", "cpu%", "GMAC/s", "vs e2e"
+    );
+    let e2e = file.reference.as_ref().map(|r| r.gmacs_per_second);
+    let row = |name: String, n: &NodeProfile| {
+        println!(
+            "{:<8} {:>11.3e} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>6.0} {:>8.2} {:>7}",
+            name,
+            n.macs as f64,
+            n.seconds_per_step * 1e3,
+            n.forward_seconds * 1e3,
+            n.backward_seconds * 1e3,
+            n.update_seconds * 1e3,
+            100.0 * n.cpu_seconds / n.seconds_per_step.max(1e-12),
+            n.gmacs_per_second,
+            e2e.map_or("-".into(), |e| format!("{:.2}", n.gmacs_per_second / e))
+        );
+    };
+    for n in &file.nodes {
+        row(n.node.to_string(), n);
+    }
+    let total: f64 = file.nodes.iter().map(|n| n.seconds_per_step).sum();
+    println!("sum of nodes: {:.2} ms/step", total * 1e3);
+    if let Some(r) = &file.reference {
+        row("e2e".into(), r);
+        println!(
+            "sum of nodes / end-to-end step: {:.2}",
+            total / r.seconds_per_step
+        );
+    }
+    Ok(())
 }
 
 fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {

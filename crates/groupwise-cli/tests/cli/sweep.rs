@@ -101,7 +101,7 @@ fn killed_sweep_resumes_from_the_last_epoch_and_skips_finished_runs() {
         "INFO config from config file",
         "INFO fresh run in",
         &format!("INFO resume {} after epoch {saved} step 0", run.display()),
-        "nodes as worker threads",
+        "worker thread(s) per process",
         "INFO epoch 4:",
         "INFO done: head",
     ] {

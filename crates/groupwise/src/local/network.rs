@@ -162,8 +162,14 @@ impl Network {
             stats.units.push(unit_stats);
             input = cat_channels(&slices);
         }
-        (stats.head_loss, stats.head_correct) =
-            head_step(&mut self.head, &mut self.tail, &input, labels, lr);
+        (stats.head_loss, stats.head_correct) = head_step(
+            &mut self.head,
+            &mut self.tail,
+            &input,
+            labels,
+            lr,
+            &mut |_| {},
+        );
         stats
     }
 

@@ -28,6 +28,20 @@ impl StepStats {
     }
 }
 
+/// The parts of a node's step, in order; [`Exchange::mark`] and [`head_step`]'s `mark` are told when
+/// each ends, so a caller can time them without the step knowing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// The trunk's forward pass (a unit's column, or the head's final columns).
+    Trunk,
+    /// The classifier's forward pass (auxiliary or head).
+    Classifier,
+    /// The loss and its backward pass.
+    Backward,
+    /// The optimizer's update.
+    Update,
+}
+
 /// How the units of one module held here meet the module's other groups during a step.
 ///
 /// A worker holding some groups of module k hands their detached slices and logits to the groups
@@ -45,6 +59,8 @@ pub trait Exchange {
     /// `own`: `(group, detached logits)` of the units held here; returns every group's logits in group
     /// order (the diversity term's peers).
     fn logits(&mut self, own: &[(usize, Tensor)]) -> Result<Vec<Tensor>, Self::Error>;
+    /// Group `group`'s unit has just ended `phase` (no transport in between): a hook for timing.
+    fn mark(&mut self, _group: usize, _phase: Phase) {}
 }
 
 /// Every group of the module is held here (the sequential path): what is handed over is what comes
@@ -66,7 +82,8 @@ impl Exchange for AllHere {
 
 /// One training step of `units` (groups of one module held here, in group order) on the module's
 /// input `[B, C_in, H, W]`: each group's slice, the exchange of detached slices, the auxiliary
-/// classifiers' logits, the exchange of detached logits, then every unit's [`Unit::step`].
+/// classifiers' logits, the exchange of detached logits, then every unit's [`Unit::backward`] and [`Unit::update`]. `exchange.mark` is told when
+/// each unit ends each [`Phase`].
 /// `images` is the network input (read only by InfoPro's decoders). Returns each unit's statistics and
 /// its detached slice (the next module's input), in the order of `units`.
 pub fn step_units<X: Exchange>(
@@ -78,54 +95,64 @@ pub fn step_units<X: Exchange>(
     exchange: &mut X,
 ) -> Result<(Vec<UnitStats>, Vec<Tensor>), X::Error> {
     // Each slice keeps its graph for its own unit; the others see it detached.
-    let own: Vec<Tensor> = units.iter().map(|u| u.forward_trunk(input, true)).collect();
+    let mut own = Vec::with_capacity(units.len());
+    for u in units.iter() {
+        own.push(u.forward_trunk(input, true));
+        exchange.mark(u.group, Phase::Trunk);
+    }
     let detached: Vec<(usize, Tensor)> = units
         .iter()
         .zip(&own)
         .map(|(u, o)| (u.group, o.detach()))
         .collect();
     let slices = exchange.slices(&detached)?;
-    let aux_inputs: Vec<Tensor> = units
-        .iter()
-        .zip(&own)
-        .map(|(u, o)| u.aux_input(o, &slices))
-        .collect();
-    let logits: Vec<Tensor> = units
-        .iter()
-        .zip(&aux_inputs)
-        .map(|(u, x)| u.forward_aux(x, true))
-        .collect();
+    let mut aux_inputs = Vec::with_capacity(units.len());
+    let mut logits = Vec::with_capacity(units.len());
+    for (u, o) in units.iter().zip(&own) {
+        let x = u.aux_input(o, &slices);
+        logits.push(u.forward_aux(&x, true));
+        aux_inputs.push(x);
+        exchange.mark(u.group, Phase::Classifier);
+    }
     let own_logits: Vec<(usize, Tensor)> = units
         .iter()
         .zip(&logits)
         .map(|(u, z)| (u.group, z.detach()))
         .collect();
     let peers = exchange.logits(&own_logits)?;
-    let stats = units
-        .iter_mut()
-        .zip(aux_inputs.iter().zip(&logits))
-        .map(|(u, (x, z))| u.step(x, z, &peers, labels, images, lr))
-        .collect();
+    let mut stats = Vec::with_capacity(units.len());
+    for (u, (x, z)) in units.iter_mut().zip(aux_inputs.iter().zip(&logits)) {
+        stats.push(u.backward(x, z, &peers, labels, images));
+        exchange.mark(u.group, Phase::Backward);
+        u.update(lr);
+        exchange.mark(u.group, Phase::Update);
+    }
     Ok((stats, detached.into_iter().map(|(_, t)| t).collect()))
 }
 
 /// The head's step: the final module's columns held here (none, or all of them) over `input`, the
 /// head's cross-entropy and its backward pass into the head, those columns and whatever `input` was
-/// computed from, then one update of each. Returns (loss, correct predictions).
+/// computed from, then one update of each. `mark` is told when each [`Phase`] ends. Returns (loss,
+/// correct predictions).
 pub fn head_step(
     head: &mut Head,
     tail: &mut [TailColumn],
     input: &Tensor,
     labels: &Tensor,
     lr: f64,
+    mark: &mut dyn FnMut(Phase),
 ) -> (f64, i64) {
     let features = tail_forward(tail, input, true);
+    mark(Phase::Trunk);
     let z = head.forward(&features, true);
+    mark(Phase::Classifier);
     let out = head.loss_backward(&z, labels);
+    mark(Phase::Backward);
     for column in tail.iter_mut() {
         column.step(lr);
     }
     head.step(lr);
+    mark(Phase::Update);
     out
 }
 

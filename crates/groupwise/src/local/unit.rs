@@ -87,19 +87,17 @@ impl Unit {
         self.aux.forward_t(aux_input, train)
     }
 
-    /// The unit's local step: `CE(z_g, y) + lambda * L_div(z_g, others)` with the other groups' logits
+    /// The unit's local loss: `CE(z_g, y) + lambda * L_div(z_g, others)` with the other groups' logits
     /// `peers` treated as constants (the entry at this group's index is ignored), plus InfoPro's
     /// weighted terms when configured (`aux_input` is what the classifier read, `images` the network
-    /// input); backward through this unit only, one SGD update of this unit's parameters.
-    #[allow(clippy::too_many_arguments)]
-    pub fn step(
+    /// input); backward through this unit only. [`Unit::update`] then applies the gradients.
+    pub fn backward(
         &mut self,
         aux_input: &Tensor,
         logits: &Tensor,
         peers: &[Tensor],
         labels: &Tensor,
         images: &Tensor,
-        lr: f64,
     ) -> UnitStats {
         let ce = loss::cross_entropy(logits, labels);
         let all: Vec<Tensor> = peers
@@ -123,7 +121,6 @@ impl Unit {
             total += rec * r.weight;
         }
         total.backward();
-        self.params.step(lr);
         UnitStats {
             cross_entropy: ce.double_value(&[]),
             diversity: div.double_value(&[]),
@@ -132,7 +129,12 @@ impl Unit {
         }
     }
 
-    /// Whether [`Unit::step`] reads the network input (InfoPro's reconstruction target); without it
+    /// One SGD update of this unit's parameters from the gradients of [`Unit::backward`].
+    pub fn update(&mut self, lr: f64) {
+        self.params.step(lr);
+    }
+
+    /// Whether [`Unit::backward`] reads the network input (InfoPro's reconstruction target); without it
     /// any tensor may be passed.
     pub fn needs_images(&self) -> bool {
         self.reconstruction.is_some()

@@ -2,18 +2,19 @@
 //! (the sequential path, or every node as a thread).
 
 use std::ops::ControlFlow;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use cpu_time::ThreadTime;
 use tch::Device;
 
 use crate::checkpoint::Progress;
 use crate::local::Network;
 use crate::plan::Plan;
 
-use super::layout::Layout;
+use super::layout::{Layout, NodeCosts};
 use super::runner::{NodeRunner, Slots};
 use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
-use super::settings::{Runtime, Workers};
+use super::settings::{Placement, Runtime, Workers};
 use super::transport::Mailboxes;
 
 /// Where the nodes of a run execute: this process (sequentially or as threads), or MPI ranks.
@@ -58,7 +59,7 @@ pub trait Cluster {
     fn abort_job(&self, _message: &str) {}
 }
 
-/// This process: the sequential path or one thread per node.
+/// This process: the sequential path or worker threads.
 pub struct Local {
     runtime: Runtime,
     layout: Option<Layout>,
@@ -99,13 +100,9 @@ impl Cluster for Local {
                 (net, result)
             }
             Some(layout) => {
-                let mut slots = Slots::split(net, layout);
-                let runner = NodeRunner {
-                    layout,
-                    leader: true,
-                };
-                let mailboxes = Mailboxes::new(layout.depth);
-                let result = runner.run(&mut slots, &mailboxes, segment, on_step, None);
+                let layout = layout.clone();
+                let mut slots = Slots::split(net, &layout);
+                let result = self.run_threads(&mut slots, layout, segment, on_step);
                 (slots.join(), result)
             }
         }
@@ -126,6 +123,99 @@ impl Cluster for Local {
     }
 }
 
+/// Steps of a run that measure its nodes for [`Placement::Measured`]: warm-up steps, then measured
+/// ones, all on one worker thread (they train like any other step).
+const CALIBRATION: (usize, usize) = (1, 3);
+
+impl Local {
+    /// One segment on worker threads; the run's first steps measure the nodes first when the
+    /// placement asks for it, and the nodes are re-balanced over the workers by what they took.
+    fn run_threads(
+        &mut self,
+        slots: &mut Slots,
+        layout: Layout,
+        mut segment: Segment,
+        on_step: &mut OnStep,
+    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+        let mut timings: Vec<NodeTiming> = Vec::new();
+        let calibrate = self.runtime.placement == Placement::Measured
+            && !layout.costs.seconds
+            && layout.worker_count() > 1;
+        let mut layout = layout;
+        if calibrate {
+            let single = layout.single_worker();
+            let (warm, measured) = CALIBRATION;
+            let mut measurement = Vec::new();
+            for (i, n) in [warm, measured].into_iter().enumerate() {
+                let n = n.min(segment.steps);
+                if n == 0 {
+                    continue;
+                }
+                let part = Segment {
+                    batches: Box::new((&mut segment.batches).take(n)),
+                    steps: n,
+                    lr: segment.lr,
+                    done: segment.done,
+                };
+                let t = run_on(&single, slots, part, on_step)?;
+                segment.steps -= n;
+                segment.done += n;
+                if i == 1 && n == measured {
+                    measurement = t.clone();
+                }
+                merge(&mut timings, t);
+            }
+            if !measurement.is_empty() {
+                let per_node = measurement
+                    .iter()
+                    .map(|t| t.compute_seconds / t.steps.max(1) as f64)
+                    .collect();
+                let first = segment.done - measured + 1;
+                layout = layout.rebalanced(NodeCosts::seconds(
+                    per_node,
+                    format!(
+                        "step time measured on one worker thread (steps {first}-{})",
+                        segment.done
+                    ),
+                ));
+                tracing::info!("placement: {}", layout.describe());
+                self.layout = Some(layout.clone());
+            }
+        }
+        if segment.steps > 0 {
+            let t = run_on(&layout, slots, segment, on_step)?;
+            merge(&mut timings, t);
+        }
+        Ok(timings)
+    }
+}
+
+/// One segment on `layout`'s workers, over this process's mailboxes.
+fn run_on(
+    layout: &Layout,
+    slots: &mut Slots,
+    segment: Segment,
+    on_step: &mut OnStep,
+) -> Result<Vec<NodeTiming>, RuntimeError> {
+    let runner = NodeRunner {
+        layout,
+        leader: true,
+    };
+    let mailboxes = Mailboxes::new(layout.depth);
+    runner.run(slots, &mailboxes, segment, on_step, None)
+}
+
+/// Adds `more` to `into`, node by node (the same nodes in the same order, or `into` empty).
+fn merge(into: &mut Vec<NodeTiming>, more: Vec<NodeTiming>) {
+    if into.is_empty() {
+        *into = more;
+        return;
+    }
+    for (a, b) in into.iter_mut().zip(more) {
+        a.add(&b);
+    }
+}
+
 /// The sequential path: `Network::train_step` per batch; one timing entry for the whole network.
 fn run_sequential(
     net: &mut Network,
@@ -135,6 +225,7 @@ fn run_sequential(
     let device = net.head.params.vs.device();
     let mut compute = 0.0;
     let mut wait = 0.0;
+    let mut cpu = Duration::ZERO;
     let mut steps = 0;
     let mut batches = segment.batches.take(segment.steps);
     loop {
@@ -142,10 +233,12 @@ fn run_sequential(
         let Some(batch) = batches.next() else { break };
         wait += t0.elapsed().as_secs_f64();
         let t1 = Instant::now();
+        let c1 = ThreadTime::now();
         let x = batch.images.to_device(device);
         let y = batch.labels.to_device(device);
         let stats = net.train_step(&x, &y, segment.lr);
         compute += t1.elapsed().as_secs_f64();
+        cpu += c1.elapsed();
         steps += 1;
         if on_step(stats) == ControlFlow::Break(()) {
             return Err(RuntimeError::Stopped);
@@ -156,8 +249,8 @@ fn run_sequential(
         rank: 0,
         steps,
         compute_seconds: compute,
+        cpu_seconds: cpu.as_secs_f64(),
         wait_seconds: wait,
-        comm_seconds: 0.0,
-        bytes_sent: 0,
+        ..NodeTiming::default()
     }])
 }

@@ -1,24 +1,29 @@
-//! [`Layout`]: where every node of a run executes, decided once per run by one function for threads
-//! and MPI alike.
+//! [`Layout`]: where every node of a run executes, decided by one function for plans, threads and MPI
+//! alike ([`balanced_boundaries`]).
 
 use tch::Device;
 
 use crate::plan::{balanced_boundaries, Plan};
 
 use super::segment::RuntimeError;
-use super::settings::{cores, Runtime};
+use super::settings::{cores, Placement, Runtime};
 use super::topology::Topology;
 
-/// Where every node runs, for one run: its process (rank) and device, the intra-op threads of the
-/// workers of this process, the pipeline depth and an injected fault.
-#[derive(Debug)]
+/// Where every node runs, for one run: its process (rank), its worker thread in that process and its
+/// device, the intra-op threads of each worker of this process, the pipeline depth and an injected
+/// fault.
+#[derive(Clone, Debug)]
 pub struct Layout {
     /// The node graph.
     pub topo: Topology,
     /// Rank of every node (all 0 in one process).
     pub ranks: Vec<usize>,
+    /// Worker thread of every node within its process (0-based; nodes of a worker are contiguous).
+    pub workers: Vec<usize>,
     /// Device of every node.
     pub devices: Vec<Device>,
+    /// GPUs the workers go to (`--devices`; empty: every node on the run's device).
+    gpus: Vec<usize>,
     /// This process's rank.
     pub rank: usize,
     /// libtorch intra-op threads of each worker of this process.
@@ -27,13 +32,88 @@ pub struct Layout {
     pub depth: usize,
     /// `(node, global step)` to fail at (fault injection).
     pub fault: Option<(usize, usize)>,
+    /// What the nodes were balanced by, and every node's cost in it.
+    pub costs: NodeCosts,
+}
+
+/// Every node's cost as the placement weighs it, and what it is.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NodeCosts {
+    /// `per_node[id]`: forward MACs per image, or seconds per step.
+    pub per_node: Vec<f64>,
+    /// What the numbers are (for the log).
+    pub source: String,
+    /// Whether they are seconds per step (else MACs).
+    pub seconds: bool,
+}
+
+impl NodeCosts {
+    /// Forward MACs per image of every node.
+    pub fn macs(topo: &Topology) -> NodeCosts {
+        NodeCosts {
+            per_node: (0..topo.len()).map(|id| topo.macs(id) as f64).collect(),
+            source: "forward MACs".into(),
+            seconds: false,
+        }
+    }
+
+    /// Measured or given seconds per step.
+    pub fn seconds(per_node: Vec<f64>, source: impl Into<String>) -> NodeCosts {
+        NodeCosts {
+            per_node,
+            source: source.into(),
+            seconds: true,
+        }
+    }
+
+    /// The costs `placement` names (measured costs are not known yet at the start: MACs stand in).
+    fn of(placement: &Placement, topo: &Topology) -> Result<NodeCosts, RuntimeError> {
+        let Placement::Given(given) = placement else {
+            return Ok(NodeCosts::macs(topo));
+        };
+        let per_node = (0..topo.len())
+            .map(|id| {
+                let name = topo.name(id);
+                given
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, c)| *c)
+                    .ok_or_else(|| {
+                        RuntimeError::Failed(format!(
+                            "the node costs have no entry for node {name}: profile this plan \
+                             (groupwise plan --profile --json with the run's settings)"
+                        ))
+                    })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(NodeCosts::seconds(per_node, "given seconds per step"))
+    }
+}
+
+/// Cuts `ids` (contiguous, in node order) into at most `parts` contiguous runs balancing `costs`; returns
+/// the run of each id. The one placement rule: it is the rule that cuts plans into modules.
+fn cut(ids: &[usize], costs: &[f64], parts: usize) -> Vec<usize> {
+    let parts = parts.clamp(1, ids.len().max(1));
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    // A zero-cost node would let the rule put all of them anywhere: give every node a floor.
+    let total: f64 = ids.iter().map(|&id| costs[id]).sum();
+    let floor = total.max(1.0) * 1e-9;
+    let weights: Vec<f64> = ids.iter().map(|&id| costs[id].max(floor)).collect();
+    let ends = balanced_boundaries(&weights, parts);
+    (0..ids.len())
+        .map(|i| ends.iter().take_while(|&&end| end < i).count())
+        .collect()
 }
 
 impl Layout {
     /// The layout of `plan` over `processes` processes (1 for threads), this one being `rank`, with
     /// `processes_here` of them on this machine (they share its cores). Nodes in id order are cut into
-    /// contiguous runs balancing forward MACs, one per process ([`balanced_boundaries`], the rule that
-    /// also cuts plans); devices are given round-robin over `runtime.devices` (CUDA) in node order.
+    /// contiguous runs balancing the placement's costs ([`balanced_boundaries`], the rule that also cuts
+    /// plans), one per process, and each process's run again into one per worker thread (by default
+    /// one per core of its share of the machine, or one per GPU of `runtime.devices`); GPUs are given
+    /// round-robin by worker.
     pub fn new(
         plan: &Plan,
         runtime: &Runtime,
@@ -51,21 +131,22 @@ impl Layout {
                  (mpirun -np {n})"
             )));
         }
-        let macs: Vec<f64> = (0..n).map(|id| topo.macs(id) as f64).collect();
-        let ends = balanced_boundaries(&macs, processes);
-        let ranks: Vec<usize> = (0..n)
-            .map(|id| ends.iter().take_while(|&&end| end < id).count())
-            .collect();
-        let devices = (0..n)
-            .map(|id| match runtime.devices.as_slice() {
-                [] => base,
-                list => Device::Cuda(list[id % list.len()]),
-            })
-            .collect();
+        let costs = NodeCosts::of(&runtime.placement, &topo)?;
+        let all: Vec<usize> = (0..n).collect();
+        let ranks = cut(&all, &costs.per_node, processes);
         let here = ranks.iter().filter(|&&r| r == rank).count();
+        // A worker per core of this process's share, or per GPU when nodes go to GPUs.
+        let share = match runtime.devices.len() {
+            0 => (cores() / processes_here.max(1)).max(1),
+            gpus => gpus,
+        };
+        let worker_threads = runtime
+            .worker_threads
+            .unwrap_or(share)
+            .clamp(1, here.max(1));
         let threads_per_worker = runtime
             .threads_per_worker
-            .unwrap_or_else(|| default_threads_per_worker(here * processes_here.max(1)));
+            .unwrap_or_else(|| default_threads_per_worker(worker_threads * processes_here.max(1)));
         let fault = match runtime.fault {
             None => None,
             Some(f) => Some((
@@ -82,15 +163,76 @@ impl Layout {
                 f.step,
             )),
         };
-        Ok(Layout {
+        let mut layout = Layout {
             topo,
             ranks,
-            devices,
+            workers: vec![0; n],
+            devices: vec![base; n],
+            gpus: runtime.devices.clone(),
             rank,
             threads_per_worker,
             depth: runtime.pipeline_depth,
             fault,
-        })
+            costs,
+        };
+        layout.cut_workers(worker_threads);
+        Ok(layout)
+    }
+
+    /// Cuts every process's nodes into `count` worker threads (at most one per node) by the costs, and
+    /// gives the GPUs round-robin by worker, counted across processes in rank order.
+    fn cut_workers(&mut self, count: usize) {
+        let mut offset = 0;
+        for r in 0..self.processes() {
+            let ids: Vec<usize> = (0..self.topo.len())
+                .filter(|&id| self.ranks[id] == r)
+                .collect();
+            for (&id, w) in ids.iter().zip(cut(&ids, &self.costs.per_node, count)) {
+                self.workers[id] = w;
+                if !self.gpus.is_empty() {
+                    self.devices[id] = Device::Cuda(self.gpus[(offset + w) % self.gpus.len()]);
+                }
+            }
+            offset += ids
+                .iter()
+                .map(|&id| self.workers[id] + 1)
+                .max()
+                .unwrap_or(1);
+        }
+    }
+
+    /// The same layout with this process's nodes re-balanced over its worker threads by `costs` (the
+    /// ranks stay: nodes do not move between processes once started).
+    pub fn rebalanced(&self, costs: NodeCosts) -> Layout {
+        let mut layout = Layout {
+            costs,
+            ..self.clone()
+        };
+        layout.cut_workers(self.worker_count());
+        layout
+    }
+
+    /// The same layout with every node of this process on one worker thread, in node order (the
+    /// sequential schedule through the workers' code: how [`Layout::rebalanced`]'s costs and
+    /// `groupwise plan --profile` are measured).
+    pub fn single_worker(&self) -> Layout {
+        Layout {
+            workers: vec![0; self.topo.len()],
+            ..self.clone()
+        }
+    }
+
+    fn processes(&self) -> usize {
+        self.ranks.iter().max().map_or(1, |r| r + 1)
+    }
+
+    /// Worker threads of this process.
+    pub fn worker_count(&self) -> usize {
+        self.local()
+            .iter()
+            .map(|&id| self.workers[id] + 1)
+            .max()
+            .unwrap_or(1)
     }
 
     /// The nodes of this process.
@@ -100,27 +242,65 @@ impl Layout {
             .collect()
     }
 
-    /// In words: which nodes run where, with how many threads.
+    /// The nodes of this process by worker thread, each in node order.
+    pub fn local_workers(&self) -> Vec<Vec<usize>> {
+        let mut out: Vec<Vec<usize>> = vec![Vec::new(); self.worker_count()];
+        for id in self.local() {
+            out[self.workers[id]].push(id);
+        }
+        out
+    }
+
+    /// In words: which nodes run where, with how many threads, balanced by what.
     pub fn describe(&self) -> String {
-        let processes = self.ranks.iter().max().map_or(1, |r| r + 1);
-        let runs: Vec<String> = (0..processes)
-            .map(|r| {
-                let names: Vec<String> = (0..self.topo.len())
-                    .filter(|&id| self.ranks[id] == r)
-                    .map(|id| self.topo.name(id).to_string())
-                    .collect();
-                match processes {
-                    1 => format!("nodes {}", names.join(" ")),
-                    _ => format!("rank {r}: {}", names.join(" ")),
-                }
-            })
-            .collect();
+        let processes = self.processes();
+        let unit = |c: f64| {
+            if self.costs.seconds {
+                format!("{:.1} ms", c * 1e3)
+            } else {
+                format!("{:.3e} MACs", c)
+            }
+        };
+        let mut parts = Vec::new();
+        for r in 0..processes {
+            let ids: Vec<usize> = (0..self.topo.len())
+                .filter(|&id| self.ranks[id] == r)
+                .collect();
+            let workers = ids
+                .iter()
+                .map(|&id| self.workers[id] + 1)
+                .max()
+                .unwrap_or(1);
+            let runs: Vec<String> = (0..workers)
+                .map(|w| {
+                    let mine: Vec<usize> = ids
+                        .iter()
+                        .copied()
+                        .filter(|&id| self.workers[id] == w)
+                        .collect();
+                    let names: Vec<String> = mine
+                        .iter()
+                        .map(|&id| self.topo.name(id).to_string())
+                        .collect();
+                    let load: f64 = mine.iter().map(|&id| self.costs.per_node[id]).sum();
+                    format!("worker {w}: {} ({})", names.join(" "), unit(load))
+                })
+                .collect();
+            let head = match processes {
+                1 => String::new(),
+                _ => format!("rank {r}: "),
+            };
+            parts.push(format!("{head}{}", runs.join("; ")));
+        }
         format!(
-            "{} nodes as worker threads ({} intra-op thread(s) each, pipeline depth {}); {}",
+            "{} nodes on {} worker thread(s) per process ({} intra-op thread(s) each, pipeline depth \
+             {}), balanced by {}; {}",
             self.topo.len(),
+            self.worker_count(),
             self.threads_per_worker,
             self.depth,
-            runs.join("; ")
+            self.costs.source,
+            parts.join("; ")
         )
     }
 }
@@ -128,4 +308,28 @@ impl Layout {
 /// Default intra-op threads per worker: the cores shared by the workers of this machine.
 pub fn default_threads_per_worker(workers_here: usize) -> usize {
     (cores() / workers_here.max(1)).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cut_balances_contiguous_runs_and_survives_zero_costs() {
+        let ids: Vec<usize> = (0..5).collect();
+        // One heavy node alone, the light ones together.
+        assert_eq!(
+            cut(&ids, &[1.0, 1.0, 1.0, 1.0, 4.0], 2),
+            vec![0, 0, 0, 0, 1]
+        );
+        assert_eq!(
+            cut(&ids, &[4.0, 1.0, 1.0, 1.0, 1.0], 2),
+            vec![0, 1, 1, 1, 1]
+        );
+        // More parts than nodes: one node each.
+        assert_eq!(cut(&ids[..2], &[1.0, 1.0], 8), vec![0, 1]);
+        // Zero costs still give every part a node.
+        assert_eq!(cut(&ids[..3], &[0.0, 0.0, 0.0], 3), vec![0, 1, 2]);
+        assert!(cut(&[], &[], 3).is_empty());
+    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tch::{Device, Kind, Tensor};
 
-use crate::local::UnitStats;
+use crate::local::{Phase, UnitStats};
 
 /// A node's statistics of one step (a `Stats` message).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -74,8 +74,14 @@ impl Report {
 pub struct Timing {
     /// Steps done.
     pub steps: usize,
-    /// Whole time in steps.
-    pub total: Duration,
+    /// Time computing its step (wall clock), by [`Phase`]: trunk forward, classifier forward, loss and
+    /// backward, update; what falls between phases (concatenating inputs, detaching) is in
+    /// [`Timing::other`].
+    pub phases: [Duration; 4],
+    /// Compute time outside the phases.
+    pub other: Duration,
+    /// CPU time of the worker thread while computing (its libtorch intra-op helpers not included).
+    pub cpu: Duration,
     /// Time waiting: for inputs, peers, gradients, data, and for room in a full channel.
     pub wait: Duration,
     /// Time sending (serialising and handing over), without waits for room.
@@ -84,36 +90,51 @@ pub struct Timing {
     pub bytes: u64,
 }
 
+const TIMING_FIELDS: usize = 10;
+
 impl Timing {
-    /// Compute time: the rest of the step.
+    /// Compute time: every phase and what falls between them.
     pub fn compute(&self) -> Duration {
-        self.total.saturating_sub(self.wait + self.comm)
+        self.phases.iter().sum::<Duration>() + self.other
+    }
+
+    /// Adds `d` of compute to `phase` (`None`: between phases).
+    pub fn add_compute(&mut self, phase: Option<Phase>, d: Duration) {
+        match phase {
+            Some(p) => self.phases[p as usize] += d,
+            None => self.other += d,
+        }
     }
 
     /// As a message tensor.
     pub fn encode(&self) -> Tensor {
-        Tensor::from_slice(&[
-            self.steps as f64,
-            self.total.as_secs_f64(),
-            self.wait.as_secs_f64(),
-            self.comm.as_secs_f64(),
-            self.bytes as f64,
-        ])
+        let mut v = vec![self.steps as f64];
+        v.extend(self.phases.iter().map(Duration::as_secs_f64));
+        v.extend(
+            [self.other, self.cpu, self.wait, self.comm]
+                .iter()
+                .map(Duration::as_secs_f64),
+        );
+        v.push(self.bytes as f64);
+        Tensor::from_slice(&v)
     }
 
     /// From a message tensor; an error names what is wrong with it.
     pub fn decode(t: &Tensor) -> Result<Timing, String> {
-        let secs = |s: f64| Duration::try_from_secs_f64(s).map_err(|e| e.to_string());
-        match values(t)?.as_slice() {
-            &[steps, total, wait, comm, bytes] => Ok(Timing {
-                steps: steps as usize,
-                total: secs(total)?,
-                wait: secs(wait)?,
-                comm: secs(comm)?,
-                bytes: bytes as u64,
-            }),
-            v => Err(format!("corrupt timing message: {v:?}")),
+        let v = values(t)?;
+        if v.len() != TIMING_FIELDS {
+            return Err(format!("corrupt timing message: {v:?}"));
         }
+        let secs = |s: f64| Duration::try_from_secs_f64(s).map_err(|e| e.to_string());
+        Ok(Timing {
+            steps: v[0] as usize,
+            phases: [secs(v[1])?, secs(v[2])?, secs(v[3])?, secs(v[4])?],
+            other: secs(v[5])?,
+            cpu: secs(v[6])?,
+            wait: secs(v[7])?,
+            comm: secs(v[8])?,
+            bytes: v[9] as u64,
+        })
     }
 }
 
@@ -147,7 +168,9 @@ mod tests {
         }
         let timing = Timing {
             steps: 12,
-            total: Duration::from_millis(1500),
+            phases: [1, 2, 3, 4].map(Duration::from_millis),
+            other: Duration::from_millis(5),
+            cpu: Duration::from_millis(9),
             wait: Duration::from_millis(250),
             comm: Duration::from_micros(15_625),
             bytes: 1 << 20,

@@ -1,5 +1,5 @@
-//! One segment on this process's nodes: a worker thread per node, a feeder giving every node every
-//! batch, and on the leader the collector of per-step statistics and per-node timings.
+//! One segment on this process's nodes: its worker threads (each a contiguous run of nodes, see
+//! [`Layout`]), a feeder giving every worker every batch, and on the leader the collector of per-step statistics and per-node timings.
 
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
@@ -15,7 +15,7 @@ use super::message::{Report, Timing};
 use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
 use super::topology::{Role, TailPlacement};
 use super::transport::{Channel, Kind, Transport};
-use super::worker::{self, NodeState, Work};
+use super::worker::{self, Held, NodeState, Work};
 
 /// The nodes of a network, each in a slot (taken by a worker during a segment).
 pub struct Slots {
@@ -143,16 +143,20 @@ impl NodeRunner<'_> {
         let topo = &layout.topo;
         let mut feeds = Vec::new();
         let mut jobs = Vec::new();
-        for id in layout.local() {
+        for ids in layout.local_workers() {
             let (tx, rx) = mpsc::sync_channel::<Work>(layout.depth.max(1));
             feeds.push(tx);
-            let Some(state) = slots.nodes[id].take() else {
-                return Err(RuntimeError::Failed(format!(
-                    "node {} is missing from this process",
-                    topo.name(id)
-                )));
-            };
-            jobs.push((id, state, rx));
+            let mut nodes = Vec::with_capacity(ids.len());
+            for &id in &ids {
+                let Some(state) = slots.nodes[id].take() else {
+                    return Err(RuntimeError::Failed(format!(
+                        "node {} is missing from this process",
+                        topo.name(id)
+                    )));
+                };
+                nodes.push((id, state));
+            }
+            jobs.push((ids, Held::new(nodes), rx));
         }
         let done = AtomicBool::new(false);
         let mut collected: Result<Vec<NodeTiming>, RuntimeError> = Ok(Vec::new());
@@ -167,35 +171,32 @@ impl NodeRunner<'_> {
             });
             let handles: Vec<_> = jobs
                 .into_iter()
-                .map(|(id, mut state, rx)| {
-                    let device = layout.devices[id];
-                    let fail_at = layout.fault.filter(|f| f.0 == id).map(|f| f.1);
+                .map(|(ids, mut held, rx)| {
+                    // A worker's nodes share one device (GPUs go round-robin by worker).
+                    let device = layout.devices[ids[0]];
                     let threads = layout.threads_per_worker;
                     scope.spawn(move || {
                         tch::set_num_threads(threads as i32);
-                        let mut w = worker::Worker {
-                            id,
-                            topo,
-                            transport,
-                            device,
-                            fail_at,
-                            meter: Timing::default(),
-                        };
+                        let mut w =
+                            worker::Worker::new(&ids, topo, transport, device, layout.fault);
                         let outcome =
-                            std::panic::catch_unwind(AssertUnwindSafe(|| w.run(&mut state, &rx)));
+                            std::panic::catch_unwind(AssertUnwindSafe(|| w.run(&mut held, &rx)));
                         let failure = match outcome {
                             Ok(Ok(())) => None,
                             Ok(Err(m)) => Some(m),
                             Err(panic) => Some(format!(
-                                "node {} panicked: {}",
-                                topo.name(id),
+                                "worker of nodes {} panicked: {}",
+                                ids.iter()
+                                    .map(|&id| topo.name(id).to_string())
+                                    .collect::<Vec<_>>()
+                                    .join(" "),
                                 panic_message(&panic)
                             )),
                         };
                         if let Some(m) = failure {
                             transport.abort(m);
                         }
-                        (id, state)
+                        held.into_nodes()
                     })
                 })
                 .collect();
@@ -230,8 +231,11 @@ impl NodeRunner<'_> {
             }
             let _ = feeder.join();
             // Worker threads catch their own panics, so a join only fails if that machinery does.
-            let returned: Vec<(usize, NodeState)> =
-                handles.into_iter().filter_map(|h| h.join().ok()).collect();
+            let returned: Vec<(usize, NodeState)> = handles
+                .into_iter()
+                .filter_map(|h| h.join().ok())
+                .flatten()
+                .collect();
             done.store(true, Ordering::SeqCst);
             if let Some(h) = pump_handle {
                 let _ = h.join();
@@ -300,11 +304,16 @@ impl NodeRunner<'_> {
         for id in 0..topo.len() {
             let message = transport.recv(Channel::new(id, c, Kind::Timing))?;
             let t = Timing::decode(&message).map_err(corrupt(id))?;
+            let [trunk, classifier, backward, update] = t.phases.map(|d| d.as_secs_f64());
             timings.push(NodeTiming {
                 node: topo.name(id).to_string(),
                 rank: layout.ranks[id],
                 steps: t.steps,
                 compute_seconds: t.compute().as_secs_f64(),
+                cpu_seconds: t.cpu.as_secs_f64(),
+                forward_seconds: trunk + classifier,
+                backward_seconds: backward,
+                update_seconds: update,
                 wait_seconds: t.wait.as_secs_f64(),
                 comm_seconds: t.comm.as_secs_f64(),
                 bytes_sent: t.bytes,

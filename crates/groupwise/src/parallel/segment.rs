@@ -19,14 +19,42 @@ pub struct NodeTiming {
     pub rank: usize,
     /// Steps it ran.
     pub steps: usize,
-    /// Seconds computing (forward, backward, update).
+    /// Seconds computing (forward, backward, update), wall clock.
     pub compute_seconds: f64,
+    /// CPU seconds of its worker thread while computing (intra-op helper threads not included);
+    /// below `compute_seconds` when the thread waited for a core.
+    #[serde(default)]
+    pub cpu_seconds: f64,
+    /// Of `compute_seconds`: forward passes (trunk and classifier).
+    #[serde(default)]
+    pub forward_seconds: f64,
+    /// Of `compute_seconds`: losses and backward passes.
+    #[serde(default)]
+    pub backward_seconds: f64,
+    /// Of `compute_seconds`: optimizer updates.
+    #[serde(default)]
+    pub update_seconds: f64,
     /// Seconds waiting for inputs, peers, gradients, data or room in a full channel.
     pub wait_seconds: f64,
     /// Seconds sending (copying and handing messages over).
     pub comm_seconds: f64,
     /// Bytes sent.
     pub bytes_sent: u64,
+}
+
+impl NodeTiming {
+    /// Adds another segment's (or part's) time of the same node.
+    pub fn add(&mut self, other: &NodeTiming) {
+        self.steps += other.steps;
+        self.compute_seconds += other.compute_seconds;
+        self.cpu_seconds += other.cpu_seconds;
+        self.forward_seconds += other.forward_seconds;
+        self.backward_seconds += other.backward_seconds;
+        self.update_seconds += other.update_seconds;
+        self.wait_seconds += other.wait_seconds;
+        self.comm_seconds += other.comm_seconds;
+        self.bytes_sent += other.bytes_sent;
+    }
 }
 
 /// Why a segment or the runtime's set-up failed.

@@ -16,9 +16,34 @@ use crate::plan::NodeId;
 pub enum Workers {
     /// One node after the other in the calling thread (the reference schedule).
     Sequential,
-    /// One pipelined worker thread per node.
+    /// Pipelined worker threads, each running a contiguous run of nodes (see [`Placement`]).
     #[default]
     Threads,
+}
+
+/// What nodes are balanced by when they are cut into contiguous runs, one per worker thread (and, under
+/// MPI, one per rank).
+#[derive(Clone, Debug, PartialEq, Default)]
+pub enum Placement {
+    /// The plan's forward MACs per node.
+    Macs,
+    /// Each node's compute time, measured in the run's first steps (run on one worker thread, nodes in
+    /// turn; these steps train like any other). Where the nodes cannot move after the start (MPI
+    /// ranks) the MACs place them.
+    #[default]
+    Measured,
+    /// Given seconds per step of every node (`groupwise plan --profile --json`).
+    Given(Vec<(NodeId, f64)>),
+}
+
+impl fmt::Display for Placement {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Placement::Macs => write!(f, "forward MACs"),
+            Placement::Measured => write!(f, "step time measured in the first steps"),
+            Placement::Given(_) => write!(f, "given step times (a profile)"),
+        }
+    }
 }
 
 /// A fault to inject, for tests of the failure path: node `node` fails when it reaches global step
@@ -57,6 +82,11 @@ impl fmt::Display for Fault {
 pub struct Runtime {
     /// Sequential or pipelined workers.
     pub workers: Workers,
+    /// Worker threads of each process (`None`: its share of the machine's cores, at least 1; never
+    /// more than its nodes).
+    pub worker_threads: Option<usize>,
+    /// What the nodes are balanced by across workers.
+    pub placement: Placement,
     /// libtorch intra-op threads per worker (`None`: cores / workers, at least 1).
     pub threads_per_worker: Option<usize>,
     /// Messages in flight per channel (back-pressure); 2 is double buffering.
@@ -71,6 +101,8 @@ impl Default for Runtime {
     fn default() -> Self {
         Runtime {
             workers: Workers::Threads,
+            worker_threads: None,
+            placement: Placement::default(),
             threads_per_worker: None,
             pipeline_depth: 2,
             devices: Vec::new(),
@@ -97,6 +129,17 @@ impl Runtime {
         let bad = |m: String| Err(RuntimeError::Failed(m));
         if let Some(t) = self.threads_per_worker {
             check_threads("--threads-per-worker", t, 1).map_err(RuntimeError::Failed)?;
+        }
+        if let Some(t) = self.worker_threads {
+            check_threads("--worker-threads", t, 1).map_err(RuntimeError::Failed)?;
+        }
+        if let Placement::Given(costs) = &self.placement {
+            if let Some((node, c)) = costs.iter().find(|(_, c)| !(c.is_finite() && *c >= 0.0)) {
+                return bad(format!(
+                    "the node costs give {node} {c} seconds per step; costs must be finite and \
+                     not negative"
+                ));
+            }
         }
         if !(1..=MAX_PIPELINE_DEPTH).contains(&self.pipeline_depth) {
             return bad(format!(
@@ -192,6 +235,18 @@ mod tests {
             |r| r.threads_per_worker = Some(100_000),
             Device::Cpu,
             "--threads-per-worker 100000 must be between 1 and ",
+        ),
+        (
+            "no worker thread",
+            |r| r.worker_threads = Some(0),
+            Device::Cpu,
+            "--worker-threads 0 must be between 1 and ",
+        ),
+        (
+            "a negative node cost",
+            |r| r.placement = Placement::Given(vec![(NodeId::Head, -1.0)]),
+            Device::Cpu,
+            "the node costs give head -1 seconds per step",
         ),
         (
             "no pipeline",

@@ -1,15 +1,18 @@
-//! One node's training loop: receive, compute, send, step; the same code for every transport.
+//! One worker thread's training loop over its nodes: receive, compute, send, step; the same code for
+//! every transport.
 //!
 //! The step itself is the library's ([`step_units`], [`head_step`]), the one the sequential oracle
 //! runs; a worker only supplies its [`Exchange`] over the [`Transport`], and the tail columns' gradient
 //! messages (K=1 with G > 1), which have no sequential counterpart because autograd does it there.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
 use std::time::Instant;
 
+use cpu_time::ThreadTime;
 use tch::{Device, Tensor};
 
-use crate::local::{cat_channels, head_step, step_units, Exchange, Head, TailColumn, Unit};
+use crate::local::{cat_channels, head_step, step_units, Exchange, Head, Phase, TailColumn, Unit};
 
 use super::message::{Report, Timing};
 use super::topology::{TailPlacement, Topology};
@@ -43,37 +46,154 @@ pub struct Work {
     pub step: usize,
 }
 
-/// A node's worker: its id, the graph, the transport and its device.
+/// The nodes of one worker thread, grouped the way a step runs them: the units of each module held
+/// here (one [`step_units`] call per module), then the final columns, then the head.
+#[derive(Default)]
+pub struct Held {
+    modules: Vec<ModuleHere>,
+    tails: Vec<(usize, TailColumn)>,
+    head: Option<(usize, Head, Vec<TailColumn>)>,
+}
+
+/// The units of one module held by a worker, with their node ids.
+struct ModuleHere {
+    module: usize,
+    ids: Vec<usize>,
+    units: Vec<Unit>,
+}
+
+impl Held {
+    /// Groups `nodes` (a worker's, in node order).
+    pub fn new(nodes: Vec<(usize, NodeState)>) -> Held {
+        let mut held = Held::default();
+        for (id, state) in nodes {
+            match state {
+                NodeState::Unit(u) => match held.modules.last_mut() {
+                    Some(m) if m.module == u.module => {
+                        m.ids.push(id);
+                        m.units.push(u);
+                    }
+                    _ => held.modules.push(ModuleHere {
+                        module: u.module,
+                        ids: vec![id],
+                        units: vec![u],
+                    }),
+                },
+                NodeState::Tail(t) => held.tails.push((id, t)),
+                NodeState::Head { head, tail } => held.head = Some((id, head, tail)),
+            }
+        }
+        held
+    }
+
+    /// The nodes back, by id.
+    pub fn into_nodes(self) -> Vec<(usize, NodeState)> {
+        let mut out: Vec<(usize, NodeState)> = Vec::new();
+        for m in self.modules {
+            out.extend(
+                m.ids
+                    .into_iter()
+                    .zip(m.units.into_iter().map(NodeState::Unit)),
+            );
+        }
+        out.extend(
+            self.tails
+                .into_iter()
+                .map(|(id, t)| (id, NodeState::Tail(t))),
+        );
+        if let Some((id, head, tail)) = self.head {
+            out.push((id, NodeState::Head { head, tail }));
+        }
+        out
+    }
+
+    /// Node ids held, in node order.
+    pub fn ids(&self) -> Vec<usize> {
+        let mut out: Vec<usize> = self.modules.iter().flat_map(|m| m.ids.clone()).collect();
+        out.extend(self.tails.iter().map(|(id, _)| *id));
+        out.extend(self.head.as_ref().map(|(id, _, _)| *id));
+        out
+    }
+}
+
+/// Where a worker's compute time is being counted: since when, on the wall and the thread CPU clocks.
+struct Clock {
+    wall: Instant,
+    cpu: ThreadTime,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        Clock {
+            wall: Instant::now(),
+            cpu: ThreadTime::now(),
+        }
+    }
+}
+
+/// A worker thread: the nodes it runs (contiguous, in node order), the graph, the transport and the
+/// device.
 pub struct Worker<'a> {
-    /// Node id.
-    pub id: usize,
     /// The node graph.
     pub topo: &'a Topology,
     /// How tensors move.
     pub transport: &'a dyn Transport,
-    /// The node's device.
+    /// The nodes' device.
     pub device: Device,
-    /// Fail on this global step (fault injection, `--inject-fault`).
-    pub fail_at: Option<usize>,
-    /// Time accounting.
-    pub meter: Timing,
+    /// `(node, global step)`: fail there (fault injection, `--inject-fault`), when the node is here.
+    pub fail_at: Option<(usize, usize)>,
+    /// Time accounting per node held, by id.
+    pub meters: BTreeMap<usize, Timing>,
+    clock: Clock,
 }
 
-impl Worker<'_> {
-    fn send(&mut self, to: usize, kind: Kind, t: &Tensor) -> Result<(), Aborted> {
+impl<'a> Worker<'a> {
+    /// A worker for the nodes `ids`.
+    pub fn new(
+        ids: &[usize],
+        topo: &'a Topology,
+        transport: &'a dyn Transport,
+        device: Device,
+        fail_at: Option<(usize, usize)>,
+    ) -> Self {
+        Worker {
+            topo,
+            transport,
+            device,
+            fail_at: fail_at.filter(|(id, _)| ids.contains(id)),
+            meters: ids.iter().map(|&id| (id, Timing::default())).collect(),
+            clock: Clock::now(),
+        }
+    }
+
+    /// Counts the compute since the last charge as node `id`'s, in `phase`.
+    fn charge(&mut self, id: usize, phase: Option<Phase>) {
+        let now = Clock::now();
+        let meter = self.meters.entry(id).or_default();
+        meter.add_compute(phase, now.wall.duration_since(self.clock.wall));
+        meter.cpu += now.cpu.duration_since(self.clock.cpu);
+        self.clock = now;
+    }
+
+    fn send(&mut self, from: usize, to: usize, kind: Kind, t: &Tensor) -> Result<(), Aborted> {
+        self.charge(from, None);
         let start = Instant::now();
-        let sent = self.transport.send(Channel::new(self.id, to, kind), t)?;
+        let sent = self.transport.send(Channel::new(from, to, kind), t)?;
         let spent = start.elapsed();
-        self.meter.wait += sent.blocked;
-        self.meter.comm += spent.saturating_sub(sent.blocked);
-        self.meter.bytes += sent.bytes;
+        let meter = self.meters.entry(from).or_default();
+        meter.wait += sent.blocked;
+        meter.comm += spent.saturating_sub(sent.blocked);
+        meter.bytes += sent.bytes;
+        self.clock = Clock::now();
         Ok(())
     }
 
-    fn recv(&mut self, from: usize, kind: Kind) -> Result<Tensor, Aborted> {
+    fn recv(&mut self, from: usize, to: usize, kind: Kind) -> Result<Tensor, Aborted> {
+        self.charge(to, None);
         let start = Instant::now();
-        let t = self.transport.recv(Channel::new(from, self.id, kind))?;
-        self.meter.wait += start.elapsed();
+        let t = self.transport.recv(Channel::new(from, to, kind))?;
+        self.meters.entry(to).or_default().wait += start.elapsed();
+        self.clock = Clock::now();
         Ok(if t.device() == self.device {
             t
         } else {
@@ -81,125 +201,160 @@ impl Worker<'_> {
         })
     }
 
-    /// The node's full input for this step.
-    fn input(&mut self, work: &Work) -> Result<Tensor, Aborted> {
-        match self.topo.inputs(self.id) {
-            None => Ok(work.images.to_device(self.device)),
-            Some(sources) => {
-                let parts = sources
-                    .iter()
-                    .map(|&s| self.recv(s, Kind::Activation))
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(cat_channels(&parts))
-            }
+    /// The input of the nodes `ids` (they read the same producers, or the images): received on each
+    /// node's channels, the first node's copy used.
+    fn input(&mut self, ids: &[usize], work: &Work) -> Result<Tensor, Aborted> {
+        let mut first = None;
+        for &id in ids {
+            let input = match self.topo.inputs(id) {
+                None => work.images.to_device(self.device),
+                Some(sources) => {
+                    let parts = sources
+                        .iter()
+                        .map(|&s| self.recv(s, id, Kind::Activation))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    cat_channels(&parts)
+                }
+            };
+            first.get_or_insert(input);
         }
+        Ok(first.unwrap_or_else(Tensor::new))
     }
 
-    fn report(&mut self, report: Report) -> Result<(), Aborted> {
+    fn report(&mut self, id: usize, report: Report) -> Result<(), Aborted> {
         let collector = self.topo.collector();
-        self.send(collector, Kind::Stats, &report.encode())
+        self.send(id, collector, Kind::Stats, &report.encode())
     }
 
-    /// Trains the node on every `Work` of the feed, in order, until the feed closes; then sends its
-    /// timings to the collector. An error names the node.
-    pub fn run(&mut self, node: &mut NodeState, feed: &Receiver<Work>) -> Result<(), String> {
-        let name = self.topo.name(self.id);
+    /// Trains the nodes on every `Work` of the feed, in order, until the feed closes; then sends each
+    /// node's timings to the collector. An error names the node.
+    pub fn run(&mut self, held: &mut Held, feed: &Receiver<Work>) -> Result<(), String> {
+        let ids = held.ids();
+        // Waiting for a batch is the worker's, counted on its first node.
+        let first = ids.first().copied().unwrap_or(0);
         loop {
-            // A step's time starts with waiting for its batch.
             let start = Instant::now();
             let Ok(work) = feed.recv() else { break };
-            self.meter.wait += start.elapsed();
-            if self.fail_at == Some(work.step) {
+            self.meters.entry(first).or_default().wait += start.elapsed();
+            self.clock = Clock::now();
+            if let Some((id, step)) = self.fail_at.filter(|f| f.1 == work.step) {
                 return Err(format!(
-                    "node {name} failed at step {}: injected fault (--inject-fault)",
-                    work.step
+                    "node {} failed at step {step}: injected fault (--inject-fault)",
+                    self.topo.name(id)
                 ));
             }
-            let result = match node {
-                NodeState::Unit(unit) => self.unit_step(unit, &work),
-                NodeState::Tail(tail) => self.tail_step(tail, &work),
-                NodeState::Head { head, tail } => self.head_step(head, tail, &work),
-            };
-            result.map_err(|Aborted(m)| m)?;
-            self.meter.total += start.elapsed();
-            self.meter.steps += 1;
+            self.step(held, &work).map_err(|Aborted(m)| m)?;
+            for &id in &ids {
+                self.meters.entry(id).or_default().steps += 1;
+            }
         }
         let collector = self.topo.collector();
-        let timing = self.meter.encode();
-        self.send(collector, Kind::Timing, &timing)
-            .map_err(|Aborted(m)| m)
+        for id in ids {
+            let timing = self.meters.get(&id).copied().unwrap_or_default().encode();
+            self.send(id, collector, Kind::Timing, &timing)
+                .map_err(|Aborted(m)| m)?;
+        }
+        Ok(())
     }
 
-    fn unit_step(&mut self, unit: &mut Unit, work: &Work) -> Result<(), Aborted> {
-        let module = unit.module;
-        let input = self.input(work)?;
+    /// One step of every node held, in node order; final columns in two halves around the head (their
+    /// output out, the head, their gradient back), so a worker may hold both.
+    fn step(&mut self, held: &mut Held, work: &Work) -> Result<(), Aborted> {
         let labels = work.labels.to_device(self.device);
-        let mut exchange = Peers {
-            worker: self,
-            module,
-        };
-        let (stats, _) = step_units(
-            std::slice::from_mut(unit),
-            &input,
-            &labels,
-            &work.images,
-            work.lr,
-            &mut exchange,
-        )?;
-        self.report(Report::Unit(stats[0]))
-    }
-
-    fn tail_step(&mut self, tail: &mut TailColumn, work: &Work) -> Result<(), Aborted> {
-        let input = self.input(work)?;
-        let out = tail.forward(&input, true);
+        for m in &mut held.modules {
+            let input = self.input(&m.ids, work)?;
+            let mut exchange = Peers {
+                worker: self,
+                module: m.module,
+            };
+            let (stats, _) = step_units(
+                &mut m.units,
+                &input,
+                &labels,
+                &work.images,
+                work.lr,
+                &mut exchange,
+            )?;
+            for (&id, s) in m.ids.iter().zip(stats) {
+                self.report(id, Report::Unit(s))?;
+            }
+        }
         let head = self.topo.head();
-        self.send(head, Kind::Activation, &out.detach())?;
-        let grad = self.recv(head, Kind::Gradient)?;
-        // d/dθ sum(out * grad) is exactly the vector-Jacobian product the head's loss sends back.
-        (&out * &grad).sum(out.kind()).backward();
-        tail.step(work.lr);
+        let mut outputs = Vec::with_capacity(held.tails.len());
+        for (id, tail) in &held.tails {
+            let input = self.input(&[*id], work)?;
+            let out = tail.forward(&input, true);
+            self.charge(*id, Some(Phase::Trunk));
+            self.send(*id, head, Kind::Activation, &out.detach())?;
+            outputs.push(out);
+        }
+        if let Some((id, head, tail)) = &mut held.head {
+            self.head_step(*id, head, tail, work, &labels)?;
+        }
+        for ((id, tail), out) in held.tails.iter_mut().zip(outputs) {
+            let grad = self.recv(head, *id, Kind::Gradient)?;
+            // d/dθ sum(out * grad) is exactly the vector-Jacobian product the head's loss sends back.
+            (&out * &grad).sum(out.kind()).backward();
+            self.charge(*id, Some(Phase::Backward));
+            tail.step(work.lr);
+            self.charge(*id, Some(Phase::Update));
+        }
         Ok(())
     }
 
     fn head_step(
         &mut self,
+        id: usize,
         head: &mut Head,
         tail: &mut [TailColumn],
         work: &Work,
+        labels: &Tensor,
     ) -> Result<(), Aborted> {
-        let labels = work.labels.to_device(self.device);
         let (loss, correct) = if self.topo.tail == TailPlacement::Separate {
             // The columns are other nodes: their outputs are leaves here, and each gets back the
             // gradient of its slice.
-            let sources = self.topo.inputs(self.id).unwrap_or_default();
+            let sources = self.topo.inputs(id).unwrap_or_default();
             let parts = sources
                 .iter()
                 .map(|&s| {
                     Ok(self
-                        .recv(s, Kind::Activation)?
+                        .recv(s, id, Kind::Activation)?
                         .detach()
                         .set_requires_grad(true))
                 })
                 .collect::<Result<Vec<_>, Aborted>>()?;
-            let out = head_step(head, tail, &cat_channels(&parts), &labels, work.lr);
+            let out = head_step(
+                head,
+                tail,
+                &cat_channels(&parts),
+                labels,
+                work.lr,
+                &mut |p| self.charge(id, Some(p)),
+            );
             for (&s, p) in sources.iter().zip(&parts) {
-                self.send(s, Kind::Gradient, &p.grad())?;
+                self.send(id, s, Kind::Gradient, &p.grad())?;
             }
             out
         } else {
-            let input = self.input(work)?;
-            head_step(head, tail, &input, &labels, work.lr)
+            let input = self.input(&[id], work)?;
+            head_step(head, tail, &input, labels, work.lr, &mut |p| {
+                self.charge(id, Some(p))
+            })
         };
-        self.report(Report::Head {
-            loss,
-            correct,
-            batch: labels.size()[0],
-        })
+        self.report(
+            id,
+            Report::Head {
+                loss,
+                correct,
+                batch: labels.size()[0],
+            },
+        )
     }
 }
 
-/// A unit's [`Exchange`] over the transport: its slice to the groups whose auxiliary classifiers read
-/// it and to the next module, its logits to every other group of its module.
+/// The [`Exchange`] of a worker's units of one module over the transport: each slice to the groups
+/// held elsewhere whose auxiliary classifiers read it and to the next module, each unit's logits to
+/// every group held elsewhere; what the units held here hand each other never leaves the thread.
 struct Peers<'w, 'a> {
     worker: &'w mut Worker<'a>,
     module: usize,
@@ -211,22 +366,31 @@ impl Exchange for Peers<'_, '_> {
     fn slices(&mut self, own: &[(usize, Tensor)]) -> Result<Vec<Tensor>, Aborted> {
         let w = &mut *self.worker;
         let (topo, k) = (w.topo, self.module);
+        let here = |h: usize| own.iter().any(|(g, _)| *g == h);
         for (g, slice) in own {
+            let from = topo.unit(k, *g);
             // Peers first: they are at this same step, the next module may be behind.
-            for h in topo.slice_readers(k, *g) {
-                w.send(topo.unit(k, h), Kind::Slice, slice)?;
+            for h in topo.slice_readers(k, *g).into_iter().filter(|&h| !here(h)) {
+                w.send(from, topo.unit(k, h), Kind::Slice, slice)?;
             }
-            for c in topo.consumers(topo.unit(k, *g)) {
-                w.send(c, Kind::Activation, slice)?;
+            for c in topo.consumers(from) {
+                w.send(from, c, Kind::Activation, slice)?;
             }
         }
+        // Group h sent its slice to each unit here that reads it: take every copy, use the first.
         (0..topo.groups)
             .map(|h| match own.iter().find(|(g, _)| *g == h) {
                 Some((_, slice)) => Ok(slice.shallow_clone()),
-                None if own.iter().any(|(g, _)| topo.reads_slice(k, *g, h)) => {
-                    w.recv(topo.unit(k, h), Kind::Slice)
+                None => {
+                    let mut got = Tensor::new();
+                    for (g, _) in own.iter().filter(|(g, _)| topo.reads_slice(k, *g, h)) {
+                        let t = w.recv(topo.unit(k, h), topo.unit(k, *g), Kind::Slice)?;
+                        if !got.defined() {
+                            got = t;
+                        }
+                    }
+                    Ok(got)
                 }
-                None => Ok(Tensor::new()),
             })
             .collect()
     }
@@ -234,16 +398,31 @@ impl Exchange for Peers<'_, '_> {
     fn logits(&mut self, own: &[(usize, Tensor)]) -> Result<Vec<Tensor>, Aborted> {
         let w = &mut *self.worker;
         let (topo, k) = (w.topo, self.module);
-        for (_, logits) in own {
+        for (g, logits) in own {
             for h in (0..topo.groups).filter(|h| own.iter().all(|(o, _)| o != h)) {
-                w.send(topo.unit(k, h), Kind::Logits, logits)?;
+                w.send(topo.unit(k, *g), topo.unit(k, h), Kind::Logits, logits)?;
             }
         }
+        // Group h sent its logits to each unit here: take every copy, use the first.
         (0..topo.groups)
             .map(|h| match own.iter().find(|(g, _)| *g == h) {
                 Some((_, z)) => Ok(z.shallow_clone()),
-                None => w.recv(topo.unit(k, h), Kind::Logits),
+                None => {
+                    let mut got = Tensor::new();
+                    for (g, _) in own {
+                        let t = w.recv(topo.unit(k, h), topo.unit(k, *g), Kind::Logits)?;
+                        if !got.defined() {
+                            got = t;
+                        }
+                    }
+                    Ok(got)
+                }
             })
             .collect()
+    }
+
+    fn mark(&mut self, group: usize, phase: Phase) {
+        let id = self.worker.topo.unit(self.module, group);
+        self.worker.charge(id, Some(phase));
     }
 }

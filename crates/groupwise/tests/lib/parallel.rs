@@ -5,7 +5,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use groupwise::checkpoint;
-use groupwise::parallel::{Local, Runtime, TailPlacement, Topology, Workers};
+use groupwise::parallel::{
+    max_threads, Local, Placement, Runtime, TailPlacement, Topology, Workers,
+};
 use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
 use groupwise::train::{self, RunConfig, RunDir, Summary, TrainError};
@@ -32,9 +34,45 @@ fn threads(depth: usize) -> Runtime {
         workers: Workers::Threads,
         threads_per_worker: Some(1),
         pipeline_depth: depth,
-        devices: Vec::new(),
-        fault: None,
+        ..Runtime::default()
     }
+}
+
+/// Worker pools that cut the nodes differently: every node in one thread; the default (one per
+/// core, re-balanced by the step times measured in the first steps, mid-segment); as many threads as
+/// allowed, by MACs (one node each on small plans); and costs that cut inside modules at odd places.
+fn pools(topo: &Topology) -> Vec<(String, Runtime)> {
+    let given = Placement::Given(
+        (0..topo.len())
+            .map(|id| (topo.name(id), 1.0 + (id % 3) as f64))
+            .collect(),
+    );
+    vec![
+        (
+            "one worker".into(),
+            Runtime {
+                worker_threads: Some(1),
+                ..threads(2)
+            },
+        ),
+        ("default".into(), threads(2)),
+        (
+            "most workers".into(),
+            Runtime {
+                worker_threads: Some(max_threads()),
+                placement: Placement::Macs,
+                ..threads(2)
+            },
+        ),
+        (
+            "uneven costs".into(),
+            Runtime {
+                worker_threads: Some(3),
+                placement: given,
+                ..threads(2)
+            },
+        ),
+    ]
 }
 
 fn train_with(runtime: Runtime, c: &RunConfig, dir: &Path) -> Result<Summary, TrainError> {
@@ -65,29 +103,35 @@ fn max_rel_diff(a: &Path, b: &Path) -> f64 {
 
 fn assert_equivalent(name: &str, c: &RunConfig) {
     let seq = scratch(&format!("{name}-seq"));
-    let par = scratch(&format!("{name}-par"));
     let s = train_with(Runtime::sequential(), c, &seq).unwrap();
-    let p = train_with(threads(2), c, &par).unwrap();
-    assert_eq!(s.steps, p.steps);
-    let diff = max_rel_diff(&seq, &par);
-    assert!(
-        diff <= 1e-5,
-        "{name}: threads vs sequential differ by {diff:e}"
-    );
-    assert_eq!(s.test, p.test, "{name}: same test accuracies");
-    // Per-node timings are in the metrics, one entry per node.
-    let metrics = std::fs::read_to_string(par.join(RunDir::METRICS)).unwrap();
-    let line: serde_json::Value = serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
-    let nodes = line["nodes"].as_array().unwrap();
     let plan = c.build_plan(c.arch(3, 16, 4)).unwrap();
-    assert_eq!(
-        nodes.len(),
-        Topology::new(&plan).len(),
-        "{name}: a timing per node"
-    );
-    for n in nodes {
-        assert!(n["steps"].as_u64().unwrap() > 0);
-        assert!(n["compute_seconds"].as_f64().unwrap() > 0.0);
+    let topo = Topology::new(&plan);
+    let count = topo.len();
+    for (pool, runtime) in pools(&topo) {
+        let par = scratch(&format!("{name}-par-{}", pool.replace(' ', "-")));
+        let p = train_with(runtime, c, &par).unwrap();
+        assert_eq!(s.steps, p.steps);
+        let diff = max_rel_diff(&seq, &par);
+        assert!(
+            diff <= 1e-5,
+            "{name}, {pool}: threads vs sequential differ by {diff:e}"
+        );
+        assert_eq!(s.test, p.test, "{name}, {pool}: same test accuracies");
+        // Per-node timings are in the metrics, one entry per node.
+        let metrics = std::fs::read_to_string(par.join(RunDir::METRICS)).unwrap();
+        let line: serde_json::Value =
+            serde_json::from_str(metrics.lines().last().unwrap()).unwrap();
+        let nodes = line["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), count, "{name}, {pool}: a timing per node");
+        for n in nodes {
+            assert!(n["steps"].as_u64().unwrap() > 0);
+            assert!(n["compute_seconds"].as_f64().unwrap() > 0.0);
+            assert!(n["cpu_seconds"].as_f64().unwrap() > 0.0);
+            let parts = ["forward_seconds", "backward_seconds", "update_seconds"]
+                .map(|k| n[k].as_f64().unwrap());
+            assert!(parts.iter().all(|&p| p > 0.0), "{name}, {pool}: {n}");
+            assert!(parts.iter().sum::<f64>() <= n["compute_seconds"].as_f64().unwrap() + 1e-9);
+        }
     }
 }
 

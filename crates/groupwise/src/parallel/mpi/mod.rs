@@ -1,8 +1,9 @@
 //! The MPI transport (cargo feature `mpi`): nodes spread over the ranks of `mpirun -np N`.
 //!
 //! - Placement: the [`Layout`] every transport uses: nodes in id order (module by module, groups
-//!   within; then final columns and head) cut into N contiguous runs that balance forward MACs; each
-//!   rank runs its nodes as worker threads. With N = number of nodes, one node per rank.
+//!   within; then final columns and head) cut into N contiguous runs that balance forward MACs (or the
+//!   seconds per step of `--placement FILE`); each rank runs its nodes on its share of worker threads,
+//!   cut the same way. With N = number of nodes, one node per rank.
 //! - Traffic: every channel of the step ([`Topology::channels`](super::Topology::channels)) has its own tag. Activations to the next
 //!   module travel on a duplicate of `MPI_COMM_WORLD`; the slices and logits exchanged inside module k
 //!   travel on module k's sub-communicator (the ranks hosting its groups, made once when the run

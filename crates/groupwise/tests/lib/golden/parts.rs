@@ -220,7 +220,8 @@ fn unit_step_is_isolated() {
         .map(|(n, t)| (n, t.copy()))
         .collect();
     let images = Tensor::zeros([4, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let stats = net.units[1][0].step(&aux_in, &logits[0], &logits, &labels, &images, 0.1);
+    let stats = net.units[1][0].backward(&aux_in, &logits[0], &logits, &labels, &images);
+    net.units[1][0].update(0.1);
     assert!(stats.cross_entropy.is_finite() && stats.diversity > 0.0);
 
     let after = net.named_tensors();

@@ -1,0 +1,135 @@
+//! [`profile`]: every node's training step timed on this machine, in isolation (one worker thread
+//! running the nodes in turn, a fixed number of libtorch intra-op threads, after warm-up): what
+//! `groupwise plan --profile` prints and what placement can balance.
+
+use std::ops::ControlFlow;
+
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::Batch;
+use crate::local::Network;
+use crate::plan::NodeId;
+
+use super::layout::Layout;
+use super::runner::{NodeRunner, Slots};
+use super::segment::{NodeTiming, RuntimeError, Segment};
+use super::settings::Runtime;
+use super::transport::Mailboxes;
+
+/// How to profile.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ProfileSettings {
+    /// Images per step.
+    pub batch: i64,
+    /// Untimed steps first.
+    pub warmup: usize,
+    /// Timed steps.
+    pub steps: usize,
+    /// libtorch intra-op threads of the worker.
+    pub threads: usize,
+}
+
+/// One node's measured step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NodeProfile {
+    /// The node.
+    pub node: NodeId,
+    /// Forward MACs per image (the plan's count).
+    pub macs: u64,
+    /// Seconds per step: all of its compute.
+    pub seconds_per_step: f64,
+    /// Of it: forward passes.
+    pub forward_seconds: f64,
+    /// Of it: losses and backward passes.
+    pub backward_seconds: f64,
+    /// Of it: the optimizer's update.
+    pub update_seconds: f64,
+    /// CPU seconds per step of the worker thread (below `seconds_per_step` when it waited for a core).
+    pub cpu_seconds: f64,
+    /// Training MACs per second: 3 x forward MACs x batch (forward, input and weight gradients) over
+    /// the step time, in billions.
+    pub gmacs_per_second: f64,
+}
+
+impl NodeProfile {
+    fn new(node: NodeId, macs: u64, batch: i64, t: &NodeTiming) -> NodeProfile {
+        let per = |s: f64| s / t.steps.max(1) as f64;
+        let seconds = per(t.compute_seconds);
+        NodeProfile {
+            node,
+            macs,
+            seconds_per_step: seconds,
+            forward_seconds: per(t.forward_seconds),
+            backward_seconds: per(t.backward_seconds),
+            update_seconds: per(t.update_seconds),
+            cpu_seconds: per(t.cpu_seconds),
+            gmacs_per_second: 3.0 * macs as f64 * batch as f64 / seconds.max(1e-12) / 1e9,
+        }
+    }
+}
+
+/// Times every node of `net` (its runtime's nodes: [`super::Topology`]) on random images of the
+/// network's input shape: `settings.warmup` steps, then `settings.steps` timed ones, through the
+/// workers' own code on one worker thread (every exchange is a hand-over inside the thread). Trains
+/// `net` on those images as a side effect.
+pub fn profile(
+    net: Network,
+    device: Device,
+    settings: ProfileSettings,
+) -> Result<(Network, Vec<NodeProfile>), RuntimeError> {
+    let runtime = Runtime {
+        threads_per_worker: Some(settings.threads),
+        worker_threads: Some(1),
+        ..Runtime::default()
+    };
+    let layout = Layout::new(&net.plan, &runtime, device, 1, 0, 1)?;
+    let arch = &net.plan.arch;
+    let shape = [
+        settings.batch,
+        arch.in_channels,
+        arch.image_size,
+        arch.image_size,
+    ];
+    let classes = arch.classes;
+    let batches = move || {
+        Box::new((0..).map(move |index| Batch {
+            images: Tensor::randn(shape, (Kind::Float, Device::Cpu)),
+            labels: Tensor::randint(classes, [shape[0]], (Kind::Int64, Device::Cpu)),
+            index,
+        }))
+    };
+    let mut slots = Slots::split(net, &layout);
+    let runner = NodeRunner {
+        layout: &layout,
+        leader: true,
+    };
+    let mut on_step = |_| ControlFlow::Continue(());
+    let mut timings = Vec::new();
+    for (steps, done) in [
+        (settings.warmup, 0),
+        (settings.steps.max(1), settings.warmup),
+    ] {
+        if steps == 0 {
+            continue;
+        }
+        let segment = Segment {
+            batches: batches(),
+            steps,
+            lr: 0.01,
+            done,
+        };
+        let mailboxes = Mailboxes::new(layout.depth);
+        match runner.run(&mut slots, &mailboxes, segment, &mut on_step, None) {
+            Ok(t) => timings = t,
+            Err(e) => return Err(e),
+        }
+    }
+    let topo = &layout.topo;
+    let profiles = timings
+        .iter()
+        .enumerate()
+        .map(|(id, t)| NodeProfile::new(topo.name(id), topo.macs(id), settings.batch, t))
+        .collect();
+    Ok((slots.join(), profiles))
+}
