@@ -1,0 +1,52 @@
+//! Regression tests of the built binary, each named after what broke: a NaN checkpoint evaluated to
+//! chance with status 0.
+
+use std::path::Path;
+
+use groupwise::checkpoint;
+use tch::Tensor;
+
+use crate::common::{groupwise, output, scratch};
+
+/// Trains the smoke preset (8 steps of tiny synthetic data, seconds) into `dir`, with `extra`
+/// flags; panics naming stderr if it fails.
+fn smoke_run(dir: &Path, extra: &[&str]) {
+    let (ok, _, stderr) = output(
+        groupwise()
+            .args(["train", "--preset", "smoke", "--quiet", "--threads", "1"])
+            .args(["--threads-per-worker", "1"])
+            .args(extra)
+            .arg("--run-dir")
+            .arg(dir),
+    );
+    assert!(ok, "smoke run failed: {stderr}");
+}
+
+#[test]
+fn eval_of_a_checkpoint_holding_nan_fails_naming_the_tensor() {
+    let root = scratch("eval-nan");
+    let run = root.path().join("run");
+    smoke_run(&run, &[]);
+    let (ok, stdout, stderr) = output(groupwise().arg("eval").arg(&run));
+    assert!(ok && stdout.contains("test accuracy"), "{stderr}");
+
+    // One weight of one unit becomes NaN, as in a run that diverged on its last step.
+    let ckpt = run.join("checkpoint.safetensors");
+    let mut named: Vec<(String, Tensor)> = checkpoint::read(&ckpt).unwrap().into_iter().collect();
+    let (name, t) = named
+        .iter_mut()
+        .find(|(n, _)| n.starts_with("m1.g0.") && n.ends_with("conv1.weight"))
+        .expect("a convolution of unit m1.g0");
+    let _ = t.view(-1).get(3).fill_(f64::NAN);
+    let name = name.clone();
+    checkpoint::write_atomic(&named, &ckpt).unwrap();
+
+    let (ok, stdout, stderr) = output(groupwise().arg("eval").arg(&run));
+    assert!(!ok, "eval of a NaN checkpoint succeeded: {stdout}");
+    let want = format!(
+        "error: checkpoint {}: tensor '{name}' holds NaN (1 of ",
+        ckpt.display()
+    );
+    assert!(stderr.contains(&want), "`{stderr}` lacks `{want}`");
+    assert!(!stdout.contains("test accuracy"), "{stdout}");
+}
