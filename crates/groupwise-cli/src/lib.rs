@@ -5,10 +5,12 @@
 //! Dependencies point one way, and no two modules import each other: [`args`] (raw flags) <-
 //! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
 //! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
-//! (the TOML presets embedded from `configs/`), [`log`] (the run's `train.log`) and [`mpiexec`]
-//! depend on no other module.
+//! (the TOML presets embedded from `configs/`), [`log`] (the run's `train.log`), [`mpiexec`] and
+//! [`stdout`] (results on standard output, a closed pipe a quiet end) depend on no other module.
 
 #![deny(missing_docs)]
+// `println!` panics when the reader of a pipe has gone; results go through `stdout::stdout()`.
+#![deny(clippy::print_stdout)]
 
 pub mod args;
 pub mod cmd;
@@ -18,4 +20,5 @@ pub mod log;
 pub mod mpiexec;
 pub mod presets;
 pub mod report;
+pub mod stdout;
 pub mod sweep;

@@ -1,5 +1,7 @@
 //! `groupwise plan`: the K x G partition of a config, node by node, with its costs.
 
+use std::io::Write;
+
 use anyhow::Result;
 
 use groupwise::plan::cost::NodeKind;
@@ -8,6 +10,7 @@ use groupwise::train::RunConfig;
 
 use crate::args::PlanArgs;
 use crate::config::base_config;
+use crate::stdout::stdout;
 
 /// Builds the plan of the preset with the flags on top and prints it.
 pub fn run(args: PlanArgs) -> Result<()> {
@@ -24,9 +27,10 @@ pub fn run(args: PlanArgs) -> Result<()> {
 }
 
 fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
+    let mut out = stdout();
     let nodes = plan.nodes();
     if json {
-        let out = serde_json::json!({
+        let value = serde_json::json!({
             "plan": plan,
             "boundaries": plan.boundary_names(),
             "nodes": nodes,
@@ -34,12 +38,12 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
             "inference_macs": plan.inference_macs(),
             "params": plan.total_params(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let a = &plan.arch;
-    println!(
-        "ResNet-{} widths {:?}, input {}x{}x{}, {} classes; plan {} -> boundaries {:?}; G={}; aux input {:?}",
+    writeln!(
+        out,"ResNet-{} widths {:?}, input {}x{}x{}, {} classes; plan {} -> boundaries {:?}; G={}; aux input {:?}",
         a.depth(),
         a.widths,
         a.in_channels,
@@ -50,11 +54,12 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
         plan.boundary_names(),
         plan.groups,
         plan.aux_input
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<14} {:>12} {:>12} {:>12} {:>10}  layers",
         "node", "trunk MACs", "clf MACs", "total MACs", "params"
-    );
+    )?;
     for n in &nodes {
         let name = match n.kind {
             NodeKind::Unit { module, group } => format!("unit {module}.{group}"),
@@ -72,7 +77,8 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
                 }
             })
             .collect();
-        println!(
+        writeln!(
+            out,
             "{:<14} {:>12.4e} {:>12.4e} {:>12.4e} {:>10}  {}",
             name,
             n.trunk.macs as f64,
@@ -80,13 +86,13 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
             n.total().macs as f64,
             n.total().params,
             layers.join(" ")
-        );
+        )?;
     }
-    println!(
-        "max node (paper's figure conventions): {:.4e} MACs; inference: {:.4e} MACs; parameters: {}",
+    writeln!(
+        out,"max node (paper's figure conventions): {:.4e} MACs; inference: {:.4e} MACs; parameters: {}",
         plan.figure_max_node_macs() as f64,
         plan.inference_macs() as f64,
         plan.total_params()
-    );
+    )?;
     Ok(())
 }

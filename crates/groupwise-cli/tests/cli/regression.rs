@@ -1,7 +1,8 @@
 //! Regression tests of the built binary, each named after what broke: a NaN checkpoint evaluated to
-//! chance with status 0.
+//! chance with status 0, and output into a closed pipe panicked.
 
 use std::path::Path;
+use std::process::{Command, Stdio};
 
 use groupwise::checkpoint;
 use tch::Tensor;
@@ -49,4 +50,37 @@ fn eval_of_a_checkpoint_holding_nan_fails_naming_the_tensor() {
     );
     assert!(stderr.contains(&want), "`{stderr}` lacks `{want}`");
     assert!(!stdout.contains("test accuracy"), "{stdout}");
+}
+
+/// Runs `groupwise args` with its standard output a pipe whose reader has already gone: every write
+/// fails with EPIPE. Returns whether it succeeded and its stderr.
+fn into_closed_pipe(args: &[&str]) -> (bool, String) {
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let out = Command::new(crate::common::BIN)
+        .args(args)
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run groupwise");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
+    // `groupwise presets | head -1`: the reader took what it wanted; like ripgrep, the command ends
+    // with status 0 and says nothing (it used to panic on the broken pipe).
+    for args in [
+        &["presets"][..],
+        &["presets", "--show", "paper"],
+        &["presets", "--show", "paper", "--json"],
+        &["plan"],
+        &["plan", "--json"],
+    ] {
+        let (ok, stderr) = into_closed_pipe(args);
+        assert!(ok && stderr.is_empty(), "{args:?}: {stderr}");
+    }
 }
