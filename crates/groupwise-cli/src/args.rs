@@ -247,7 +247,8 @@ pub struct RuntimeArgs {
     /// Where the nodes live: this process, or MPI ranks.
     #[arg(long, value_enum, default_value_t)]
     pub transport: TransportArg,
-    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1).
+    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1);
+    /// with --workers sequential, of the one thread that trains every node (default: --threads).
     #[arg(long)]
     pub threads_per_worker: Option<usize>,
     /// Messages in flight per link between nodes (back-pressure; 2 = double buffering).

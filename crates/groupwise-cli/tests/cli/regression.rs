@@ -1,5 +1,6 @@
 //! Regression tests of the built binary, each named after what broke: a NaN checkpoint evaluated to
-//! chance with status 0, and output into a closed pipe panicked.
+//! chance with status 0, output into a closed pipe panicked, and `--workers sequential` ignored
+//! `--threads-per-worker` and `--inject-fault`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,7 +16,6 @@ fn smoke_run(dir: &Path, extra: &[&str]) {
     let (ok, _, stderr) = output(
         groupwise()
             .args(["train", "--preset", "smoke", "--quiet", "--threads", "1"])
-            .args(["--threads-per-worker", "1"])
             .args(extra)
             .arg("--run-dir")
             .arg(dir),
@@ -27,7 +27,7 @@ fn smoke_run(dir: &Path, extra: &[&str]) {
 fn eval_of_a_checkpoint_holding_nan_fails_naming_the_tensor() {
     let root = scratch("eval-nan");
     let run = root.path().join("run");
-    smoke_run(&run, &[]);
+    smoke_run(&run, &["--threads-per-worker", "1"]);
     let (ok, stdout, stderr) = output(groupwise().arg("eval").arg(&run));
     assert!(ok && stdout.contains("test accuracy"), "{stderr}");
 
@@ -83,4 +83,38 @@ fn output_into_a_closed_pipe_ends_quietly_with_status_0() {
         let (ok, stderr) = into_closed_pipe(args);
         assert!(ok && stderr.is_empty(), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn sequential_workers_honour_threads_per_worker_and_inject_fault() {
+    let root = scratch("sequential-flags");
+    let run = root.path().join("threads");
+    smoke_run(
+        &run,
+        &["--workers", "sequential", "--threads-per-worker", "2"],
+    );
+    let log = std::fs::read_to_string(run.join("train.log")).unwrap();
+    assert!(
+        log.contains("every node in turn in this thread (sequential), 2 intra-op thread(s)"),
+        "{log}"
+    );
+    // The smoke run has 8 steps; the fault ends it at step 3 with the node's message.
+    let (ok, _, stderr) = output(
+        groupwise()
+            .args([
+                "train",
+                "--preset",
+                "smoke",
+                "--quiet",
+                "--workers",
+                "sequential",
+            ])
+            .args(["--threads", "1", "--inject-fault", "m0.g1@3", "--run-dir"])
+            .arg(root.path().join("fault")),
+    );
+    assert!(!ok, "the injected fault was ignored");
+    assert!(
+        stderr.contains("error: node m0.g1 failed at step 3: injected fault (--inject-fault)"),
+        "{stderr}"
+    );
 }
