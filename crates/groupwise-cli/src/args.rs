@@ -291,7 +291,8 @@ pub struct RuntimeArgs {
     /// `macs` (the plan's forward MACs), or a file written by `groupwise plan --profile --json`.
     #[arg(long, default_value = "measured", value_name = "measured|macs|FILE")]
     pub placement: PlacementArg,
-    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1).
+    /// libtorch intra-op threads per worker (default: cores / workers on this machine, at least 1);
+    /// with --workers sequential, of the one thread that trains every node (default: --threads).
     #[arg(long)]
     pub threads_per_worker: Option<usize>,
     /// Messages in flight per link between nodes (back-pressure; 2 = double buffering).

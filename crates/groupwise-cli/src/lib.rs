@@ -6,10 +6,12 @@
 //! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
 //! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
 //! (the TOML presets embedded from `configs/`), [`profile_file`] (what `plan --profile --json`
-//! writes and `--placement FILE` reads), [`log`] (the run's `train.log`) and [`mpiexec`]
-//! depend on no other module.
+//! writes and `--placement FILE` reads), [`log`] (the run's `train.log`), [`mpiexec`] and
+//! [`stdout`] (results on standard output, a closed pipe a quiet end) depend on no other module.
 
 #![deny(missing_docs)]
+// `println!` panics when the reader of a pipe has gone; results go through `stdout::stdout()`.
+#![deny(clippy::print_stdout)]
 
 pub mod args;
 pub mod cmd;
@@ -20,4 +22,5 @@ pub mod mpiexec;
 pub mod presets;
 pub mod profile_file;
 pub mod report;
+pub mod stdout;
 pub mod sweep;

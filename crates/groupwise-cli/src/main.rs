@@ -21,6 +21,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of our output went away (`groupwise presets | head -1`): it has what it wanted.
+        Err(e) if groupwise_cli::stdout::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("error: {e:#}");

@@ -55,6 +55,21 @@ pub enum CheckpointError {
         /// Shape in the network.
         expected: Vec<i64>,
     },
+    /// A floating-point tensor holding NaN or infinite values: the run that wrote it had diverged
+    /// (or the file was edited), and nothing trained from or evaluated with it would mean anything.
+    #[error("checkpoint {path}: tensor '{name}' holds {what} ({count} of {numel} values)")]
+    NonFinite {
+        /// The file.
+        path: PathBuf,
+        /// The tensor name.
+        name: String,
+        /// `NaN` or `infinite values` (NaN when it holds both).
+        what: &'static str,
+        /// How many of its values are such.
+        count: i64,
+        /// Its values.
+        numel: i64,
+    },
     /// Writing failed.
     #[error("cannot write checkpoint {path}: {reason}")]
     Write {
@@ -281,29 +296,62 @@ pub enum Coverage {
 
 /// Copies the file's tensors into every node of the network (parameters and BN statistics must all
 /// be present). Returns the saved progress (zero when the file has none).
+///
+/// Every tensor it copies (parameters, BN statistics, and with [`Restore::State`] momentum buffers)
+/// must be finite: a NaN or infinite value is [`CheckpointError::NonFinite`] naming the tensor.
 pub fn load(net: &mut Network, path: &Path, restore: Restore) -> Result<Progress, CheckpointError> {
     let tensors = read(path)?;
-    assign_from(net, &tensors, restore, Coverage::All, path)?;
+    assign_from(net, &tensors, restore, Coverage::All, Some(path))?;
     Ok(Progress::from_named(&tensors))
 }
 
-/// Copies named tensors (checkpoint names) into the nodes `coverage` says.
+/// Copies named tensors (checkpoint names) into the nodes `coverage` says, as they are: this is
+/// state moving between the ranks of a run, which may be diverging (the trainer's loss check
+/// judges that, not the transport); files go through [`load`], which refuses non-finite values.
 pub fn assign(
     net: &mut Network,
     tensors: &BTreeMap<String, Tensor>,
     restore: Restore,
     coverage: Coverage,
 ) -> Result<(), CheckpointError> {
-    assign_from(net, tensors, restore, coverage, Path::new("(message)"))
+    assign_from(net, tensors, restore, coverage, None)
 }
 
+/// Refuses a floating-point tensor that holds NaN or infinite values.
+fn check_finite(t: &Tensor, name: &str, path: &Path) -> Result<(), CheckpointError> {
+    if !t.is_floating_point() || t.numel() == 0 || t.isfinite().all().int64_value(&[]) != 0 {
+        return Ok(());
+    }
+    let count = |mask: Tensor| mask.sum(Kind::Int64).int64_value(&[]);
+    let nan = count(t.isnan());
+    let (what, count) = if nan > 0 {
+        ("NaN", nan)
+    } else {
+        ("infinite values", count(t.isinf()))
+    };
+    Err(CheckpointError::NonFinite {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        what,
+        count,
+        numel: t.numel() as i64,
+    })
+}
+
+/// [`load`] (`file` is the checkpoint, whose values must be finite) or [`assign`] (`None`: a
+/// message between ranks).
 fn assign_from(
     net: &mut Network,
     tensors: &BTreeMap<String, Tensor>,
     restore: Restore,
     coverage: Coverage,
-    path: &Path,
+    file: Option<&Path>,
 ) -> Result<(), CheckpointError> {
+    let path = file.unwrap_or(Path::new("(message)"));
+    let finite = |t: &Tensor, name: &str| match file {
+        Some(path) => check_finite(t, name, path),
+        None => Ok(()),
+    };
     let get = |name: &str| -> Result<&Tensor, CheckpointError> {
         tensors.get(name).ok_or_else(|| CheckpointError::Missing {
             path: path.to_path_buf(),
@@ -329,7 +377,9 @@ fn assign_from(
                     expected: var.size(),
                 });
             }
+            // Checked as the network holds it: a float64 value may overflow float32.
             tch::no_grad(|| var.copy_(src));
+            finite(&var, &full)?;
         }
         if restore == Restore::State {
             let prefix = format!("momentum.{}", params.prefix);
@@ -347,10 +397,11 @@ fn assign_from(
                             expected: var.size(),
                         }));
                     }
-                    Some(Ok((
-                        rest.to_string(),
-                        t.to_kind(var.kind()).to_device(device),
-                    )))
+                    let buffer = t.to_kind(var.kind());
+                    if let Err(e) = finite(&buffer, n) {
+                        return Some(Err(e));
+                    }
+                    Some(Ok((rest.to_string(), buffer.to_device(device))))
                 })
                 .collect::<Result<_, _>>()?;
             params.opt.set_buffers(buffers);

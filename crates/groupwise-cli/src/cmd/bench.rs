@@ -1,6 +1,7 @@
 //! `groupwise bench`: median training-step time of ResNet-32 (32x32x3, 10 classes) for several K x G
 //! plans, and in the same run the same step in PyTorch (`scripts/bench_torch.py`), with the ratio.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
@@ -14,6 +15,7 @@ use groupwise::plan::{AuxInput, Plan};
 
 use crate::args::BenchArgs;
 use crate::cmd::bench_parallel;
+use crate::stdout::stdout;
 
 fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
     let plan = Plan::new(
@@ -115,16 +117,19 @@ pub fn run(a: BenchArgs) -> Result<()> {
         eprintln!("timing PyTorch ...");
         Some(time_torch(&a)?)
     };
-    println!(
+    let mut out = stdout();
+    writeln!(
+        out,
         "ResNet-32, batch {}, 32x32x3, {} threads, median of {} steps",
         a.batch,
         tch::get_num_threads(),
         a.steps
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<8} {:>14} {:>12} {:>14} {:>12} {:>14}",
         "K:G", "groupwise s", "img/s", "PyTorch s", "img/s", "time ratio"
-    );
+    )?;
     for (k, g, t) in rows {
         let theirs = torch
             .as_ref()
@@ -138,7 +143,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
             ),
             None => ("-".into(), "-".into(), "-".into()),
         };
-        println!(
+        writeln!(
+            out,
             "{:<8} {:>14.4} {:>12.0} {:>14} {:>12} {:>14}",
             format!("{k}:{g}"),
             t,
@@ -146,7 +152,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
             ts,
             ti,
             ratio
-        );
+        )?;
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 //! child process; step time from the run's metrics, the per-node compute / wait / communication
 //! split, and the ideal speed-up from the plan's MAC balance.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -15,6 +16,7 @@ use groupwise::plan::{AuxInput, Plan};
 
 use crate::args::BenchArgs;
 use crate::mpiexec;
+use crate::stdout::stdout;
 
 struct Measured {
     step_seconds: f64,
@@ -128,17 +130,19 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         eprintln!("note: no MPI column (build with --features mpi and put mpiexec on PATH)");
     }
     let scratch = std::env::temp_dir().join(format!("groupwise-bench-{}", std::process::id()));
-    println!(
-        "ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} workers on {cores} cores",
+    let mut out = stdout();
+    writeln!(
+        out,"ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} workers on {cores} cores",
         a.batch,
         a.warmup + a.steps,
         a.warmup
-    );
-    println!(
-        "speedup: over the sequential path using all {workers} cores for intra-op threads (seq s); \
+    )?;
+    writeln!(
+        out,"speedup: over the sequential path using all {workers} cores for intra-op threads (seq s); \
          [1c]: over the sequential path on one core (seq1 s)"
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<6} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
         "K:G",
         "seq s",
@@ -151,7 +155,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         "[1c]",
         "ideal thr",
         "ideal mpi"
-    );
+    )?;
     let mut details = Vec::new();
     for c in &configs {
         let (k, g) = c
@@ -209,7 +213,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             .map_or(("-".into(), "-".into(), "-".into()), |m| {
                 (format!("{:.4}", m.step_seconds), x(&seq, m), x(&seq1, m))
             });
-        println!(
+        writeln!(
+            out,
             "{:<6} {:>8.4} {:>8.4} {:>9.4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9.2}x {:>9.2}x",
             c,
             seq.step_seconds,
@@ -222,19 +227,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             m1,
             ideal_thr,
             ideal_mpi
-        );
+        )?;
         details.push((c.clone(), "threads", thr));
         if let Some(m) = mpi {
             details.push((c.clone(), "mpi", m));
         }
     }
-    println!();
-    println!("per node, seconds per step: compute / wait / communication (share of step), bytes sent per step");
+    writeln!(out)?;
+    writeln!(out, "per node, seconds per step: compute / wait / communication (share of step), bytes sent per step")?;
     for (c, mode, m) in &details {
         for n in &m.nodes {
             let steps = n["steps"].as_f64().unwrap_or(1.0).max(1.0);
             let per = |k: &str| n[k].as_f64().unwrap_or(0.0) / steps;
-            println!(
+            writeln!(
+                out,
                 "{:<6} {:<8} {:<7} rank {:>2}  {:.4} / {:.4} / {:.4} ({:>4.1}%)  {:>10.0} B",
                 c,
                 mode,
@@ -245,7 +251,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                 per("comm_seconds"),
                 100.0 * per("comm_seconds") / m.step_seconds,
                 n["bytes_sent"].as_f64().unwrap_or(0.0) / steps
-            );
+            )?;
         }
     }
     let _ = std::fs::remove_dir_all(&scratch);

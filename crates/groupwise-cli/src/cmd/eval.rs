@@ -1,5 +1,6 @@
 //! `groupwise eval`: a saved run directory or checkpoint on its test split.
 
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -9,6 +10,7 @@ use groupwise::eval::EvalResult;
 use groupwise::train::{self, RunDir};
 
 use crate::args::EvalArgs;
+use crate::stdout::stdout;
 
 /// Evaluates the checkpoint and prints the accuracies (or them all as JSON).
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -35,34 +37,39 @@ pub fn run(args: EvalArgs) -> Result<()> {
         config.loader_workers,
         prepared.device,
     )?;
+    let mut out = stdout();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&result)?)?;
     } else {
-        println!(
+        writeln!(
+            out,
             "{} after {} epochs (+{} steps): {} test images",
             ckpt.display(),
             progress.epoch,
             progress.step,
             result.images
-        );
-        print_eval(&result);
-        println!(
+        )?;
+        print_eval(&mut out, &result)?;
+        writeln!(
+            out,
             "test accuracy: {:.2}% (head), {:.2}% (ensemble)",
             100.0 * result.head,
             100.0 * result.ensemble
-        );
+        )?;
     }
     Ok(())
 }
 
 /// Prints every auxiliary classifier's accuracy, a line per boundary (also after `train`).
-pub(crate) fn print_eval(r: &EvalResult) {
+pub(crate) fn print_eval(out: &mut impl Write, r: &EvalResult) -> io::Result<()> {
     for (k, units) in r.units.iter().enumerate() {
         let groups: Vec<String> = units.iter().map(|a| format!("{:.2}", 100.0 * a)).collect();
-        println!(
+        writeln!(
+            out,
             "  boundary {k}: groups [{}]%, group mean {:.2}%",
             groups.join(", "),
             100.0 * r.boundaries[k]
-        );
+        )?;
     }
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! `groupwise plan`: the K x G partition of a config, node by node, with its costs; with `--profile`,
 //! every node's step timed on this machine.
 
+use std::io::Write;
+
 use anyhow::{bail, Result};
 
 use groupwise::local::Network;
@@ -12,6 +14,7 @@ use groupwise::train::RunConfig;
 use crate::args::PlanArgs;
 use crate::config::base_config;
 use crate::profile_file::ProfileFile;
+use crate::stdout::stdout;
 
 /// Builds the plan of the preset with the flags on top and prints it.
 pub fn run(args: PlanArgs) -> Result<()> {
@@ -74,11 +77,13 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
         nodes,
         reference,
     };
+    let mut out = stdout();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&file)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&file)?)?;
         return Ok(());
     }
-    println!(
+    writeln!(
+        out,
         "{}, batch {}, {} intra-op thread(s), mean of {} steps after {} warm-up; GMAC/s counts 3 x \
          forward MACs (forward, input and weight gradients)",
         c.plan.method(plan.groups),
@@ -86,14 +91,16 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
         args.threads,
         args.steps,
         args.warmup
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<8} {:>11} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}",
         "node", "fwd MACs", "ms/step", "fwd ms", "bwd ms", "upd ms", "cpu%", "GMAC/s", "vs e2e"
-    );
+    )?;
     let e2e = file.reference.as_ref().map(|r| r.gmacs_per_second);
-    let row = |name: String, n: &NodeProfile| {
-        println!(
+    let row = |out: &mut crate::stdout::Stdout, name: String, n: &NodeProfile| {
+        writeln!(
+            out,
             "{:<8} {:>11.3e} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>6.0} {:>8.2} {:>7}",
             name,
             n.macs as f64,
@@ -104,27 +111,29 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
             100.0 * n.cpu_seconds / n.seconds_per_step.max(1e-12),
             n.gmacs_per_second,
             e2e.map_or("-".into(), |e| format!("{:.2}", n.gmacs_per_second / e))
-        );
+        )
     };
     for n in &file.nodes {
-        row(n.node.to_string(), n);
+        row(&mut out, n.node.to_string(), n)?;
     }
     let total: f64 = file.nodes.iter().map(|n| n.seconds_per_step).sum();
-    println!("sum of nodes: {:.2} ms/step", total * 1e3);
+    writeln!(out, "sum of nodes: {:.2} ms/step", total * 1e3)?;
     if let Some(r) = &file.reference {
-        row("e2e".into(), r);
-        println!(
+        row(&mut out, "e2e".into(), r)?;
+        writeln!(
+            out,
             "sum of nodes / end-to-end step: {:.2}",
             total / r.seconds_per_step
-        );
+        )?;
     }
     Ok(())
 }
 
 fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
+    let mut out = stdout();
     let nodes = plan.nodes();
     if json {
-        let out = serde_json::json!({
+        let value = serde_json::json!({
             "plan": plan,
             "boundaries": plan.boundary_names(),
             "nodes": nodes,
@@ -132,12 +141,12 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
             "inference_macs": plan.inference_macs(),
             "params": plan.total_params(),
         });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let a = &plan.arch;
-    println!(
-        "ResNet-{} widths {:?}, input {}x{}x{}, {} classes; plan {} -> boundaries {:?}; G={}; aux input {:?}",
+    writeln!(
+        out,"ResNet-{} widths {:?}, input {}x{}x{}, {} classes; plan {} -> boundaries {:?}; G={}; aux input {:?}",
         a.depth(),
         a.widths,
         a.in_channels,
@@ -148,11 +157,12 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
         plan.boundary_names(),
         plan.groups,
         plan.aux_input
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "{:<14} {:>12} {:>12} {:>12} {:>10}  layers",
         "node", "trunk MACs", "clf MACs", "total MACs", "params"
-    );
+    )?;
     for n in &nodes {
         let name = match n.kind {
             NodeKind::Unit { module, group } => format!("unit {module}.{group}"),
@@ -170,7 +180,8 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
                 }
             })
             .collect();
-        println!(
+        writeln!(
+            out,
             "{:<14} {:>12.4e} {:>12.4e} {:>12.4e} {:>10}  {}",
             name,
             n.trunk.macs as f64,
@@ -178,13 +189,13 @@ fn print_plan(c: &RunConfig, plan: &Plan, json: bool) -> Result<()> {
             n.total().macs as f64,
             n.total().params,
             layers.join(" ")
-        );
+        )?;
     }
-    println!(
-        "max node (paper's figure conventions): {:.4e} MACs; inference: {:.4e} MACs; parameters: {}",
+    writeln!(
+        out,"max node (paper's figure conventions): {:.4e} MACs; inference: {:.4e} MACs; parameters: {}",
         plan.figure_max_node_macs() as f64,
         plan.inference_macs() as f64,
         plan.total_params()
-    );
+    )?;
     Ok(())
 }

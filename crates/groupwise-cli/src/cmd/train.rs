@@ -1,5 +1,6 @@
 //! `groupwise train`: resolve the config, start the nodes, show progress, print the result.
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -12,6 +13,7 @@ use crate::args::TrainArgs;
 use crate::cmd::eval::print_eval;
 use crate::config::base_config;
 use crate::presets::preset_label;
+use crate::stdout::stdout;
 
 /// Trains (or resumes) the run; on MPI every rank runs this, the leader reports.
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -143,14 +145,16 @@ pub fn run(args: TrainArgs) -> Result<()> {
             return Err(e.into());
         }
     };
-    print_eval(&summary.test);
-    println!(
+    let mut out = stdout();
+    print_eval(&mut out, &summary.test)?;
+    writeln!(
+        out,
         "test accuracy: {:.2}% (head), {:.2}% (ensemble); {:.0}s, {:.0} train img/s; run dir {}",
         100.0 * summary.test.head,
         100.0 * summary.test.ensemble,
         summary.wall_seconds,
         summary.images_per_second,
         run_dir.display()
-    );
+    )?;
     Ok(())
 }

@@ -7,12 +7,14 @@
 //! `runs` reads the directories into rows, `stats` groups runs that differ only in their seed,
 //! `tables` writes the Markdown and CSV, `plots` (on `chart`'s axes, colours and font) the figures.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
 use crate::args::ReportArgs;
 use crate::files::atomic_write;
+use crate::stdout::stdout;
 
 mod chart;
 mod plots;
@@ -43,7 +45,7 @@ pub fn run(args: ReportArgs) -> Result<()> {
         title: args.title,
     };
     write(&dirs, &args.out, &opts)?;
-    println!("{}", args.out.join("report.md").display());
+    writeln!(stdout(), "{}", args.out.join("report.md").display())?;
     Ok(())
 }
 

@@ -78,11 +78,19 @@ pub struct Row {
 }
 
 impl Row {
-    /// Reads the run directory `dir` (a finished run, or one in progress).
+    /// Reads the run directory `dir` (a finished run, or one in progress). A last metrics line cut
+    /// short (a run killed while writing it, or being written now) is skipped with a warning.
     pub fn read(dir: &Path) -> Result<Row> {
         let run = RunDir::new(dir);
         let config = run.read_config()?;
-        let metrics = run.read_metrics()?;
+        let log = run.read_metrics()?;
+        if let Some(line) = log.cut_short {
+            eprintln!(
+                "warning: {}: line {line} is cut short (the run stopped while writing it); skipped",
+                run.file(RunDir::METRICS).display()
+            );
+        }
+        let metrics = log.epochs;
         let summary = run.read_summary()?;
         let plan = config
             .declared_plan()

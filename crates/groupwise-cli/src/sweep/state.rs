@@ -18,7 +18,9 @@ pub fn run_state(dir: &Path, planned: &RunConfig) -> Result<RunState> {
 /// Complete epochs recorded in a run directory's `metrics.jsonl` (0 when it cannot be read: the
 /// progress bar's estimate only).
 pub fn epochs_logged(dir: &Path) -> usize {
-    RunDir::new(dir).read_metrics().map_or(0, |m| m.len())
+    RunDir::new(dir)
+        .read_metrics()
+        .map_or(0, |m| m.epochs.len())
 }
 
 #[cfg(test)]

@@ -3,5 +3,6 @@
 
 mod common;
 mod mpi;
+mod regression;
 mod report;
 mod sweep;

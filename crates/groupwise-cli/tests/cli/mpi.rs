@@ -1,6 +1,7 @@
-//! The built `groupwise` under `mpiexec`: same parameters as the sequential path on 2, 3 and 5 ranks,
-//! and a failing node ends the whole job promptly with the rank's message, leaving a resumable
-//! checkpoint. Each launch has a hard deadline. Skipped (with a notice) when the binary was built
+//! The built `groupwise` under `mpiexec`: same parameters as the sequential path on 2, 3 and 5 ranks;
+//! a failing node ends the whole job promptly with the rank's message, and a rank killed from
+//! outside (`kill -9`) ends it within 10 s with mpiexec naming the rank; either way the checkpoint
+//! resumes to where an uninterrupted run ends. Each launch has a hard deadline. Skipped (with a notice) when the binary was built
 //! without the `mpi` feature or no `mpiexec` is on PATH, except under `GROUPWISE_EXPECT_MPI=1`
 //! (`make check` with the feature), where a skip is a failure; `.ci/run` installs OpenMPI and runs
 //! them.
@@ -190,4 +191,199 @@ fn mpi_failing_node_aborts_the_job_and_the_checkpoint_resumes() {
     let clean = root.path().join("clean");
     ok(&sequential(&args("4", "2", &clean)), "clean run");
     assert!(run_diff(&dir, &clean) <= 1e-5);
+}
+
+/// The processes below `ancestor` that are MPI ranks, as `(pid, rank)` sorted by rank: read from
+/// `/proc` (each process's parent in `stat`, its rank in the `OMPI_COMM_WORLD_RANK` or `PMI_RANK`
+/// its launcher put in `environ`), so it finds them under OpenMPI's mpiexec and under launchers that
+/// start ranks through a proxy.
+fn ranks_below(ancestor: u32) -> Vec<(u32, usize)> {
+    let mut parents = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`, where comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parents.push((pid, ppid));
+        }
+    }
+    let mut below = vec![ancestor];
+    let mut i = 0;
+    while i < below.len() {
+        let p = below[i];
+        below.extend(parents.iter().filter(|&&(_, pp)| pp == p).map(|&(c, _)| c));
+        i += 1;
+    }
+    let mut ranks: Vec<(u32, usize)> = below[1..]
+        .iter()
+        .filter_map(|&pid| {
+            let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+            let rank = env.split(|&b| b == 0).find_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                kv.strip_prefix("OMPI_COMM_WORLD_RANK=")
+                    .or_else(|| kv.strip_prefix("PMI_RANK="))?
+                    .parse()
+                    .ok()
+            })?;
+            Some((pid, rank))
+        })
+        .collect();
+    ranks.sort_by_key(|&(_, r)| r);
+    ranks
+}
+
+/// Whether process `pid` still runs (a zombie waiting to be reaped does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X")
+    })
+}
+
+fn kill_9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// The K=2, G=1 run of [`args`] made long enough to kill in the middle: 20 steps an epoch, 6 epochs
+/// (a few seconds under mpiexec).
+fn long_args(dir: &Path) -> Vec<String> {
+    let mut a = args("2", "1", dir);
+    for (flag, value) in [("--synthetic", "16,3,4,640,40"), ("--epochs", "6")] {
+        let i = a.iter().position(|x| x == flag).expect("a flag of args()");
+        a[i + 1] = value.to_string();
+    }
+    a
+}
+
+/// Epochs of a run directory's metrics lines, in order.
+fn metric_epochs(dir: &Path) -> Vec<u64> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn mpi_rank_killed_from_outside_ends_the_job_and_the_run_resumes() {
+    let Some(mpiexec) = launcher() else { return };
+    let root = scratch("mpi-kill");
+    let dir = root.path().join("killed");
+    // K=2/G=1 on 3 ranks: one node per rank, rank 2 the head.
+    let mut cmd = Command::new(&mpiexec);
+    cmd.args(["-np", "3"]).arg(BIN).args(long_args(&dir));
+    cmd.args(["--transport", "mpi"]);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in mpiexec::CONTAINER_ENV {
+        cmd.env(k, v);
+    }
+    let mut job = cmd.spawn().expect("launch");
+    let stop = |job: std::process::Child, why: &str| -> ! {
+        for (pid, _) in ranks_below(job.id()) {
+            kill_9(pid);
+        }
+        kill_9(job.id());
+        let out = job.wait_with_output().expect("output");
+        panic!("{why}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+
+    // Wait until the job has checkpointed its first epoch and all three ranks are up.
+    let start = Instant::now();
+    let ranks = loop {
+        if job.try_wait().expect("wait").is_some() {
+            stop(job, "the job ended before it could be killed");
+        }
+        if start.elapsed() > DEADLINE {
+            stop(job, "no checkpoint in time");
+        }
+        if dir.join("checkpoint.safetensors").exists() {
+            let ranks = ranks_below(job.id());
+            if ranks.len() == 3 {
+                break ranks;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        ranks.iter().map(|r| r.1).collect::<Vec<_>>(),
+        [0, 1, 2],
+        "{ranks:?}"
+    );
+
+    // kill -9 rank 2 (not the leader): the whole job must end within 10 s, naming it.
+    kill_9(ranks[2].0);
+    let killed = Instant::now();
+    let hard = Duration::from_secs(10);
+    while job.try_wait().expect("wait").is_none() {
+        if killed.elapsed() > hard {
+            stop(job, "the job still ran 10 s after rank 2 was killed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ended = killed.elapsed();
+    let out = job.wait_with_output().expect("output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!(
+        "mpi kill: the job ended {:.2} s after rank 2 was killed",
+        ended.as_secs_f64()
+    );
+    assert!(!out.status.success(), "the job must fail: {text}");
+    assert!(
+        text.contains("rank 2") && text.contains("signal 9"),
+        "the job's output does not name rank 2 and its signal: {text}"
+    );
+    // No rank outlives the job, and the run did not finish.
+    let grace = Instant::now();
+    while ranks.iter().any(|&(pid, _)| running(pid)) {
+        if grace.elapsed() > Duration::from_secs(2) {
+            for &(pid, _) in &ranks {
+                kill_9(pid);
+            }
+            panic!("ranks {ranks:?} outlived their job");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !dir.join("summary.json").exists(),
+        "the run finished before the kill"
+    );
+
+    // --resume under mpiexec ends where an uninterrupted run ends.
+    let resumed = mpi(
+        &mpiexec,
+        3,
+        &[
+            "train".to_string(),
+            "--resume".into(),
+            "--run-dir".into(),
+            dir.display().to_string(),
+            "--quiet".into(),
+            "--threads-per-worker".into(),
+            "1".into(),
+        ],
+        &[],
+    );
+    ok(&resumed, "resume");
+    let clean = root.path().join("clean");
+    ok(&sequential(&long_args(&clean)), "clean run");
+    assert_eq!(metric_epochs(&dir), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(metric_epochs(&clean), [1, 2, 3, 4, 5, 6]);
+    let diff = run_diff(&dir, &clean);
+    assert!(diff <= 1e-5, "the resumed run differs by {diff:e}");
 }

@@ -383,6 +383,67 @@ fn csv_cells_with_commas_keep_their_columns() {
     assert_eq!(cell(&out.join("seeds.csv"), configs[1], "runs"), "2");
 }
 
+/// A run killed while appending its metrics line leaves that last line cut short: the report over
+/// many runs used to fail whole on it. Now it is skipped with a warning naming the file and line;
+/// a line that does not parse anywhere else is still an error naming them.
+#[test]
+fn report_skips_a_cut_short_last_metrics_line_and_refuses_a_corrupt_one() {
+    let root = scratch("report-cut");
+    let runs = root.path().join("runs");
+    make_run(
+        &runs,
+        "a-e2e",
+        "1",
+        1,
+        10,
+        4.0,
+        &[0.8, 0.9],
+        json!([]),
+        true,
+    );
+    make_run(
+        &runs,
+        "b-dgl",
+        "2",
+        1,
+        10,
+        2.0,
+        &[0.7],
+        json!([[0.5], [0.7]]),
+        false,
+    );
+    let metrics = runs.join("b-dgl").join("metrics.jsonl");
+    let line = std::fs::read_to_string(&metrics).unwrap();
+    std::fs::write(&metrics, format!("{line}{}", &line[..line.len() / 3])).unwrap();
+    let out = root.path().join("report");
+    let report = || {
+        groupwise()
+            .arg("report")
+            .arg(&runs)
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    let o = report();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let want = format!("warning: {}: line 2 is cut short", metrics.display());
+    assert!(stderr.contains(&want), "`{stderr}` lacks `{want}`");
+    // The run's one complete epoch is reported.
+    assert_eq!(cell(&out.join("results.csv"), "b-dgl", "epochs_done"), "1");
+
+    std::fs::write(&metrics, format!("{}\n{line}", &line[..line.len() / 3])).unwrap();
+    let o = report();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    let want = format!(
+        "{}: not a groupwise metrics line: line 1: ",
+        metrics.display()
+    );
+    assert!(stderr.contains(&want), "`{stderr}` lacks `{want}`");
+}
+
 /// Every preset resolves to a valid plan, and the paper's ResNet-32 grid lands on METHOD.md section
 /// 8's per-node MACs (so each preset names the plan and G it claims). In-process: the presets and
 /// the plan `groupwise plan` builds, with one `groupwise presets` and one `groupwise plan` to check

@@ -9,12 +9,13 @@ use tch::Device;
 
 use crate::checkpoint::Progress;
 use crate::local::Network;
-use crate::plan::Plan;
+use crate::plan::{NodeId, Plan};
 
-use super::layout::{Layout, NodeCosts};
+use super::layout::{resolve_fault, Layout, NodeCosts};
 use super::runner::{NodeRunner, Slots};
 use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
 use super::settings::{Placement, Runtime, Workers};
+use super::topology::Topology;
 use super::transport::Mailboxes;
 
 /// Where the nodes of a run execute: this process (sequentially or as threads), or MPI ranks.
@@ -63,6 +64,8 @@ pub trait Cluster {
 pub struct Local {
     runtime: Runtime,
     layout: Option<Layout>,
+    /// The sequential path's injected fault: the node's name and the global step.
+    fault: Option<(NodeId, usize)>,
 }
 
 impl Local {
@@ -71,6 +74,7 @@ impl Local {
         Local {
             runtime,
             layout: None,
+            fault: None,
         }
     }
 }
@@ -80,6 +84,9 @@ impl Cluster for Local {
         self.layout = match self.runtime.workers {
             Workers::Sequential => {
                 self.runtime.validate(device)?;
+                let topo = Topology::new(plan);
+                self.fault = resolve_fault(&topo, self.runtime.fault)?
+                    .map(|(id, step)| (topo.name(id), step));
                 None
             }
             Workers::Threads => Some(Layout::new(plan, &self.runtime, device, 1, 0, 1)?),
@@ -96,7 +103,11 @@ impl Cluster for Local {
         match &self.layout {
             None => {
                 let mut net = net;
-                let result = run_sequential(&mut net, segment, on_step);
+                let sequential = Sequential {
+                    threads: self.runtime.threads_per_worker,
+                    fault: self.fault,
+                };
+                let result = sequential.run(&mut net, segment, on_step);
                 (net, result)
             }
             Some(layout) => {
@@ -118,7 +129,12 @@ impl Cluster for Local {
     fn placement(&self) -> String {
         match &self.layout {
             Some(layout) => layout.describe(),
-            None => "every node in turn in this thread (sequential)".into(),
+            None => format!(
+                "every node in turn in this thread (sequential), {} intra-op thread(s)",
+                self.runtime
+                    .threads_per_worker
+                    .unwrap_or_else(|| tch::get_num_threads() as usize)
+            ),
         }
     }
 }
@@ -216,41 +232,75 @@ fn merge(into: &mut Vec<NodeTiming>, more: Vec<NodeTiming>) {
     }
 }
 
-/// The sequential path: `Network::train_step` per batch; one timing entry for the whole network.
-fn run_sequential(
-    net: &mut Network,
-    segment: Segment,
-    on_step: &mut OnStep,
-) -> Result<Vec<NodeTiming>, RuntimeError> {
-    let device = net.head.params.vs.device();
-    let mut compute = 0.0;
-    let mut wait = 0.0;
-    let mut cpu = Duration::ZERO;
-    let mut steps = 0;
-    let mut batches = segment.batches.take(segment.steps);
-    loop {
-        let t0 = Instant::now();
-        let Some(batch) = batches.next() else { break };
-        wait += t0.elapsed().as_secs_f64();
-        let t1 = Instant::now();
-        let c1 = ThreadTime::now();
-        let x = batch.images.to_device(device);
-        let y = batch.labels.to_device(device);
-        let stats = net.train_step(&x, &y, segment.lr);
-        compute += t1.elapsed().as_secs_f64();
-        cpu += c1.elapsed();
-        steps += 1;
-        if on_step(stats) == ControlFlow::Break(()) {
-            return Err(RuntimeError::Stopped);
+/// The sequential path: `Network::train_step` per batch in the calling thread, with
+/// `--threads-per-worker` (when given) as its intra-op threads for the segment and
+/// `--inject-fault` failing as a worker would; one timing entry for the whole network.
+struct Sequential {
+    /// Intra-op threads of the one worker (`None`: the caller's, set by `--threads`).
+    threads: Option<usize>,
+    /// `(node, global step)` to fail at.
+    fault: Option<(NodeId, usize)>,
+}
+
+impl Sequential {
+    fn run(
+        &self,
+        net: &mut Network,
+        segment: Segment,
+        on_step: &mut OnStep,
+    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+        // The caller's threads come back after the segment (evaluation runs with `--threads`).
+        let caller = tch::get_num_threads();
+        if let Some(t) = self.threads {
+            tch::set_num_threads(t as i32);
         }
+        let result = self.steps(net, segment, on_step);
+        tch::set_num_threads(caller);
+        result
     }
-    Ok(vec![NodeTiming {
-        node: "all".into(),
-        rank: 0,
-        steps,
-        compute_seconds: compute,
-        cpu_seconds: cpu.as_secs_f64(),
-        wait_seconds: wait,
-        ..NodeTiming::default()
-    }])
+
+    fn steps(
+        &self,
+        net: &mut Network,
+        segment: Segment,
+        on_step: &mut OnStep,
+    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+        let device = net.head.params.vs.device();
+        let mut compute = 0.0;
+        let mut wait = 0.0;
+        let mut cpu = Duration::ZERO;
+        let mut steps = 0;
+        let mut batches = segment.batches.take(segment.steps);
+        loop {
+            let t0 = Instant::now();
+            let Some(batch) = batches.next() else { break };
+            wait += t0.elapsed().as_secs_f64();
+            let step = segment.done + steps + 1;
+            if let Some((node, _)) = self.fault.filter(|f| f.1 == step) {
+                return Err(RuntimeError::Failed(format!(
+                    "node {node} failed at step {step}: injected fault (--inject-fault)"
+                )));
+            }
+            let t1 = Instant::now();
+            let c1 = ThreadTime::now();
+            let x = batch.images.to_device(device);
+            let y = batch.labels.to_device(device);
+            let stats = net.train_step(&x, &y, segment.lr);
+            compute += t1.elapsed().as_secs_f64();
+            cpu += c1.elapsed();
+            steps += 1;
+            if on_step(stats) == ControlFlow::Break(()) {
+                return Err(RuntimeError::Stopped);
+            }
+        }
+        Ok(vec![NodeTiming {
+            node: "all".into(),
+            rank: 0,
+            steps,
+            compute_seconds: compute,
+            cpu_seconds: cpu.as_secs_f64(),
+            wait_seconds: wait,
+            ..NodeTiming::default()
+        }])
+    }
 }

@@ -6,7 +6,7 @@ use tch::Device;
 use crate::plan::{balanced_boundaries, Plan};
 
 use super::segment::RuntimeError;
-use super::settings::{cores, Placement, Runtime};
+use super::settings::{cores, Fault, Placement, Runtime};
 use super::topology::Topology;
 
 /// Where every node runs, for one run: its process (rank), its worker thread in that process and its
@@ -147,22 +147,7 @@ impl Layout {
         let threads_per_worker = runtime
             .threads_per_worker
             .unwrap_or_else(|| default_threads_per_worker(worker_threads * processes_here.max(1)));
-        let fault = match runtime.fault {
-            None => None,
-            Some(f) => Some((
-                topo.find(f.node).ok_or_else(|| {
-                    RuntimeError::Failed(format!(
-                        "fault spec {f}: no node {} (nodes: {})",
-                        f.node,
-                        (0..n)
-                            .map(|i| topo.name(i).to_string())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?,
-                f.step,
-            )),
-        };
+        let fault = resolve_fault(&topo, runtime.fault)?;
         let mut layout = Layout {
             topo,
             ranks,
@@ -303,6 +288,26 @@ impl Layout {
             parts.join("; ")
         )
     }
+}
+
+/// `fault` as `(node id, global step)` in `topo`; an error listing the nodes when it names none of
+/// them. One check for pipelined workers, MPI ranks and the sequential path.
+pub(super) fn resolve_fault(
+    topo: &Topology,
+    fault: Option<Fault>,
+) -> Result<Option<(usize, usize)>, RuntimeError> {
+    let Some(f) = fault else { return Ok(None) };
+    let id = topo.find(f.node).ok_or_else(|| {
+        RuntimeError::Failed(format!(
+            "fault spec {f}: no node {} (nodes: {})",
+            f.node,
+            (0..topo.len())
+                .map(|i| topo.name(i).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })?;
+    Ok(Some((id, f.step)))
 }
 
 /// Default intra-op threads per worker: the cores shared by the workers of this machine.

@@ -87,13 +87,14 @@ pub struct Runtime {
     pub worker_threads: Option<usize>,
     /// What the nodes are balanced by across workers.
     pub placement: Placement,
-    /// libtorch intra-op threads per worker (`None`: cores / workers, at least 1).
+    /// libtorch intra-op threads per worker (`None`: cores / workers, at least 1); for the sequential
+    /// path, of the calling thread while it trains (`None`: the caller's own).
     pub threads_per_worker: Option<usize>,
     /// Messages in flight per channel (back-pressure); 2 is double buffering.
     pub pipeline_depth: usize,
     /// Devices that nodes are placed on, round-robin in node order (empty: the run's device).
     pub devices: Vec<usize>,
-    /// A node to fail on purpose (tests of the failure path).
+    /// A node to fail on purpose (tests of the failure path), on every path.
     pub fault: Option<Fault>,
 }
 

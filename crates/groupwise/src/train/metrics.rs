@@ -57,6 +57,73 @@ pub struct EpochMetrics {
     pub nodes: Vec<NodeTiming>,
 }
 
+/// `metrics.jsonl` as read back ([`RunDir::read_metrics`](super::RunDir::read_metrics)): its
+/// complete lines, and the number of a last line cut short.
+///
+/// The trainer appends one line per epoch; a run killed (or out of disk space) while appending
+/// leaves the last line's JSON unfinished. That line is not an error: it is skipped and reported in
+/// [`MetricsLog::cut_short`] (the report warns, a resume drops it). A line that does not parse
+/// anywhere else, or a last line that is complete but wrong, is an error naming its number.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsLog {
+    /// Every complete line's metrics, in file order.
+    pub epochs: Vec<EpochMetrics>,
+    /// Each complete line as written.
+    lines: Vec<String>,
+    /// The number (1-based) of a last line whose JSON ends early, which is skipped.
+    pub cut_short: Option<usize>,
+}
+
+/// A line of `metrics.jsonl` that is not an epoch's metrics.
+#[derive(Debug, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct BadLine {
+    /// Its number (1-based).
+    pub line: usize,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl MetricsLog {
+    /// Parses the bytes of a `metrics.jsonl` (blank lines are ignored).
+    pub fn parse(bytes: &[u8]) -> Result<MetricsLog, BadLine> {
+        let lines: Vec<(usize, &[u8])> = bytes
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .map(|(i, l)| (i + 1, l))
+            .filter(|(_, l)| !l.trim_ascii().is_empty())
+            .collect();
+        let mut log = MetricsLog::default();
+        for (i, &(number, line)) in lines.iter().enumerate() {
+            match serde_json::from_slice::<EpochMetrics>(line) {
+                Ok(m) => {
+                    log.epochs.push(m);
+                    log.lines.push(String::from_utf8_lossy(line).into_owned());
+                }
+                Err(e) if e.is_eof() && i + 1 == lines.len() => log.cut_short = Some(number),
+                Err(e) => {
+                    return Err(BadLine {
+                        line: number,
+                        reason: e.to_string(),
+                    })
+                }
+            }
+        }
+        Ok(log)
+    }
+
+    /// The complete lines of epochs up to `epoch`, as written, each ending in a newline (what a
+    /// resume from a checkpoint after `epoch` keeps).
+    pub fn text_through(&self, epoch: usize) -> String {
+        self.epochs
+            .iter()
+            .zip(&self.lines)
+            .filter(|(m, _)| m.epoch <= epoch)
+            .map(|(_, l)| format!("{l}\n"))
+            .collect()
+    }
+}
+
 /// `summary.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
@@ -177,5 +244,47 @@ impl Accumulator {
             elapsed_seconds: started.elapsed().as_secs_f64(),
             nodes: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_log_skips_only_a_last_line_cut_short() {
+        let m = |epoch| EpochMetrics {
+            epoch,
+            lr: 0.1,
+            steps: 3,
+            train_module_loss: vec![1.0],
+            train_units: Vec::new(),
+            train_head_loss: 1.0,
+            train_head_accuracy: 0.5,
+            test: None,
+            train_seconds: 1.0,
+            images_per_second: 10.0,
+            elapsed_seconds: 1.0,
+            nodes: Vec::new(),
+        };
+        let [a, b] = [1, 2].map(|e| serde_json::to_string(&m(e)).unwrap());
+        let parse = |text: String| MetricsLog::parse(text.as_bytes());
+        let epochs = |log: &MetricsLog| log.epochs.iter().map(|m| m.epoch).collect::<Vec<_>>();
+        // Blank lines, and a complete last line without its newline, are fine.
+        let log = parse(format!("{a}\n\n{b}")).unwrap();
+        assert_eq!((epochs(&log), log.cut_short), (vec![1, 2], None));
+        assert_eq!(log.text_through(1), format!("{a}\n"));
+        assert_eq!(log.text_through(2), format!("{a}\n{b}\n"));
+        // Every cut of the last line is skipped, with its number.
+        for cut in 1..b.len() {
+            let log = parse(format!("{a}\n\n{}", &b[..cut])).unwrap();
+            assert_eq!((epochs(&log), log.cut_short), (vec![1], Some(3)), "{cut}");
+        }
+        // A cut line followed by another, or a complete line that is not metrics, is an error.
+        let err = parse(format!("{}\n{b}\n", &a[..10])).unwrap_err();
+        assert_eq!(err.line, 1);
+        let err = parse(format!("{a}\n{{\"epoch\": 2}}\n")).unwrap_err();
+        assert_eq!(err.line, 2);
+        assert!(err.reason.contains("missing field"), "{err}");
     }
 }

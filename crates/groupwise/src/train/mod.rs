@@ -9,6 +9,7 @@
 //! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where).
 
 pub mod config;
+mod divergence;
 pub mod metrics;
 pub mod run_dir;
 
@@ -56,17 +57,19 @@ pub enum TrainError {
     /// A node failed, or the parallel runtime could not run.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
-    /// Training diverged.
-    #[error(
-        "training diverged at epoch {epoch}, step {step}: a loss is {value} (try a smaller --lr)"
-    )]
+    /// Training diverged: a loss is not finite.
+    #[error("training diverged at epoch {epoch}, step {step}: {loss} is {value}; {hint}")]
     Diverged {
         /// Epoch.
         epoch: usize,
         /// Step in the epoch.
         step: usize,
-        /// The loss value.
+        /// Which loss, in words (`the cross-entropy of m1.g0`).
+        loss: String,
+        /// Its value.
         value: f64,
+        /// The setting most likely at fault, with its value, and what to try.
+        hint: String,
     },
 }
 
@@ -321,15 +324,14 @@ pub fn run_on(
         let mut diverged = None;
         let mut on_step = |stats: StepStats| {
             step += 1;
-            let worst = stats
-                .units
-                .iter()
-                .flatten()
-                .map(|u| u.cross_entropy)
-                .chain([stats.head_loss])
-                .find(|v| !v.is_finite());
-            if let Some(value) = worst {
-                diverged = Some(TrainError::Diverged { epoch, step, value });
+            if let Some(d) = divergence::find(&stats, config, lr) {
+                diverged = Some(TrainError::Diverged {
+                    epoch,
+                    step,
+                    loss: d.loss,
+                    value: d.value,
+                    hint: d.hint,
+                });
                 return ControlFlow::Break(());
             }
             acc.add(&stats);

@@ -12,9 +12,10 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use thiserror::Error;
+use tracing::warn;
 
 use super::config::RunConfig;
-use super::metrics::{EpochMetrics, Summary};
+use super::metrics::{EpochMetrics, MetricsLog, Summary};
 use crate::checkpoint::{self, CheckpointError, Progress};
 
 /// A run-directory file that cannot be read or written, or a directory that cannot take this run.
@@ -169,26 +170,20 @@ impl RunDir {
         self.write_json(Self::SUMMARY, summary)
     }
 
-    /// Every line of `metrics.jsonl` (none when it does not exist); a line that does not parse is an
-    /// error naming it.
-    pub fn read_metrics(&self) -> Result<Vec<EpochMetrics>, RunDirError> {
+    /// `metrics.jsonl` (empty when it does not exist): its complete lines, and the number of a last
+    /// line cut short ([`MetricsLog`]); any other line that does not parse is an error naming it.
+    pub fn read_metrics(&self) -> Result<MetricsLog, RunDirError> {
         let path = self.file(Self::METRICS);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(MetricsLog::default()),
             Err(source) => return Err(RunDirError::Io { path, source }),
         };
-        text.lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .map(|(i, l)| {
-                serde_json::from_str(l).map_err(|e| RunDirError::Corrupt {
-                    path: path.clone(),
-                    what: "metrics line",
-                    reason: format!("line {}: {e}", i + 1),
-                })
-            })
-            .collect()
+        MetricsLog::parse(&bytes).map_err(|e| RunDirError::Corrupt {
+            path,
+            what: "metrics line",
+            reason: e.to_string(),
+        })
     }
 
     /// Appends an epoch's line to `metrics.jsonl`.
@@ -208,24 +203,29 @@ impl RunDir {
             .append(true)
             .open(&path)
             .map_err(io)?;
-        writeln!(f, "{line}").map_err(io)
+        // One write, so that a kill leaves at most this line cut short.
+        f.write_all(format!("{line}\n").as_bytes()).map_err(io)
     }
 
     /// Keeps the metrics lines of epochs up to `epoch` (a crash between an epoch's line and its
-    /// checkpoint leaves one too many; a fresh run keeps none).
+    /// checkpoint leaves one too many; a fresh run, `epoch` 0, keeps none). A last line cut short is
+    /// dropped with a warning in the log; a line that does not parse before it is an error, as for
+    /// [`RunDir::read_metrics`].
     pub fn keep_metrics_through(&self, epoch: usize) -> Result<(), RunDirError> {
-        let path = self.file(Self::METRICS);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(source) => return Err(RunDirError::Io { path, source }),
-        };
-        let kept: String = text
-            .lines()
-            .filter(|l| serde_json::from_str::<EpochMetrics>(l).is_ok_and(|m| m.epoch <= epoch))
-            .map(|l| format!("{l}\n"))
-            .collect();
-        self.write(Self::METRICS, kept.as_bytes())
+        if !self.file(Self::METRICS).exists() {
+            return Ok(());
+        }
+        if epoch == 0 {
+            return self.write(Self::METRICS, b"");
+        }
+        let log = self.read_metrics()?;
+        if let Some(line) = log.cut_short {
+            warn!(
+                "{}: line {line} was cut short (the run stopped while writing it); dropped",
+                self.file(Self::METRICS).display()
+            );
+        }
+        self.write(Self::METRICS, log.text_through(epoch).as_bytes())
     }
 
     /// Where the checkpoint says the run stands (`None` without a checkpoint).

@@ -8,6 +8,7 @@ mod common;
 mod corruption;
 mod data_readers;
 mod golden;
+mod nonfinite;
 mod parallel;
 mod plan_cost;
 mod train_smoke;

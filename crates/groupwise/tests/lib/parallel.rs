@@ -10,7 +10,7 @@ use groupwise::parallel::{
 };
 use groupwise::plan::{AuxInput, Plan};
 use groupwise::schedule::Schedule;
-use groupwise::train::{self, RunConfig, RunDir, Summary, TrainError};
+use groupwise::train::{self, Event, RunConfig, RunDir, Summary, TrainError};
 
 use crate::common::{scratch, seeded_runs, synthetic_run};
 
@@ -211,33 +211,74 @@ fn topology_links_every_node() {
 #[test]
 fn a_failing_node_ends_the_run_promptly_and_the_checkpoint_resumes() {
     let c = config(1, "1:0,2:0,3:0", 2, AuxInput::StopGradient);
-    let dir = scratch("fault");
-    // Epoch 1 has 5 steps; node m1.g0 fails on step 8, in epoch 2.
-    let faulty = Runtime {
-        fault: Some("m1.g0@8".parse().unwrap()),
-        ..threads(2)
-    };
-    let start = Instant::now();
-    let err = train_with(faulty, &c, &dir).unwrap_err();
-    assert!(start.elapsed() < Duration::from_secs(60));
-    let msg = err.to_string();
-    assert!(
-        msg.contains("node m1.g0") && msg.contains("step 8"),
-        "{msg}"
-    );
-    let progress = checkpoint::read_progress(&dir.join(RunDir::CHECKPOINT)).unwrap();
-    assert_eq!((progress.epoch, progress.step), (1, 0));
-    let resumed = {
-        let _runs = seeded_runs();
-        train::run_on(&mut Local::new(threads(2)), &c, &dir, true, &mut |_| {})
-    }
-    .unwrap()
-    .unwrap();
-    assert_eq!(resumed.epochs, 2);
-    // The resumed run ends where an uninterrupted one does.
     let clean = scratch("fault-clean");
     train_with(threads(2), &c, &clean).unwrap();
-    assert!(max_rel_diff(&dir, &clean) <= 1e-5);
+    // The sequential path honours the fault too (it used to ignore it and train on).
+    for (what, runtime) in [
+        ("threads", threads(2)),
+        ("sequential", Runtime::sequential()),
+    ] {
+        let dir = scratch("fault");
+        // Epoch 1 has 5 steps; node m1.g0 fails on step 8, in epoch 2.
+        let faulty = Runtime {
+            fault: Some("m1.g0@8".parse().unwrap()),
+            ..runtime
+        };
+        let start = Instant::now();
+        let err = train_with(faulty, &c, &dir).unwrap_err();
+        assert!(start.elapsed() < Duration::from_secs(60));
+        let msg = err.to_string();
+        assert!(
+            msg.contains("node m1.g0 failed at step 8: injected fault (--inject-fault)"),
+            "{what}: {msg}"
+        );
+        let progress = checkpoint::read_progress(&dir.join(RunDir::CHECKPOINT)).unwrap();
+        assert_eq!((progress.epoch, progress.step), (1, 0), "{what}");
+        let resumed = {
+            let _runs = seeded_runs();
+            train::run_on(&mut Local::new(threads(2)), &c, &dir, true, &mut |_| {})
+        }
+        .unwrap()
+        .unwrap();
+        assert_eq!(resumed.epochs, 2);
+        // The resumed run ends where an uninterrupted one does.
+        assert!(max_rel_diff(&dir, &clean) <= 1e-5, "{what}");
+    }
+}
+
+/// `--threads-per-worker` with `--workers sequential` used to be ignored: it is the intra-op threads
+/// of the thread that trains every node, during its steps; evaluation keeps `--threads`.
+#[test]
+fn sequential_path_trains_with_threads_per_worker() {
+    let c = RunConfig {
+        threads: 1,
+        max_steps: Some(2),
+        ..config(1, "2", 2, AuxInput::StopGradient)
+    };
+    for (per_worker, want) in [(Some(3), 3), (None, 1)] {
+        let runtime = Runtime {
+            threads_per_worker: per_worker,
+            ..Runtime::sequential()
+        };
+        let dir = scratch("sequential-threads");
+        let (mut steps, mut after) = (Vec::new(), Vec::new());
+        let _runs = seeded_runs();
+        // The sequential path reports each step from the thread that ran it.
+        train::run_on(
+            &mut Local::new(runtime),
+            &c,
+            &dir,
+            false,
+            &mut |e| match e {
+                Event::Step { .. } => steps.push(tch::get_num_threads()),
+                Event::EpochEnd(_) => after.push(tch::get_num_threads()),
+                _ => {}
+            },
+        )
+        .unwrap();
+        assert_eq!(steps, [want; 2], "{per_worker:?}");
+        assert_eq!(after, [1], "{per_worker:?}");
+    }
 }
 
 /// Library users get the runtime's checks too: `Layout::new` for pipelined workers, the cluster's
@@ -264,6 +305,16 @@ fn runtime_settings_are_checked_when_the_cluster_starts() {
     let err = train_with(gpus, &c, &cpu).unwrap_err().to_string();
     assert!(
         err.contains("--devices 0 places nodes on GPUs and needs --device cuda"),
+        "{err}"
+    );
+    let nowhere = Runtime {
+        fault: Some("m7.g0@1".parse().unwrap()),
+        ..Runtime::sequential()
+    };
+    let dir = scratch("fault-nowhere");
+    let err = train_with(nowhere, &c, &dir).unwrap_err().to_string();
+    assert!(
+        err.contains("fault spec m7.g0@1: no node m7.g0 (nodes: m0.g0, "),
         "{err}"
     );
 }

@@ -157,3 +157,54 @@ fn bad_input_is_a_clear_error() {
     let err = run(&c, &good, false).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
 }
+
+#[test]
+fn resume_drops_a_cut_short_last_metrics_line_and_refuses_a_corrupt_one() {
+    let (full, part) = (scratch("metrics-full"), scratch("metrics-part"));
+    let c = tiny("2", 2);
+    run(&c, &full, false).unwrap();
+    let mut stopped = c.clone();
+    stopped.max_steps = Some(4);
+    run(&stopped, &part, false).unwrap();
+    // Killed while appending epoch 2's line: its JSON ends early, with no newline.
+    let metrics = part.join(RunDir::METRICS);
+    let line1 = std::fs::read_to_string(&metrics).unwrap();
+    assert_eq!(line1.lines().count(), 1);
+    let cut = &line1[..line1.len() / 2];
+    std::fs::write(&metrics, format!("{line1}{cut}")).unwrap();
+    // The report's reading and the resume agree: line 2 is skipped, then dropped.
+    let log = RunDir::new(part.path()).read_metrics().unwrap();
+    assert_eq!((log.epochs.len(), log.cut_short), (1, Some(2)));
+    run(&c, &part, true).unwrap();
+    let read = |dir: &Path| RunDir::new(dir).read_metrics().unwrap();
+    let epochs: Vec<usize> = read(&part).epochs.iter().map(|m| m.epoch).collect();
+    assert_eq!(epochs, [1, 2]);
+    assert_eq!(read(&part).cut_short, None);
+    assert_same(&params(&full), &params(&part));
+
+    // A line that does not parse before the last is corruption, not a kill: both refuse it,
+    // naming the file and the line.
+    let (good, _) = line1.split_at(line1.len() - 1);
+    std::fs::write(&metrics, format!("{good}\n{{\"epoch\": 1}}\n{good}\n")).unwrap();
+    let want = format!(
+        "{}: not a groupwise metrics line: line 2: ",
+        metrics.display()
+    );
+    let err = RunDir::new(part.path())
+        .read_metrics()
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(&want), "`{err}` lacks `{want}`");
+    let err = RunDir::new(part.path())
+        .keep_metrics_through(1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with(&want), "`{err}` lacks `{want}`");
+    // So is a complete last line that is not metrics.
+    std::fs::write(&metrics, format!("{good}\nnot json\n")).unwrap();
+    let err = RunDir::new(part.path())
+        .read_metrics()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("metrics line: line 2: "), "{err}");
+}
