@@ -2,7 +2,8 @@
 """Forward + backward time of one 3x3 convolution per backend, for the layer shapes of ResNet-32's nodes.
 
 Backends: oneDNN on NCHW (`F.conv2d`, what libtorch picks for a batch of 128), oneDNN on channels-last,
-and im2col + GEMM (`torch._C._nn.thnn_conv2d`, libtorch's slow_conv2d). Rounds are interleaved
+the same with the conversions from and back to NCHW (what one channels-last layer costs in an NCHW
+network: batch norm on CPU is slow on channels-last tensors with few channels), and im2col + GEMM (`torch._C._nn.thnn_conv2d`, libtorch's slow_conv2d). Rounds are interleaved
 (backend A, B, C, A, B, C, ...) and the median is printed, with GMAC/s counting 3 x forward MACs.
 What groupwise's per-layer convolution rule (model/conv.rs) was chosen from.
 
@@ -30,6 +31,11 @@ def step(backend, x, w, stride):
     elif backend == "cl":
         y = F.conv2d(x.contiguous(memory_format=torch.channels_last),
                      w.contiguous(memory_format=torch.channels_last), None, stride, 1)
+    elif backend == "cl-in-nchw":
+        # What a layer in an NCHW network pays for a channels-last convolution: both conversions,
+        # forward and backward.
+        y = F.conv2d(x.contiguous(memory_format=torch.channels_last),
+                     w.contiguous(memory_format=torch.channels_last), None, stride, 1).contiguous()
     else:
         y = torch._C._nn.thnn_conv2d(x, w, [3, 3], None, [stride, stride], [1, 1])
     y.backward(torch.ones_like(y))
@@ -42,7 +48,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    backends = ["nchw", "cl", "im2col"]
+    backends = ["nchw", "cl", "cl-in-nchw", "im2col"]
     print(f"{'cin':>4} {'cout':>4} {'size':>4} {'s':>2}  " + "  ".join(f"{b:>14}" for b in backends))
     for cin, cout, size, stride in SHAPES:
         x = torch.randn(a.batch, cin, size, size, requires_grad=True)

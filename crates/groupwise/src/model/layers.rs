@@ -12,7 +12,7 @@ use super::{Arch, LayerKind, LayerSpec};
 
 /// A bias-free convolution initialised as METHOD.md section 1 says: N(0, sqrt(2 / (k*k*C_out))), where
 /// `C_out` is the output width of the *whole* layer (all groups), as in the reference.
-fn conv(p: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, layer_out: i64) -> nn::Conv2D {
+fn conv(p: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, layer_out: i64) -> Conv {
     let stdev = (2.0 / (kernel * kernel * layer_out) as f64).sqrt();
     let config = nn::ConvConfig {
         stride,
@@ -21,7 +21,41 @@ fn conv(p: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, layer_out: i
         ws_init: nn::Init::Randn { mean: 0.0, stdev },
         ..Default::default()
     };
-    nn::conv2d(p, cin, cout, kernel, config)
+    Conv {
+        inner: nn::conv2d(p, cin, cout, kernel, config),
+        channels_last: kernel == 3 && cout <= NARROW,
+    }
+}
+
+/// Output channels up to which a 3x3 convolution runs on channels-last memory (see [`Conv`]).
+const NARROW: i64 = 8;
+
+/// A convolution of the network, in the memory layout that is fastest for its shape on libtorch's CPU
+/// kernels (oneDNN).
+///
+/// Activations stay NCHW (contiguous): batch norm on CPU vectorises over channels on channels-last
+/// tensors, which with a group's 4-8 channels is several times slower than on NCHW. A narrow 3x3
+/// convolution (at most [`NARROW`] output channels, the layers of G >= 2 groups in the first stages) runs
+/// on a channels-last copy of its input and hands back an NCHW copy of its output: with both copies,
+/// forward and backward, it takes 0.55-0.85x the time of the NCHW convolution at batch 128 on one thread,
+/// while wider layers gain nothing or lose (`scripts/bench_conv.py`). Same values up to float rounding
+/// (oneDNN sums in another order); the choice depends only on the shape, so every run of a config
+/// computes the same numbers.
+#[derive(Debug)]
+pub struct Conv {
+    inner: nn::Conv2D,
+    channels_last: bool,
+}
+
+impl nn::Module for Conv {
+    fn forward(&self, x: &Tensor) -> Tensor {
+        if !self.channels_last {
+            return x.apply(&self.inner);
+        }
+        // NHWC strides on the same logical tensor: libtorch's convolution follows the input's layout.
+        let nhwc = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
+        nhwc.apply(&self.inner).contiguous()
+    }
 }
 
 /// A linear layer with weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -53,7 +87,7 @@ fn bn(p: nn::Path, channels: i64) -> nn::BatchNorm {
 /// Group `g`'s slice of the stem: conv3x3 over all input channels to `w0/G` outputs, BN, ReLU.
 #[derive(Debug)]
 pub struct Stem {
-    conv: nn::Conv2D,
+    conv: Conv,
     bn: nn::BatchNorm,
 }
 
@@ -75,11 +109,11 @@ impl Stem {
 /// Group `g`'s slice of a BasicBlock (METHOD.md sections 1 and 3).
 #[derive(Debug)]
 pub struct Block {
-    conv1: nn::Conv2D,
+    conv1: Conv,
     bn1: nn::BatchNorm,
-    conv2: nn::Conv2D,
+    conv2: Conv,
     bn2: nn::BatchNorm,
-    shortcut: Option<(nn::Conv2D, nn::BatchNorm)>,
+    shortcut: Option<(Conv, nn::BatchNorm)>,
     /// `Some(offset)` when the block reads all groups' channels (dense first conv) and its identity
     /// shortcut must pick its own slice `[offset, offset + C/G)` of them.
     dense_offset: Option<i64>,
@@ -209,7 +243,7 @@ impl Column {
 /// pool, Linear `2C -> F`, ReLU, Linear `F -> classes`. Used for the head and every auxiliary classifier.
 #[derive(Debug)]
 pub struct Classifier1c2f {
-    conv: nn::Conv2D,
+    conv: Conv,
     bn: nn::BatchNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
