@@ -202,21 +202,21 @@ impl<'a> Worker<'a> {
     }
 
     /// The input of the nodes `ids` (they read the same producers, or the images): received on each
-    /// node's channels, the first node's copy used.
+    /// node's channels, the first node's copy used (the others' are the same tensors).
     fn input(&mut self, ids: &[usize], work: &Work) -> Result<Tensor, Aborted> {
         let mut first = None;
         for &id in ids {
-            let input = match self.topo.inputs(id) {
-                None => work.images.to_device(self.device),
-                Some(sources) => {
-                    let parts = sources
-                        .iter()
-                        .map(|&s| self.recv(s, id, Kind::Activation))
-                        .collect::<Result<Vec<_>, _>>()?;
-                    cat_channels(&parts)
-                }
+            let Some(sources) = self.topo.inputs(id) else {
+                first.get_or_insert_with(|| work.images.to_device(self.device));
+                continue;
             };
-            first.get_or_insert(input);
+            let parts = sources
+                .iter()
+                .map(|&s| self.recv(s, id, Kind::Activation))
+                .collect::<Result<Vec<_>, _>>()?;
+            if first.is_none() {
+                first = Some(cat_channels(&parts));
+            }
         }
         Ok(first.unwrap_or_else(Tensor::new))
     }
