@@ -9,6 +9,7 @@
 //! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where).
 
 pub mod config;
+mod lock;
 pub mod metrics;
 pub mod run_dir;
 
