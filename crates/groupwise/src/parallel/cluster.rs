@@ -2,6 +2,7 @@
 //! (the sequential path, or every node as a thread).
 
 use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use tch::Device;
@@ -12,7 +13,7 @@ use crate::plan::Plan;
 
 use super::layout::Layout;
 use super::runner::{NodeRunner, Slots};
-use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
+use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 use super::settings::{Runtime, Workers};
 use super::transport::Mailboxes;
 
@@ -42,13 +43,14 @@ pub trait Cluster {
     /// Decides where every node of `plan` runs (`device`: the run's device). Called once, before the
     /// first segment.
     fn start(&mut self, plan: &Plan, device: Device) -> Result<(), RuntimeError>;
-    /// Runs one segment of training steps; on the leader `net` comes back with every node's state.
+    /// Runs one segment of training steps (all of them, or fewer when the leader is asked to stop);
+    /// on the leader `net` comes back with every node's state.
     fn run_segment(
         &mut self,
         net: Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> (Network, Result<Vec<NodeTiming>, RuntimeError>);
+    ) -> (Network, Result<SegmentEnd, RuntimeError>);
     /// `sequential`, `threads` or `mpi:<ranks>` (the `runtime` of `summary.json`).
     fn describe(&self) -> String;
     /// Where the nodes run, in words, once started (for the run's log).
@@ -91,7 +93,7 @@ impl Cluster for Local {
         net: Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> (Network, Result<Vec<NodeTiming>, RuntimeError>) {
+    ) -> (Network, Result<SegmentEnd, RuntimeError>) {
         match &self.layout {
             None => {
                 let mut net = net;
@@ -126,18 +128,22 @@ impl Cluster for Local {
     }
 }
 
-/// The sequential path: `Network::train_step` per batch; one timing entry for the whole network.
+/// The sequential path: `Network::train_step` per batch (until a stop is requested); one timing
+/// entry for the whole network.
 fn run_sequential(
     net: &mut Network,
     segment: Segment,
     on_step: &mut OnStep,
-) -> Result<Vec<NodeTiming>, RuntimeError> {
+) -> Result<SegmentEnd, RuntimeError> {
     let device = net.head.params.vs.device();
     let mut compute = 0.0;
     let mut wait = 0.0;
     let mut steps = 0;
     let mut batches = segment.batches.take(segment.steps);
     loop {
+        if segment.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+            break;
+        }
         let t0 = Instant::now();
         let Some(batch) = batches.next() else { break };
         wait += t0.elapsed().as_secs_f64();
@@ -151,13 +157,16 @@ fn run_sequential(
             return Err(RuntimeError::Stopped);
         }
     }
-    Ok(vec![NodeTiming {
-        node: "all".into(),
-        rank: 0,
+    Ok(SegmentEnd {
         steps,
-        compute_seconds: compute,
-        wait_seconds: wait,
-        comm_seconds: 0.0,
-        bytes_sent: 0,
-    }])
+        timings: vec![NodeTiming {
+            node: "all".into(),
+            rank: 0,
+            steps,
+            compute_seconds: compute,
+            wait_seconds: wait,
+            comm_seconds: 0.0,
+            bytes_sent: 0,
+        }],
+    })
 }

@@ -317,6 +317,7 @@ pub fn run_on(
             steps: planned,
             lr,
             done: total_steps,
+            stop: None,
         };
         let mut step = skip;
         let mut diverged = None;
@@ -346,7 +347,7 @@ pub fn run_on(
         net = back;
         let timings = match (timings, diverged) {
             (Err(RuntimeError::Stopped), Some(e)) => return Err(e),
-            (t, _) => t?,
+            (t, _) => t?.timings,
         };
         let step = skip + planned;
         total_steps += planned;
