@@ -5,8 +5,8 @@
 //! Dependencies point one way, and no two modules import each other: [`args`] (raw flags) <-
 //! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
 //! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
-//! (the TOML presets embedded from `configs/`), [`log`] (the run's `train.log`) and [`mpiexec`]
-//! depend on no other module.
+//! (the TOML presets embedded from `configs/`), [`log`] (the run's `train.log`), [`signals`] (SIGINT
+//! and SIGTERM stop a run with a checkpoint) and [`mpiexec`] depend on no other module.
 
 #![deny(missing_docs)]
 
@@ -18,4 +18,5 @@ pub mod log;
 pub mod mpiexec;
 pub mod presets;
 pub mod report;
+pub mod signals;
 pub mod sweep;

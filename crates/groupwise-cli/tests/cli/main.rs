@@ -4,4 +4,5 @@
 mod common;
 mod mpi;
 mod report;
+mod run_dir;
 mod sweep;

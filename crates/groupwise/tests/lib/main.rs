@@ -10,4 +10,5 @@ mod data_readers;
 mod golden;
 mod parallel;
 mod plan_cost;
+mod resume;
 mod train_smoke;
