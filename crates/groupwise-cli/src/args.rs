@@ -26,6 +26,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a network (with no arguments: the `quick` preset, GN-DGL K=4 G=2 on Fashion-MNIST).
+    ///
+    /// SIGINT (Ctrl-C) or SIGTERM stops the run after the steps in flight, writes the checkpoint
+    /// there, prints the command that continues it (--resume) and exits with 130 or 143; a second
+    /// signal ends it at once. Under MPI, rank 0 decides for the whole job.
     Train(Box<TrainArgs>),
     /// Evaluate a saved run directory or checkpoint on its test split.
     Eval(EvalArgs),
@@ -119,7 +123,8 @@ pub struct TrainArgs {
     /// Start from an earlier run's config.json (replays it exactly; other flags override it).
     #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// Run directory (default: runs/<preset>-<unix time>).
+    /// Run directory (default: runs/<preset>-<unix time>). Locked while a run trains there: a second
+    /// `groupwise train` in it is refused, naming the process that holds it.
     // The text is also `--help`'s, where <...> reads as a placeholder, not HTML.
     #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]

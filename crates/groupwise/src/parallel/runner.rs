@@ -4,7 +4,7 @@
 //! Stopping early: the leader's feeder reads the segment's stop request before it feeds each step
 //! and tells the feeder of every other process (a [`Kind::Feed`] message per step, which that feeder
 //! waits for); a step is fed everywhere or nowhere. The steps fed drain through the pipeline, and
-//! the collector takes the statistics of exactly those ([`Fed`]), so every node ends the segment
+//! the collector takes the statistics of exactly those (`Fed`), so every node ends the segment
 //! after the same step.
 
 use std::ops::ControlFlow;

@@ -1,6 +1,6 @@
 //! The trainer: a validated [`RunConfig`] in, a run directory ([`RunDir`]) out.
 //!
-//! [`run_on`] drives a [`Cluster`] (the nodes as threads of this process, sequentially, or on MPI
+//! [`run_on`] drives a [`Cluster`](crate::parallel::Cluster) (the nodes as threads of this process, sequentially, or on MPI
 //! ranks) epoch by epoch: a segment of training steps, then on the leader evaluation, a metrics line
 //! and an atomic checkpoint. It decides once whether a run starts afresh or resumes ([`RunDir`] owns
 //! that decision and the files), and logs every decision with `tracing` (the command line writes
