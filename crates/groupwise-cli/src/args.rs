@@ -26,6 +26,10 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Train a network (with no arguments: the `quick` preset, GN-DGL K=4 G=2 on Fashion-MNIST).
+    ///
+    /// SIGINT (Ctrl-C) or SIGTERM stops the run after the steps in flight, writes the checkpoint
+    /// there, prints the command that continues it (--resume) and exits with 130 or 143; a second
+    /// signal ends it at once. Under MPI, rank 0 decides for the whole job.
     Train(Box<TrainArgs>),
     /// Evaluate a saved run directory or checkpoint on its test split.
     Eval(EvalArgs),
@@ -153,18 +157,21 @@ pub struct TrainArgs {
     /// Start from an earlier run's config.json (replays it exactly; other flags override it).
     #[arg(long, conflicts_with = "preset")]
     pub config: Option<PathBuf>,
-    /// Run directory (default: runs/<preset>-<unix time>).
+    /// Run directory (default: runs/<preset>-<unix time>). Locked while a run trains there: a second
+    /// `groupwise train` in it is refused, naming the process that holds it.
     // The text is also `--help`'s, where <...> reads as a placeholder, not HTML.
     #[allow(rustdoc::invalid_html_tags)]
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped (with its own
-    /// config.json; only --max-steps may change).
+    /// Continue the run in --run-dir from its checkpoint, exactly where it stopped (after an epoch,
+    /// --max-steps, Ctrl-C or a kill), with the run's own config.json: only --max-steps, --data-dir
+    /// and the runtime flags may be given. A finished run is left as it is ("nothing to do").
     #[arg(long, requires = "run_dir", conflicts_with = "preset")]
     pub resume: bool,
     #[command(flatten)]
     pub(crate) model: ModelArgs,
-    /// Directory with the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist).
+    /// Directory with the dataset files (default for fashion-mnist: /usr/share/datasets/fashion-mnist);
+    /// stored as an absolute path. With --resume: where the run's dataset is now, if it moved.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Train on a seeded random subset of this many training images.
@@ -235,7 +242,10 @@ pub struct TrainArgs {
     /// Keep the training set in file order.
     #[arg(long)]
     pub no_shuffle: bool,
-    /// Stop after this many training steps in all.
+    /// Train at most this many steps in this invocation, counted from where the run stands (a fresh
+    /// run: from step 0). Not part of the run: it is not stored in config.json, the checkpoint is
+    /// written where it stops, and `--resume` (with or without a new --max-steps) continues from
+    /// there; the run is finished only at its last epoch.
     #[arg(long)]
     pub max_steps: Option<usize>,
     /// Initial weights from a safetensors checkpoint (parameter names as in `groupwise` checkpoints).
@@ -340,8 +350,12 @@ impl RuntimeArgs {
 /// Flags of `groupwise eval`.
 #[derive(Args)]
 pub struct EvalArgs {
-    /// A run directory, or a checkpoint file inside one.
+    /// A run directory, or a checkpoint file inside one (read only: a run may be training there).
     pub path: PathBuf,
+    /// Where the run's dataset is now, if it moved since the run was trained (only the location may
+    /// differ from the run's config.json).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
     /// Write the result as JSON to stdout.
     #[arg(long)]
     pub json: bool,

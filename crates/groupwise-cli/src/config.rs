@@ -64,10 +64,11 @@ impl ModelArgs {
 
 impl TrainArgs {
     /// The run's config: `--config`, the run's own on `--resume`, else the preset; then every flag
-    /// given; validated.
+    /// given; paths made absolute; validated. (`--max-steps` is not part of it: it limits one
+    /// invocation, see [`groupwise::train::Invocation`].)
     pub fn resolve(&self) -> Result<RunConfig> {
         let mut c = match (&self.config, &self.run_dir) {
-            (Some(path), _) => train::run_dir::read_json(path, "config")?,
+            (Some(path), _) => train::run_dir::read_config_file(path)?,
             // Resuming continues the run's own settings.
             (None, Some(dir)) if self.resume => RunDir::new(dir).read_config()?,
             (None, _) => base_config(self.preset.as_deref())?,
@@ -127,9 +128,6 @@ impl TrainArgs {
         if self.no_shuffle {
             c.shuffle = false;
         }
-        if self.max_steps.is_some() {
-            c.max_steps = self.max_steps;
-        }
         if self.init_from.is_some() {
             c.init_from = self.init_from.clone();
         }
@@ -168,6 +166,7 @@ impl TrainArgs {
                 }
             }
         };
+        let c = c.with_absolute_paths()?;
         c.validate()?;
         self.runtime.runtime().validate(nominal_device(c.device))?;
         Ok(c)

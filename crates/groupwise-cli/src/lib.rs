@@ -6,8 +6,9 @@
 //! [`config`] (flags -> validated `RunConfig` and runtime) <- [`cmd`] (train, eval, plan, presets,
 //! bench); [`files`] (atomic writes, the sweep manifest) <- [`report`] <- [`sweep`]. [`presets`]
 //! (the TOML presets embedded from `configs/`), [`profile_file`] (what `plan --profile --json`
-//! writes and `--placement FILE` reads), [`log`] (the run's `train.log`), [`mpiexec`] and
-//! [`stdout`] (results on standard output, a closed pipe a quiet end) depend on no other module.
+//! writes and `--placement FILE` reads), [`log`] (the run's `train.log`), [`signals`] (SIGINT and
+//! SIGTERM stop a run with a checkpoint), [`mpiexec`] and [`stdout`] (results on standard output, a
+//! closed pipe a quiet end) depend on no other module.
 
 #![deny(missing_docs)]
 // `println!` panics when the reader of a pipe has gone; results go through `stdout::stdout()`.
@@ -22,5 +23,6 @@ pub mod mpiexec;
 pub mod presets;
 pub mod profile_file;
 pub mod report;
+pub mod signals;
 pub mod stdout;
 pub mod sweep;

@@ -12,15 +12,15 @@ fn main() -> ExitCode {
     groupwise_cli::log::init();
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
-        Command::Eval(a) => cmd::eval::run(a),
-        Command::Plan(a) => cmd::plan::run(a),
-        Command::Bench(a) => cmd::bench::run(a),
-        Command::Presets(a) => cmd::presets::run(a),
-        Command::Sweep(a) => sweep::run(*a),
-        Command::Report(a) => report::run(a),
+        Command::Eval(a) => cmd::eval::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Plan(a) => cmd::plan::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Bench(a) => cmd::bench::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Presets(a) => cmd::presets::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Sweep(a) => sweep::run(*a).map(|()| ExitCode::SUCCESS),
+        Command::Report(a) => report::run(a).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // The reader of our output went away (`groupwise presets | head -1`): it has what it wanted.
         Err(e) if groupwise_cli::stdout::is_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {

@@ -12,7 +12,8 @@ use groupwise::train::{self, RunDir};
 use crate::args::EvalArgs;
 use crate::stdout::stdout;
 
-/// Evaluates the checkpoint and prints the accuracies (or them all as JSON).
+/// Evaluates the checkpoint and prints the accuracies (or them all as JSON). Reads the run directory
+/// without its lock: the checkpoint is replaced atomically, so a run may be training there.
 pub fn run(args: EvalArgs) -> Result<()> {
     let (dir, ckpt) = if args.path.is_dir() {
         (args.path.clone(), RunDir::new(&args.path).checkpoint_path())
@@ -24,9 +25,25 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .unwrap_or_else(|| PathBuf::from("."));
         (dir, args.path.clone())
     };
-    let config = RunDir::new(&dir)
+    let mut config = RunDir::new(&dir)
         .read_config()
         .with_context(|| format!("{} is not a groupwise run directory", dir.display()))?;
+    if let Some(moved) = &args.data_dir {
+        let moved = std::path::absolute(moved)
+            .with_context(|| format!("--data-dir '{}'", moved.display()))?;
+        eprintln!(
+            "groupwise: data from {} (--data-dir; the run's config.json says {})",
+            moved.display(),
+            config
+                .data
+                .path
+                .as_ref()
+                .map_or("the dataset's default directory".into(), |p| p
+                    .display()
+                    .to_string())
+        );
+        config.data.path = Some(moved);
+    }
     let mut prepared = train::prepare(&config)?;
     let progress = groupwise::checkpoint::load(&mut prepared.net, &ckpt, Restore::Weights)?;
     let result = groupwise::eval::evaluate(

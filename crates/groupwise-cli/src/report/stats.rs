@@ -53,8 +53,8 @@ impl Spread {
     }
 }
 
-/// The rows of `rows`, grouped by config with the seeds (and `max_steps`, how far a run was asked
-/// to go this time) left out; groups in order of first appearance.
+/// The rows of `rows`, grouped by config with the seeds left out; groups in order of first
+/// appearance.
 pub fn seed_groups(rows: &[Row]) -> Vec<SeedGroup> {
     let seedless = |c: &RunConfig| RunConfig {
         seed: 0,
@@ -62,7 +62,6 @@ pub fn seed_groups(rows: &[Row]) -> Vec<SeedGroup> {
             seed: 0,
             ..c.data.clone()
         },
-        max_steps: None,
         ..c.clone()
     };
     let mut keyed: Vec<(RunConfig, SeedGroup)> = Vec::new();

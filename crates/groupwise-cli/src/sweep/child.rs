@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 
 use groupwise::train::{RunDir, RunState};
 
@@ -24,12 +24,24 @@ pub(super) fn start(
     state: &RunState,
     runtime: &RuntimeArgs,
 ) -> Result<Child> {
+    // A run that another process trains is left alone, before anything here is written (the
+    // child would be refused too, but after the sweep had touched the directory).
+    if let Some(holder) = RunDir::new(dir).holder()? {
+        bail!(
+            "{} is in use by {holder}, which is training there",
+            dir.display()
+        );
+    }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut cmd = Command::new(exe);
     cmd.arg("train").arg("--run-dir").arg(dir).arg("--quiet");
     match state {
         RunState::Resume { .. } => {
             cmd.arg("--resume");
+            // The sweep's data location wins over the one the run started with (a moved dataset).
+            if let Some(data) = &run.config.data.path {
+                cmd.arg("--data-dir").arg(data);
+            }
         }
         _ => {
             // The planned config, replayed exactly by `train --config`.

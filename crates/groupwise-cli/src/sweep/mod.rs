@@ -136,7 +136,23 @@ pub fn run(args: SweepArgs) -> Result<()> {
             let Some(i) = queue.next() else { break };
             let r = &runs[i];
             let dir = out.join(&r.name);
-            let child = child::start(&exe, &dir, r, &states[i], &args.runtime)?;
+            let child = match child::start(&exe, &dir, r, &states[i], &args.runtime) {
+                Ok(child) => child,
+                Err(e) => {
+                    // This run cannot start (another process trains in its directory): the
+                    // others go on.
+                    finished += 1;
+                    failed.push(r.name.clone());
+                    let line =
+                        format!("[{finished}/{}] {}: NOT STARTED: {e:#}", runs.len(), r.name);
+                    if bar.is_hidden() {
+                        eprintln!("{line}");
+                    } else {
+                        bar.println(line);
+                    }
+                    continue;
+                }
+            };
             running.push(Running {
                 index: i,
                 child,

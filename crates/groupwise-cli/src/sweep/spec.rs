@@ -241,7 +241,9 @@ impl SweepSpec {
                     set_path(&mut table, k, value)?;
                 }
                 let name = run_name(&preset, combo);
-                let config = presets::from_table(table, &name)?;
+                let config = presets::from_table(table, &name)?
+                    .with_absolute_paths()
+                    .with_context(|| format!("run {name}"))?;
                 config
                     .declared_plan()
                     .with_context(|| format!("run {name}"))?;

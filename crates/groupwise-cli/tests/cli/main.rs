@@ -5,4 +5,5 @@ mod common;
 mod mpi;
 mod regression;
 mod report;
+mod run_dir;
 mod sweep;

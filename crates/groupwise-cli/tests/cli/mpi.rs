@@ -18,7 +18,7 @@ const DEADLINE: Duration = Duration::from_secs(180);
 
 /// `mpiexec`, or `None` with a notice when the MPI tests cannot run here; a panic instead when
 /// `GROUPWISE_EXPECT_MPI=1` says they must.
-fn launcher() -> Option<PathBuf> {
+pub(crate) fn launcher() -> Option<PathBuf> {
     let found = if cfg!(feature = "mpi") {
         mpiexec::find().ok_or("no mpiexec on PATH (apt install openmpi-bin)")
     } else {

@@ -1,6 +1,6 @@
 //! `groupwise sweep` end to end with the built binary: a killed sweep resumes its run from the last
 //! complete epoch and ends where an uninterrupted sweep ends; finished runs are skipped; a run
-//! directory holding another config is never touched.
+//! directory holding another config is never touched, nor one another process trains in.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -171,4 +171,29 @@ fn parallel_jobs_run_a_grid_and_the_report_keeps_sweep_order() {
     let (_, rows) = read_csv(&out.join("report/results.csv"));
     let names: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(names, ["smoke_seed=2", "smoke_seed=0", "smoke_seed=1"]);
+}
+
+#[test]
+fn a_run_another_process_trains_is_not_started_and_not_touched() {
+    let root = scratch("sweep-held");
+    let out = root.path().join("sweep");
+    let run = out.join("smoke");
+    // This test process holds the run directory, as a `groupwise train` there would.
+    let held = groupwise::train::RunDir::open(&run).unwrap();
+    let result = sweep(&out, 1).output().unwrap();
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert!(!result.status.success(), "{stderr}");
+    let holder = format!("is in use by process {} on ", std::process::id());
+    assert!(
+        stderr.contains("smoke: NOT STARTED") && stderr.contains(&holder),
+        "{stderr}"
+    );
+    assert!(stderr.contains("1 of 1 runs failed: smoke"), "{stderr}");
+    let mut files: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(files, ["lock"], "the sweep wrote into a held run directory");
+    drop(held);
 }

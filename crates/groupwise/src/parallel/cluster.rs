@@ -2,6 +2,7 @@
 //! (the sequential path, or every node as a thread).
 
 use std::ops::ControlFlow;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use cpu_time::ThreadTime;
@@ -13,7 +14,7 @@ use crate::plan::{NodeId, Plan};
 
 use super::layout::{resolve_fault, Layout, NodeCosts};
 use super::runner::{NodeRunner, Slots};
-use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
+use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 use super::settings::{Placement, Runtime, Workers};
 use super::topology::Topology;
 use super::transport::Mailboxes;
@@ -44,13 +45,14 @@ pub trait Cluster {
     /// Decides where every node of `plan` runs (`device`: the run's device). Called once, before the
     /// first segment.
     fn start(&mut self, plan: &Plan, device: Device) -> Result<(), RuntimeError>;
-    /// Runs one segment of training steps; on the leader `net` comes back with every node's state.
+    /// Runs one segment of training steps (all of them, or fewer when the leader is asked to stop);
+    /// on the leader `net` comes back with every node's state.
     fn run_segment(
         &mut self,
         net: Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> (Network, Result<Vec<NodeTiming>, RuntimeError>);
+    ) -> (Network, Result<SegmentEnd, RuntimeError>);
     /// `sequential`, `threads` or `mpi:<ranks>` (the `runtime` of `summary.json`).
     fn describe(&self) -> String;
     /// Where the nodes run, in words, once started (for the run's log).
@@ -99,7 +101,7 @@ impl Cluster for Local {
         net: Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> (Network, Result<Vec<NodeTiming>, RuntimeError>) {
+    ) -> (Network, Result<SegmentEnd, RuntimeError>) {
         match &self.layout {
             None => {
                 let mut net = net;
@@ -152,8 +154,8 @@ impl Local {
         layout: Layout,
         mut segment: Segment,
         on_step: &mut OnStep,
-    ) -> Result<Vec<NodeTiming>, RuntimeError> {
-        let mut timings: Vec<NodeTiming> = Vec::new();
+    ) -> Result<SegmentEnd, RuntimeError> {
+        let mut end = SegmentEnd::default();
         let calibrate = self.runtime.placement == Placement::Measured
             && !layout.costs.seconds
             && layout.worker_count() > 1;
@@ -163,6 +165,7 @@ impl Local {
             let (warm, measured) = CALIBRATION;
             let mut measurement = Vec::new();
             for (i, n) in [warm, measured].into_iter().enumerate() {
+                // (a stop request may end these steps early: the layout then waits for the next segment)
                 let n = n.min(segment.steps);
                 if n == 0 {
                     continue;
@@ -172,21 +175,26 @@ impl Local {
                     steps: n,
                     lr: segment.lr,
                     done: segment.done,
+                    stop: segment.stop,
                 };
-                let t = run_on(&single, slots, part, on_step)?;
-                segment.steps -= n;
-                segment.done += n;
-                if i == 1 && n == measured {
-                    measurement = t.clone();
+                let part = run_on(&single, slots, part, on_step)?;
+                segment.steps -= part.steps;
+                segment.done += part.steps;
+                let stopped = part.steps < n;
+                if i == 1 && part.steps > 0 {
+                    measurement = part.timings.clone();
                 }
-                merge(&mut timings, t);
+                merge(&mut end, part);
+                if stopped {
+                    return Ok(end);
+                }
             }
             if !measurement.is_empty() {
                 let per_node = measurement
                     .iter()
                     .map(|t| t.compute_seconds / t.steps.max(1) as f64)
                     .collect();
-                let first = segment.done - measured + 1;
+                let first = segment.done + 1 - measurement[0].steps;
                 layout = layout.rebalanced(NodeCosts::seconds(
                     per_node,
                     format!(
@@ -199,10 +207,10 @@ impl Local {
             }
         }
         if segment.steps > 0 {
-            let t = run_on(&layout, slots, segment, on_step)?;
-            merge(&mut timings, t);
+            let rest = run_on(&layout, slots, segment, on_step)?;
+            merge(&mut end, rest);
         }
-        Ok(timings)
+        Ok(end)
     }
 }
 
@@ -212,7 +220,7 @@ fn run_on(
     slots: &mut Slots,
     segment: Segment,
     on_step: &mut OnStep,
-) -> Result<Vec<NodeTiming>, RuntimeError> {
+) -> Result<SegmentEnd, RuntimeError> {
     let runner = NodeRunner {
         layout,
         leader: true,
@@ -221,18 +229,21 @@ fn run_on(
     runner.run(slots, &mailboxes, segment, on_step, None)
 }
 
-/// Adds `more` to `into`, node by node (the same nodes in the same order, or `into` empty).
-fn merge(into: &mut Vec<NodeTiming>, more: Vec<NodeTiming>) {
-    if into.is_empty() {
-        *into = more;
+/// Adds the part `more` of a segment to `into`: its steps, and its timings node by node (the same
+/// nodes in the same order, or `into` without any yet).
+fn merge(into: &mut SegmentEnd, more: SegmentEnd) {
+    into.steps += more.steps;
+    if into.timings.is_empty() {
+        into.timings = more.timings;
         return;
     }
-    for (a, b) in into.iter_mut().zip(more) {
+    for (a, b) in into.timings.iter_mut().zip(more.timings) {
         a.add(&b);
     }
 }
 
-/// The sequential path: `Network::train_step` per batch in the calling thread, with
+/// The sequential path: `Network::train_step` per batch in the calling thread (until a stop is
+/// requested), with
 /// `--threads-per-worker` (when given) as its intra-op threads for the segment and
 /// `--inject-fault` failing as a worker would; one timing entry for the whole network.
 struct Sequential {
@@ -248,7 +259,7 @@ impl Sequential {
         net: &mut Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+    ) -> Result<SegmentEnd, RuntimeError> {
         // The caller's threads come back after the segment (evaluation runs with `--threads`).
         let caller = tch::get_num_threads();
         if let Some(t) = self.threads {
@@ -264,7 +275,7 @@ impl Sequential {
         net: &mut Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+    ) -> Result<SegmentEnd, RuntimeError> {
         let device = net.head.params.vs.device();
         let mut compute = 0.0;
         let mut wait = 0.0;
@@ -272,6 +283,9 @@ impl Sequential {
         let mut steps = 0;
         let mut batches = segment.batches.take(segment.steps);
         loop {
+            if segment.stop.is_some_and(|s| s.load(Ordering::SeqCst)) {
+                break;
+            }
             let t0 = Instant::now();
             let Some(batch) = batches.next() else { break };
             wait += t0.elapsed().as_secs_f64();
@@ -293,14 +307,17 @@ impl Sequential {
                 return Err(RuntimeError::Stopped);
             }
         }
-        Ok(vec![NodeTiming {
-            node: "all".into(),
-            rank: 0,
+        Ok(SegmentEnd {
             steps,
-            compute_seconds: compute,
-            cpu_seconds: cpu.as_secs_f64(),
-            wait_seconds: wait,
-            ..NodeTiming::default()
-        }])
+            timings: vec![NodeTiming {
+                node: "all".into(),
+                rank: 0,
+                steps,
+                compute_seconds: compute,
+                cpu_seconds: cpu.as_secs_f64(),
+                wait_seconds: wait,
+                ..NodeTiming::default()
+            }],
+        })
     }
 }

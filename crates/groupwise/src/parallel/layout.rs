@@ -8,6 +8,7 @@ use crate::plan::{balanced_boundaries, Plan};
 use super::segment::RuntimeError;
 use super::settings::{cores, Fault, Placement, Runtime};
 use super::topology::Topology;
+use super::transport::{Channel, Kind};
 
 /// Where every node runs, for one run: its process (rank), its worker thread in that process and its
 /// device, the intra-op threads of each worker of this process, the pipeline depth and an injected
@@ -234,6 +235,25 @@ impl Layout {
             out[self.workers[id]].push(id);
         }
         out
+    }
+
+    /// The channel on which the leader tells process `rank`'s feeder whether to feed each step
+    /// ([`Kind::Feed`]), addressed to the first node of that process; `None` for the leader itself and
+    /// for a process without nodes.
+    pub fn feed_channel(&self, rank: usize) -> Option<Channel> {
+        if rank == 0 {
+            return None;
+        }
+        let first = (0..self.topo.len()).find(|&id| self.ranks[id] == rank)?;
+        Some(Channel::new(self.topo.collector(), first, Kind::Feed))
+    }
+
+    /// Every process's [`Layout::feed_channel`] (none in one process).
+    pub fn feed_channels(&self) -> Vec<Channel> {
+        let processes = self.ranks.iter().max().map_or(1, |r| r + 1);
+        (1..processes)
+            .filter_map(|r| self.feed_channel(r))
+            .collect()
     }
 
     /// In words: which nodes run where, with how many threads, balanced by what.

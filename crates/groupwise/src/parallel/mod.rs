@@ -1,8 +1,9 @@
 //! The parallel runtime: every node of a plan as a pipelined worker (METHOD.md section 9).
 //!
-//! A run is cut into segments (an epoch, or up to `--max-steps`). For a segment each node's state moves
-//! into a worker thread (a worker runs a contiguous run of nodes, cut by [`Layout`] to balance their
-//! costs); node (k, g) works on batch t+1 while module k+1 works on batch t, linked by
+//! A run is cut into segments (an epoch, or up to `--max-steps`; a stop request ends one early, after
+//! the same step on every node). For a segment each node's state moves into a worker thread (a worker
+//! runs a contiguous run of nodes, cut by [`Layout`] to balance their costs); node (k, g) works on
+//! batch t+1 while module k+1 works on batch t, linked by
 //! bounded FIFO channels ([`transport`]); at the end of the segment the pipeline drains and the nodes
 //! return to the [`Network`](crate::local::Network), which is then evaluated and checkpointed exactly as in the sequential path.
 //! Workers are the same code for every [`Transport`]: threads of one process ([`Mailboxes`]) or MPI
@@ -39,7 +40,7 @@ pub use cluster::{Cluster, Local};
 pub use layout::{default_threads_per_worker, Layout, NodeCosts};
 pub use profile::{profile, NodeProfile, ProfileSettings};
 pub use runner::{NodeRunner, Slots};
-pub use segment::{NodeTiming, OnStep, RuntimeError, Segment};
+pub use segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 pub use settings::{
     check_threads, cores, max_threads, Fault, Placement, Runtime, Workers, MAX_PIPELINE_DEPTH,
     THREADS_PER_CORE,

@@ -118,10 +118,11 @@ pub fn profile(
             steps,
             lr: 0.01,
             done,
+            stop: None,
         };
         let mailboxes = Mailboxes::new(layout.depth);
         match runner.run(&mut slots, &mailboxes, segment, &mut on_step, None) {
-            Ok(t) => timings = t,
+            Ok(end) => timings = end.timings,
             Err(e) => return Err(e),
         }
     }

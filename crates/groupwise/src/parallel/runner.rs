@@ -1,20 +1,27 @@
 //! One segment on this process's nodes: its worker threads (each a contiguous run of nodes, see
-//! [`Layout`]), a feeder giving every worker every batch, and on the leader the collector of per-step statistics and per-node timings.
+//! [`Layout`]), a feeder giving every worker every batch, and on the leader the collector of per-step
+//! statistics and per-node timings.
+//!
+//! Stopping early: the leader's feeder reads the segment's stop request before it feeds each step
+//! and tells the feeder of every other process (a [`Kind::Feed`] message per step, which that feeder
+//! waits for); a step is fed everywhere or nowhere. The steps fed drain through the pipeline, and
+//! the collector takes the statistics of exactly those (`Fed`), so every node ends the segment
+//! after the same step.
 
 use std::ops::ControlFlow;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Condvar, Mutex};
 
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::local::{Network, Params, StepStats};
 
 use super::layout::Layout;
 use super::message::{Report, Timing};
-use super::segment::{NodeTiming, OnStep, RuntimeError, Segment};
+use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 use super::topology::{Role, TailPlacement};
-use super::transport::{Channel, Kind, Transport};
+use super::transport::{Aborted, Channel, Kind, Transport};
 use super::worker::{self, Held, NodeState, Work};
 
 /// The nodes of a network, each in a slot (taken by a worker during a segment).
@@ -129,8 +136,9 @@ pub struct NodeRunner<'a> {
 
 impl NodeRunner<'_> {
     /// Runs `segment` on the local nodes (taken from and returned to `slots`) over `transport`. The
-    /// leader's `on_step` sees every step's statistics; it returns every node's timings. `pump`, when
-    /// given, runs beside the workers until they are done (the MPI progress thread).
+    /// leader's `on_step` sees every step's statistics; it returns the steps run and (on the leader)
+    /// every node's timings. `pump`, when given, runs beside the workers until they are done (the MPI
+    /// progress thread).
     pub fn run(
         &self,
         slots: &mut Slots,
@@ -138,7 +146,7 @@ impl NodeRunner<'_> {
         segment: Segment,
         on_step: &mut OnStep,
         pump: Option<&Pump>,
-    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+    ) -> Result<SegmentEnd, RuntimeError> {
         let layout = self.layout;
         let topo = &layout.topo;
         let mut feeds = Vec::new();
@@ -159,6 +167,7 @@ impl NodeRunner<'_> {
             jobs.push((ids, Held::new(nodes), rx));
         }
         let done = AtomicBool::new(false);
+        let fed = Fed::default();
         let mut collected: Result<Vec<NodeTiming>, RuntimeError> = Ok(Vec::new());
         let returned = std::thread::scope(|scope| {
             let pump_handle = pump.map(|p| {
@@ -200,12 +209,20 @@ impl NodeRunner<'_> {
                     })
                 })
                 .collect();
-            // The feeder: every local node gets every batch (images are shared, not copied).
+            // The feeder: every local node gets every batch (images are shared, not copied), once
+            // the leader's word for the step is go.
             let feeder = {
                 let batches = segment.batches;
-                let (steps, lr, first) = (segment.steps, segment.lr, segment.done + 1);
+                let (steps, lr, first, stop) =
+                    (segment.steps, segment.lr, segment.done + 1, segment.stop);
+                let fed = &fed;
                 scope.spawn(move || {
+                    let _close = CloseOnDrop(fed);
                     for (i, batch) in batches.take(steps).enumerate() {
+                        match self.word(transport, stop) {
+                            Ok(true) => fed.advance(),
+                            Ok(false) | Err(_) => return,
+                        }
                         for tx in &feeds {
                             let work = Work {
                                 images: batch.images.shallow_clone(),
@@ -224,7 +241,7 @@ impl NodeRunner<'_> {
                 })
             };
             if self.leader {
-                collected = self.collect(transport, segment.steps, on_step);
+                collected = self.collect(transport, &fed, segment.steps, on_step);
                 if collected.is_err() && transport.aborted().is_none() {
                     transport.abort("the leader stopped the run".into());
                 }
@@ -250,13 +267,34 @@ impl NodeRunner<'_> {
         if let Some(m) = transport.aborted() {
             return Err(RuntimeError::Failed(m));
         }
-        Ok(timings)
+        Ok(SegmentEnd {
+            steps: fed.count(),
+            timings,
+        })
     }
 
-    /// The leader's side: statistics of every step in order, then every node's timings.
+    /// Whether the next step is fed: on the leader, yes unless a stop was requested, and every other
+    /// process is told; elsewhere, what the leader said (waiting for its word).
+    fn word(&self, transport: &dyn Transport, stop: Option<&AtomicBool>) -> Result<bool, Aborted> {
+        let layout = self.layout;
+        if !self.leader {
+            return match layout.feed_channel(layout.rank) {
+                Some(channel) => Ok(transport.recv(channel)?.int64_value(&[]) != 0),
+                None => Ok(true),
+            };
+        }
+        let go = !stop.is_some_and(|s| s.load(Ordering::SeqCst));
+        for channel in layout.feed_channels() {
+            transport.send(channel, &Tensor::from(i64::from(go)))?;
+        }
+        Ok(go)
+    }
+
+    /// The leader's side: statistics of every step fed, in order, then every node's timings.
     fn collect(
         &self,
         transport: &dyn Transport,
+        fed: &Fed,
         steps: usize,
         on_step: &mut OnStep,
     ) -> Result<Vec<NodeTiming>, RuntimeError> {
@@ -267,7 +305,10 @@ impl NodeRunner<'_> {
             let name = topo.name(id);
             move |e: String| RuntimeError::Failed(format!("node {name}: {e}"))
         };
-        for _ in 0..steps {
+        for i in 0..steps {
+            if !fed.was_fed(i) {
+                break;
+            }
             let mut stats = StepStats {
                 units: vec![Vec::with_capacity(topo.groups); topo.boundaries],
                 ..Default::default()
@@ -320,6 +361,59 @@ impl NodeRunner<'_> {
             });
         }
         Ok(timings)
+    }
+}
+
+/// How many steps the feeder has fed, and whether it has stopped: the collector never waits for the
+/// statistics of a step that was not fed.
+#[derive(Default)]
+struct Fed {
+    /// (steps fed, feeder finished).
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Fed {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// One more step fed.
+    fn advance(&self) {
+        self.lock().0 += 1;
+        self.changed.notify_all();
+    }
+
+    /// The feeder feeds no more.
+    fn close(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Steps fed.
+    fn count(&self) -> usize {
+        self.lock().0
+    }
+
+    /// Whether step `i` (0-based) is fed, waiting while the feeder may still feed it.
+    fn was_fed(&self, i: usize) -> bool {
+        let mut state = self.lock();
+        loop {
+            match *state {
+                (n, _) if n > i => return true,
+                (_, true) => return false,
+                _ => state = self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+            }
+        }
+    }
+}
+
+/// Closes [`Fed`] however the feeder ends (a worker gone, an abort, a panic).
+struct CloseOnDrop<'a>(&'a Fed);
+
+impl Drop for CloseOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close();
     }
 }
 

@@ -1,7 +1,9 @@
 //! One segment of training steps: its batches ([`Segment`]), the leader's per-step callback
-//! ([`OnStep`]), what it measures per node ([`NodeTiming`]) and why it fails ([`RuntimeError`]).
+//! ([`OnStep`]), how it ended ([`SegmentEnd`]), what it measures per node ([`NodeTiming`]) and why it
+//! fails ([`RuntimeError`]).
 
 use std::ops::ControlFlow;
+use std::sync::atomic::AtomicBool;
 
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +90,20 @@ pub struct Segment<'a> {
     pub lr: f64,
     /// Steps done before this segment (the first step is `done + 1`).
     pub done: usize,
+    /// A request to end the segment early, read by the leader before it feeds each step: once it is
+    /// set no further step starts, the steps already started finish on every node, and the segment
+    /// ends with fewer steps ([`SegmentEnd::steps`]). Other processes ignore theirs and follow the
+    /// leader's decision, so every node stops after the same step.
+    pub stop: Option<&'a AtomicBool>,
+}
+
+/// How a segment ended.
+#[derive(Debug, Default)]
+pub struct SegmentEnd {
+    /// Steps every node ran: `Segment::steps`, or fewer when the leader was asked to stop.
+    pub steps: usize,
+    /// Every node's timings (on the leader; empty on other processes).
+    pub timings: Vec<NodeTiming>,
 }
 
 /// Per-step callback of the leader: statistics of each step, in order; `Break` stops the segment

@@ -28,6 +28,9 @@ pub enum Kind {
     Stats,
     /// Per-node timings at the end of a segment, to the collector.
     Timing,
+    /// The leader's word on each step of a segment (go on, or stop here), to the feeder of every
+    /// other process; a scalar int64, 1 or 0.
+    Feed,
 }
 
 /// One FIFO link between two nodes.

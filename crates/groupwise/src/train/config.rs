@@ -62,8 +62,6 @@ pub struct RunConfig {
     pub augment: bool,
     /// Shuffle the training set every epoch.
     pub shuffle: bool,
-    /// Stop after this many training steps in all (for reproducibility checks and speed runs).
-    pub max_steps: Option<usize>,
     /// Start from these weights (a checkpoint's parameter names) instead of a fresh init.
     pub init_from: Option<PathBuf>,
     /// Evaluate every this many epochs (and always after the last).
@@ -97,6 +95,22 @@ impl RunConfig {
         self.build_plan(self.arch(channels, size, classes))
     }
 
+    /// The config with its paths (`data.path`, `init_from`) made absolute against the current
+    /// directory, so that its `config.json` means the same from any directory (`groupwise eval RUN`
+    /// elsewhere, a resume from another shell). Symbolic links are kept as given.
+    pub fn with_absolute_paths(mut self) -> Result<Self, ConfigError> {
+        let absolute = |flag: &str, p: &mut Option<PathBuf>| -> Result<(), ConfigError> {
+            if let Some(path) = p {
+                *path = std::path::absolute(&*path)
+                    .map_err(|e| ConfigError(format!("{flag} '{}': {e}", path.display())))?;
+            }
+            Ok(())
+        };
+        absolute("--data-dir", &mut self.data.path)?;
+        absolute("--init-from", &mut self.init_from)?;
+        Ok(self)
+    }
+
     /// Checks every setting that can be checked without reading the data, once, before anything
     /// runs: every message names the flag (or config key), the value and the allowed range.
     ///
@@ -122,9 +136,6 @@ impl RunConfig {
         }
         if self.eval_every == 0 {
             return bad("--eval-every 0 must be at least 1".into());
-        }
-        if self.max_steps == Some(0) {
-            return bad("--max-steps 0 must be at least 1".into());
         }
         check_threads("--threads", self.threads, 0).map_err(ConfigError)?;
         check_threads("--loader-workers", self.loader_workers, 0).map_err(ConfigError)?;

@@ -1,37 +1,43 @@
 //! The trainer: a validated [`RunConfig`] in, a run directory ([`RunDir`]) out.
 //!
-//! [`run_on`] drives a [`Cluster`] (the nodes as threads of this process, sequentially, or on MPI
+//! [`run_on`] drives a [`Cluster`](crate::parallel::Cluster) (the nodes as threads of this process, sequentially, or on MPI
 //! ranks) epoch by epoch: a segment of training steps, then on the leader evaluation, a metrics line
 //! and an atomic checkpoint. It decides once whether a run starts afresh or resumes ([`RunDir`] owns
 //! that decision and the files), and logs every decision with `tracing` (the command line writes
 //! those events to the run's `train.log`).
 //!
-//! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where).
+//! What one invocation does with its run ([`Invocation`]: resume or start, a step limit for this
+//! invocation, a stop request) is not part of the run's config, and how it ended is an [`Outcome`]:
+//! finished, already finished, stopped at its step limit, or interrupted (the checkpoint then holds
+//! the step reached, and `--resume` continues from it exactly).
+//!
+//! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where, and its
+//! lock), `session.rs` (one invocation: open the run, the epoch loop, the summary).
 
 pub mod config;
 mod divergence;
+mod lock;
 pub mod metrics;
 pub mod run_dir;
+mod session;
 
-use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use thiserror::Error;
 use tracing::info;
 
-use crate::checkpoint::{self, CheckpointError, Progress, Restore};
-use crate::data::{self, DataError, Loader, LoaderConfig};
+use crate::checkpoint::{CheckpointError, Progress};
+use crate::data::{self, DataError};
 use crate::device::{self, DeviceError};
-use crate::eval::evaluate;
 use crate::local::{Network, StepStats};
-use crate::parallel::{Cluster, Local, Runtime, RuntimeError, Segment};
+use crate::parallel::{Local, Runtime, RuntimeError};
 use crate::plan::{Plan, PlanError};
 pub use config::{ConfigError, RunConfig};
-use metrics::Accumulator;
 pub use metrics::{EpochMetrics, Summary, UnitMetrics};
 pub use run_dir::{RunDir, RunDirError, RunState};
+pub use session::run_on;
 
 /// Why a run failed.
 #[derive(Debug, Error)]
@@ -153,281 +159,91 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
     })
 }
 
-/// Trains `config` in `run_dir` (created if needed) with every node as a pipelined thread. With
-/// `resume`, continues from the run's checkpoint exactly where it stopped (the config must be the
-/// run's own).
+/// What one invocation of the trainer does with its run. None of it is part of the run's config
+/// (`config.json`): a run is the same run however many invocations it takes to train it.
+#[derive(Clone, Debug, Default)]
+pub struct Invocation {
+    /// Continue the run from its checkpoint instead of starting it (the config must be the run's
+    /// own; only the data's location may differ, for a dataset that moved).
+    pub resume: bool,
+    /// Train at most this many steps in this invocation, counted from where the run stands
+    /// (`--max-steps`). The run stays resumable: it is finished only when it reaches its last
+    /// epoch.
+    pub max_steps: Option<usize>,
+    /// A request to stop, read by the leader before each step: once set, no new step starts, the
+    /// steps already started finish, the checkpoint is written at the last of them and the run ends
+    /// with [`Outcome::Interrupted`]. The library installs no signal handler; the command line sets
+    /// this on SIGINT and SIGTERM.
+    pub stop: Option<Arc<AtomicBool>>,
+}
+
+impl Invocation {
+    /// A fresh start (`resume: false`) or a resume, with no step limit and no stop request.
+    pub fn new(resume: bool) -> Self {
+        Invocation {
+            resume,
+            ..Invocation::default()
+        }
+    }
+
+    /// Checks the step limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_steps == Some(0) {
+            return Err(ConfigError(
+                "--max-steps 0 must be at least 1 (steps to train in this invocation)".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// How an invocation of the trainer ended, when nothing failed.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The run reached its last epoch: evaluated, `summary.json` written.
+    Finished(Summary),
+    /// `--resume` of a run that had finished before: nothing was trained or written; its summary.
+    AlreadyFinished(Summary),
+    /// This invocation trained its `max_steps`; the checkpoint stands here and the run resumes.
+    StepLimit(Progress),
+    /// A stop request ended the run after the steps in flight; the checkpoint stands here (written
+    /// at once, or already there when no step ran) and the run resumes from it exactly.
+    Interrupted(Progress),
+    /// An MPI rank other than the leader did its part of a run that finished (the leader reports).
+    Follower,
+}
+
+impl Outcome {
+    /// The run's summary when it is finished (on the leader).
+    pub fn summary(&self) -> Option<&Summary> {
+        match self {
+            Outcome::Finished(s) | Outcome::AlreadyFinished(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// [`Outcome::summary`], by value.
+    pub fn into_summary(self) -> Option<Summary> {
+        match self {
+            Outcome::Finished(s) | Outcome::AlreadyFinished(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// Trains `config` in `run_dir` (created if needed, and locked while the run trains) with every node
+/// as a pipelined thread, as `invocation` says.
 pub fn run(
     config: &RunConfig,
     run_dir: &Path,
-    resume: bool,
+    invocation: &Invocation,
     observer: &mut dyn FnMut(Event),
-) -> Result<Summary, TrainError> {
-    let summary = run_on(
+) -> Result<Outcome, TrainError> {
+    run_on(
         &mut Local::new(Runtime::default()),
         config,
-        run_dir,
-        resume,
+        &RunDir::new(run_dir),
+        invocation,
         observer,
-    )?;
-    Ok(summary.expect("a local run is its own leader"))
-}
-
-/// Opens the run directory for `config` (leader only): a fresh run writes its config and, with
-/// `init_from`, starts from those weights; a resumed one checks that the config is the run's own
-/// (only `max_steps` may change), loads the checkpoint and drops metrics lines past it.
-fn open_run(
-    config: &RunConfig,
-    dir: &RunDir,
-    resume: bool,
-    net: &mut Network,
-) -> Result<Progress, TrainError> {
-    if !resume {
-        dir.create()?;
-        if dir.checkpoint_path().exists() {
-            return Err(RunDirError::Occupied(dir.path().to_path_buf()).into());
-        }
-        dir.write_config(config)?;
-        dir.keep_metrics_through(0)?;
-        if let Some(init) = &config.init_from {
-            checkpoint::load(net, init, Restore::Weights)?;
-            info!("weights from {}", init.display());
-        }
-        info!("fresh run in {}", dir.path().display());
-        return Ok(Progress::default());
-    }
-    // --max-steps is how far to go this time, not part of what the run is.
-    let saved = dir.read_config()?;
-    let identity = |c: &RunConfig| RunConfig {
-        max_steps: None,
-        ..c.clone()
-    };
-    let differ = run_dir::differing_settings(&identity(&saved), &identity(config));
-    if !differ.is_empty() {
-        return Err(ConfigError(format!(
-            "--resume: the settings differ from {} ({}); resume with no other flags than \
-             --max-steps",
-            dir.file(RunDir::CONFIG).display(),
-            differ.join(", ")
-        ))
-        .into());
-    }
-    if saved.max_steps != config.max_steps {
-        dir.write_config(config)?;
-    }
-    let progress = checkpoint::load(net, &dir.checkpoint_path(), Restore::State)?;
-    dir.keep_metrics_through(progress.epoch)?;
-    info!(
-        "resume {} after epoch {} step {}",
-        dir.path().display(),
-        progress.epoch,
-        progress.step
-    );
-    Ok(progress)
-}
-
-/// [`run`] on a [`Cluster`]. Returns the summary on the leader, `None` on other ranks.
-pub fn run_on(
-    cluster: &mut dyn Cluster,
-    config: &RunConfig,
-    run_dir: &Path,
-    resume: bool,
-    observer: &mut dyn FnMut(Event),
-) -> Result<Option<Summary>, TrainError> {
-    let config = &share_config(cluster, config)?;
-    let dir = RunDir::new(run_dir);
-    let leader = cluster.leader();
-    let started = Instant::now();
-    let Prepared {
-        splits,
-        plan,
-        mut net,
-        device,
-    } = prepare(config)?;
-    // Other ranks never touch the run directory: the leader's state arrives in share_start.
-    let mut progress = if leader {
-        open_run(config, &dir, resume, &mut net)?
-    } else {
-        Progress::default()
-    };
-    cluster.share_start(&mut net, &mut progress)?;
-    cluster.start(&plan, device)?;
-    info!(
-        "plan {}: {} boundaries x {} groups, {} nodes' MACs max {:.3e}; runtime {}: {}; \
-         libtorch intra-op threads of the leader: {}",
-        config.plan,
-        plan.boundary_count(),
-        plan.groups,
-        plan.nodes().len(),
-        plan.figure_max_node_macs() as f64,
-        cluster.describe(),
-        cluster.placement(),
-        tch::get_num_threads()
-    );
-
-    let train = Arc::new(splits.train);
-    let test = Arc::new(splits.test);
-    let eval = |net: &Network| {
-        evaluate(
-            net,
-            test.clone(),
-            splits.test_transform.clone(),
-            config.eval_batch_size,
-            config.loader_workers,
-            device,
-        )
-    };
-    let steps_per_epoch = Loader::steps_for(train.len(), config.batch_size, false);
-    let mut total_steps = progress.epoch * steps_per_epoch + progress.step;
-    let (mut images_seen, mut train_time, mut train_steps) = (0usize, 0f64, 0usize);
-    let mut last_eval = None;
-    let lambda = config.loss.diversity_weight;
-
-    for epoch in progress.epoch + 1..=config.epochs {
-        let lr = config.schedule.lr(config.lr, epoch, config.epochs);
-        let loader = Loader::new(
-            train.clone(),
-            splits.train_transform.clone(),
-            &LoaderConfig {
-                batch_size: config.batch_size,
-                shuffle: config.shuffle,
-                augment: config.augment,
-                drop_last: false,
-                seed: config.seed,
-                epoch: epoch as u64,
-                workers: config.loader_workers,
-                prefetch: 2,
-            },
-        )?;
-        let skip = if epoch == progress.epoch + 1 {
-            progress.step
-        } else {
-            0
-        };
-        observer(Event::EpochStart {
-            epoch,
-            steps: steps_per_epoch,
-            lr,
-        });
-        let epoch_start = Instant::now();
-        let mut acc = Accumulator::new(&net);
-        let remaining = config
-            .max_steps
-            .map_or(usize::MAX, |m| m.saturating_sub(total_steps));
-        let planned = (steps_per_epoch - skip).min(remaining);
-        let segment = Segment {
-            batches: Box::new(loader.skip(skip)),
-            steps: planned,
-            lr,
-            done: total_steps,
-        };
-        let mut step = skip;
-        let mut diverged = None;
-        let mut on_step = |stats: StepStats| {
-            step += 1;
-            if let Some(d) = divergence::find(&stats, config, lr) {
-                diverged = Some(TrainError::Diverged {
-                    epoch,
-                    step,
-                    loss: d.loss,
-                    value: d.value,
-                    hint: d.hint,
-                });
-                return ControlFlow::Break(());
-            }
-            acc.add(&stats);
-            let secs = epoch_start.elapsed().as_secs_f64();
-            observer(Event::Step {
-                step,
-                stats: &stats,
-                images_per_second: acc.images as f64 / secs.max(1e-9),
-            });
-            ControlFlow::Continue(())
-        };
-        let (back, timings) = cluster.run_segment(net, segment, &mut on_step);
-        net = back;
-        let timings = match (timings, diverged) {
-            (Err(RuntimeError::Stopped), Some(e)) => return Err(e),
-            (t, _) => t?,
-        };
-        let step = skip + planned;
-        total_steps += planned;
-        train_steps += planned;
-        let stopped = step < steps_per_epoch;
-        let secs = epoch_start.elapsed().as_secs_f64();
-        train_time += secs;
-        images_seen += acc.images;
-        let last = epoch == config.epochs || config.max_steps.is_some_and(|m| total_steps >= m);
-        if !leader {
-            if last {
-                break;
-            }
-            continue;
-        }
-        let done = Progress {
-            epoch: if stopped { epoch - 1 } else { epoch },
-            step: if stopped { step } else { 0 },
-        };
-        let test_result = if last || epoch % config.eval_every == 0 {
-            observer(Event::Evaluating);
-            let r = eval(&net)?;
-            last_eval = Some(r.clone());
-            Some(r)
-        } else {
-            None
-        };
-        let mut metrics = acc.finish(epoch, lr, step - skip, test_result, secs, lambda, started);
-        metrics.nodes = timings;
-        if !stopped {
-            dir.append_metrics(&metrics)?;
-        }
-        checkpoint::save(&net, done, &dir.checkpoint_path())?;
-        info!(
-            "epoch {epoch}: {} steps in {secs:.1} s, {:.0} img/s; checkpoint at epoch {} step {}",
-            step - skip,
-            metrics.images_per_second,
-            done.epoch,
-            done.step
-        );
-        observer(Event::EpochEnd(&metrics));
-        if last {
-            break;
-        }
-    }
-
-    if !leader {
-        return Ok(None);
-    }
-    let test = match last_eval {
-        Some(r) => r,
-        None => eval(&net)?,
-    };
-    let summary = Summary {
-        epochs: dir.progress()?.unwrap_or_default().epoch,
-        steps: total_steps,
-        test,
-        max_node_macs: plan.figure_max_node_macs(),
-        inference_macs: plan.inference_macs(),
-        params: plan.total_params(),
-        images_per_second: images_seen as f64 / train_time.max(1e-9),
-        wall_seconds: started.elapsed().as_secs_f64(),
-        step_seconds: train_time / train_steps.max(1) as f64,
-        runtime: cluster.describe(),
-    };
-    dir.write_summary(&summary)?;
-    info!(
-        "done: head {:.2}%, ensemble {:.2}%, {:.0} s",
-        summary.test.head * 100.0,
-        summary.test.ensemble * 100.0,
-        summary.wall_seconds
-    );
-    Ok(Some(summary))
-}
-
-/// The leader's config replaces every other process's.
-fn share_config(cluster: &dyn Cluster, config: &RunConfig) -> Result<RunConfig, TrainError> {
-    let mut bytes = serde_json::to_vec(config)
-        .map_err(|e| ConfigError(format!("config does not serialise: {e}")))?;
-    cluster.broadcast(&mut bytes)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ConfigError(format!("config from the leader: {e}")).into())
+    )
 }

@@ -5,9 +5,21 @@
 //! stops early; see `checkpoint` for the names), `summary.json` (at the end) and `train.log` (what was
 //! decided, written by the command line). Every write is atomic ([`crate::atomic`]) except the metrics
 //! append, whose lines past the checkpoint's epoch a resume drops.
+//!
+//! Who may do what:
+//! - A process that trains ([`RunDir::open`]) holds the directory's lock (`lock`, see `lock.rs`) for
+//!   as long as it runs: a second `groupwise train` (or a sweep's run) in the same directory is
+//!   refused with the holder's pid and host, before it changes anything. Under the lock, the `.tmp`
+//!   files an interrupted atomic write left behind are removed ([`RunDir::remove_stale_tmp`]).
+//! - Readers (`groupwise eval`, `groupwise report`, a sweep looking at where its runs stand) use
+//!   [`RunDir::new`] and take no lock: every file they read is replaced atomically, so they see the
+//!   last complete checkpoint, config and summary even while a run trains; only the metrics' last
+//!   line may be half-written, and readers of it say which line is bad.
 
+use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -52,6 +64,17 @@ pub enum RunDirError {
         /// What to do instead.
         hint: &'static str,
     },
+    /// Another process trains in the directory (it holds the lock).
+    #[error(
+        "{dir} is in use by {holder}, which is training there; wait for it to end or stop it \
+         (two runs in one directory would mix their files)"
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holding process: its pid and host.
+        holder: String,
+    },
     /// A fresh run asked for a directory that already holds one.
     #[error("{0} already holds a run; pass --resume to continue it or choose another --run-dir")]
     Occupied(PathBuf),
@@ -68,10 +91,12 @@ pub enum RunState {
     Done,
 }
 
-/// A run directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// A run directory: a path, and for a process that trains there, the directory's lock.
+#[derive(Clone, Debug)]
 pub struct RunDir {
     path: PathBuf,
+    /// The open, locked lock file ([`RunDir::open`]); released when the last clone is dropped.
+    lock: Option<Arc<File>>,
 }
 
 impl RunDir {
@@ -85,10 +110,67 @@ impl RunDir {
     pub const SUMMARY: &'static str = "summary.json";
     /// The run's log.
     pub const LOG: &'static str = "train.log";
+    /// The lock file: held by the process training here, and naming it.
+    pub const LOCK: &'static str = "lock";
 
-    /// The run directory at `path` (nothing is touched).
+    /// The run directory at `path`, to read (nothing is touched, no lock is taken).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        RunDir { path: path.into() }
+        RunDir {
+            path: path.into(),
+            lock: None,
+        }
+    }
+
+    /// The run directory at `path`, to train in: created if needed and locked for as long as the
+    /// handle (or a clone) lives. [`RunDirError::Locked`] naming the holder when another process
+    /// trains there; a lock whose process ended is taken over.
+    pub fn open(path: impl Into<PathBuf>) -> Result<Self, RunDirError> {
+        let dir = RunDir::new(path);
+        dir.create()?;
+        let lock = super::lock::acquire(&dir.path, Self::LOCK)?;
+        Ok(RunDir {
+            lock: Some(Arc::new(lock)),
+            ..dir
+        })
+    }
+
+    /// Whether this handle holds the directory's lock ([`RunDir::open`]).
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_some()
+    }
+
+    /// The process that holds the directory's lock now ("process PID on HOST"), or `None` when no
+    /// process does. A check for readers that are about to start a run there; it reserves nothing.
+    pub fn holder(&self) -> Result<Option<String>, RunDirError> {
+        if self.lock.is_some() {
+            return Ok(None);
+        }
+        super::lock::holder(&self.path, Self::LOCK)
+    }
+
+    /// Removes the `.tmp` files that interrupted atomic writes left in the directory (a full disk, a
+    /// kill mid-write) and returns their paths. Only the lock's holder may: a running writer's `.tmp`
+    /// is not stale.
+    pub fn remove_stale_tmp(&self) -> Result<Vec<PathBuf>, RunDirError> {
+        assert!(
+            self.lock.is_some(),
+            "RunDir::remove_stale_tmp needs the lock (RunDir::open)"
+        );
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| RunDirError::Io { path, source }
+        };
+        let mut removed = Vec::new();
+        for entry in std::fs::read_dir(&self.path).map_err(io(&self.path))? {
+            let path = entry.map_err(io(&self.path))?.path();
+            let stale = path.extension().is_some_and(|e| e == "tmp") && path.is_file();
+            if stale {
+                std::fs::remove_file(&path).map_err(io(&path))?;
+                removed.push(path);
+            }
+        }
+        removed.sort();
+        Ok(removed)
     }
 
     /// Its path.
@@ -149,7 +231,7 @@ impl RunDir {
 
     /// The run's `config.json`.
     pub fn read_config(&self) -> Result<RunConfig, RunDirError> {
-        self.read_json(Self::CONFIG, "config")
+        read_config_file(&self.file(Self::CONFIG))
     }
 
     /// Writes `config.json`.
@@ -276,6 +358,20 @@ pub fn read_json<T: DeserializeOwned>(path: &Path, what: &'static str) -> Result
     })
 }
 
+/// A run's config file (`config.json`, or a `--config` replaying one), including those older versions
+/// wrote: they stored `max_steps`, which now limits one invocation and is no part of a run.
+pub fn read_config_file(path: &Path) -> Result<RunConfig, RunDirError> {
+    let mut value: serde_json::Value = read_json(path, "config")?;
+    if let Some(fields) = value.as_object_mut() {
+        fields.remove("max_steps");
+    }
+    serde_json::from_value(value).map_err(|e| RunDirError::Corrupt {
+        path: path.to_path_buf(),
+        what: "config",
+        reason: e.to_string(),
+    })
+}
+
 fn name_of(file: &str) -> &'static str {
     match file {
         RunDir::CONFIG => "config",
@@ -284,7 +380,9 @@ fn name_of(file: &str) -> &'static str {
     }
 }
 
-/// The settings (dotted `config.json` keys) in which two configs differ.
+/// The settings (dotted `config.json` keys) in which two configs define different runs. The data's
+/// location (`data.path`) is not one of them: a dataset may move between two invocations of a run
+/// (`--data-dir`); what it holds may not.
 pub fn differing_settings(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
         use serde_json::Value::Object;
@@ -315,5 +413,6 @@ pub fn differing_settings(a: &RunConfig, b: &RunConfig) -> Vec<String> {
     };
     let mut out = Vec::new();
     walk("", &a, &b, &mut out);
+    out.retain(|key| key != "data.path");
     out
 }

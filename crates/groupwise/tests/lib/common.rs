@@ -78,7 +78,6 @@ pub fn synthetic_run(plan: &str, groups: i64, train: usize) -> RunConfig {
         loader_workers: 2,
         augment: true,
         shuffle: true,
-        max_steps: None,
         init_from: None,
         eval_every: 1,
     }

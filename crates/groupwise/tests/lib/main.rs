@@ -11,4 +11,5 @@ mod golden;
 mod nonfinite;
 mod parallel;
 mod plan_cost;
+mod resume;
 mod train_smoke;

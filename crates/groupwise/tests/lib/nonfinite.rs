@@ -7,7 +7,7 @@ use std::path::Path;
 
 use groupwise::checkpoint::{self, Progress, Restore};
 use groupwise::local::Network;
-use groupwise::train::{self, RunConfig, RunDir, TrainError};
+use groupwise::train::{self, Invocation, RunConfig, RunDir, TrainError};
 use tch::{Device, Tensor};
 
 use crate::common::{exclusive_rng, scratch, seeded_runs, synthetic_run};
@@ -129,7 +129,8 @@ fn init_from_a_nan_checkpoint_fails_before_training() {
     let run = dir.join("run");
     let err = {
         let _runs = seeded_runs();
-        train::run(&c, &run, false, &mut |_| {}).expect_err("a NaN init must fail")
+        train::run(&c, &run, &Invocation::new(false), &mut |_| {})
+            .expect_err("a NaN init must fail")
     };
     assert!(matches!(err, TrainError::Checkpoint(_)), "{err:?}");
     let want = format!("checkpoint {}: tensor '{conv}' holds NaN", init.display());
@@ -141,7 +142,8 @@ fn init_from_a_nan_checkpoint_fails_before_training() {
 fn diverge(c: &RunConfig, tag: &str) -> String {
     let dir = scratch(tag);
     let _runs = seeded_runs();
-    let err = train::run(c, &dir, false, &mut |_| {}).expect_err("the run must diverge");
+    let err = train::run(c, &dir, &Invocation::new(false), &mut |_| {})
+        .expect_err("the run must diverge");
     assert!(matches!(err, TrainError::Diverged { .. }), "{err:?}");
     err.to_string()
 }

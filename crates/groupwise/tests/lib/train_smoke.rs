@@ -4,7 +4,8 @@ use std::path::Path;
 
 use groupwise::checkpoint;
 use groupwise::data::DatasetKind;
-use groupwise::train::{self, EpochMetrics, RunConfig, RunDir, Summary, TrainError};
+use groupwise::train::TrainError;
+use groupwise::train::{self, EpochMetrics, Invocation, Outcome, RunConfig, RunDir, Summary};
 
 use crate::common::{scratch, seeded_runs, synthetic_run};
 
@@ -12,9 +13,15 @@ fn tiny(plan: &str, groups: i64) -> RunConfig {
     synthetic_run(plan, groups, 96)
 }
 
+/// Trains (`resume`: continues) the run to its end; its summary.
 fn run(config: &RunConfig, dir: &Path, resume: bool) -> Result<Summary, TrainError> {
+    run_as(config, dir, &Invocation::new(resume))
+        .map(|o| o.into_summary().expect("the run finishes"))
+}
+
+fn run_as(config: &RunConfig, dir: &Path, invocation: &Invocation) -> Result<Outcome, TrainError> {
     let _runs = seeded_runs();
-    train::run(config, dir, resume, &mut |_| {})
+    train::run(config, dir, invocation, &mut |_| {})
 }
 
 fn params(dir: &Path) -> Vec<(String, tch::Tensor)> {
@@ -83,12 +90,19 @@ fn resume_continues_exactly_where_the_run_stopped() {
     let c = tiny("4", 2);
     run(&c, &full, false).unwrap();
     // Stop in the middle of epoch 2 (3 steps per epoch), then resume to the end.
-    let mut stopped = c.clone();
-    stopped.max_steps = Some(4);
-    run(&stopped, &part, false).unwrap();
+    let four = Invocation {
+        max_steps: Some(4),
+        ..Invocation::new(false)
+    };
+    let stopped = run_as(&c, &part, &four).unwrap();
+    assert!(
+        matches!(stopped, Outcome::StepLimit(p) if (p.epoch, p.step) == (1, 1)),
+        "{stopped:?}"
+    );
     let p = checkpoint::read_progress(&part.join(RunDir::CHECKPOINT)).unwrap();
     assert_eq!((p.epoch, p.step), (1, 1));
-    // Resume with the stopping limit lifted (the only setting a resume may change).
+    // Not finished: no summary until the last epoch.
+    assert!(!part.join(RunDir::SUMMARY).exists());
     run(&c, &part, true).unwrap();
     assert_eq!(RunDir::new(part.path()).read_config().unwrap(), c);
     let mut other = c.clone();
@@ -141,18 +155,22 @@ fn bad_input_is_a_clear_error() {
     c.data.path = Some(dir.join("nowhere"));
     let err = run(&c, &dir, false).unwrap_err().to_string();
     assert!(err.contains("nowhere"), "{err}");
-    // A corrupt checkpoint names the file and loses nothing else.
+    // A corrupt checkpoint of a run to resume names the file and loses nothing else.
     let good = scratch("corrupt");
     let mut c = tiny("2", 2);
     c.epochs = 1;
-    run(&c, &good, false).unwrap();
+    let two = Invocation {
+        max_steps: Some(2),
+        ..Invocation::new(false)
+    };
+    run_as(&c, &good, &two).unwrap();
     let ckpt = good.join(RunDir::CHECKPOINT);
     let bytes = std::fs::read(&ckpt).unwrap();
     std::fs::write(&ckpt, &bytes[..bytes.len() / 2]).unwrap();
     let err = run(&c, &good, true).unwrap_err().to_string();
     assert!(err.contains("checkpoint.safetensors"), "{err}");
     assert!(good.join(RunDir::CONFIG).is_file());
-    // A finished run is never overwritten by accident.
+    // A run is never overwritten by accident.
     std::fs::write(&ckpt, &bytes).unwrap();
     let err = run(&c, &good, false).unwrap_err().to_string();
     assert!(err.contains("--resume"), "{err}");
@@ -163,9 +181,11 @@ fn resume_drops_a_cut_short_last_metrics_line_and_refuses_a_corrupt_one() {
     let (full, part) = (scratch("metrics-full"), scratch("metrics-part"));
     let c = tiny("2", 2);
     run(&c, &full, false).unwrap();
-    let mut stopped = c.clone();
-    stopped.max_steps = Some(4);
-    run(&stopped, &part, false).unwrap();
+    let four_steps = Invocation {
+        max_steps: Some(4),
+        ..Invocation::new(false)
+    };
+    run_as(&c, &part, &four_steps).unwrap();
     // Killed while appending epoch 2's line: its JSON ends early, with no newline.
     let metrics = part.join(RunDir::METRICS);
     let line1 = std::fs::read_to_string(&metrics).unwrap();

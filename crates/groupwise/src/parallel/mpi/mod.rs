@@ -18,6 +18,9 @@
 //!   starting state, collects per-step statistics, and receives every node's state after each segment
 //!   to evaluate and checkpoint. Messages and state travel as safetensors bytes (the checkpoint
 //!   format, [`checkpoint::to_bytes`]).
+//! - Stopping: only the leader reads the stop request (a signal, on the command line); its feeder
+//!   sends every other rank's feeder its word on each step, so a stop ends every rank after the same
+//!   step and the leader checkpoints there. Other ranks ignore their own stop requests.
 
 mod comms;
 mod pump;
@@ -33,7 +36,7 @@ use tch::{Device, Tensor};
 
 use super::runner::{NodeRunner, Slots};
 use super::transport::Mailboxes;
-use super::{Cluster, Layout, NodeTiming, OnStep, Runtime, RuntimeError, Segment};
+use super::{Cluster, Layout, OnStep, Runtime, RuntimeError, Segment, SegmentEnd};
 use crate::checkpoint::{self, Coverage, Progress, Restore};
 use crate::local::Network;
 use crate::plan::Plan;
@@ -222,7 +225,9 @@ impl Cluster for MpiCluster {
             self.rank,
             local_ranks,
         )?;
-        let channels = layout.topo.channels();
+        // The step's channels, then the leader's word to each other rank's feeder.
+        let mut channels = layout.topo.channels();
+        channels.extend(layout.feed_channels());
         if channels.len() > MIN_TAG_UB {
             return Err(RuntimeError::Failed(format!(
                 "this plan needs {} MPI tags; MPI guarantees only {MIN_TAG_UB}",
@@ -248,7 +253,7 @@ impl Cluster for MpiCluster {
         net: Network,
         segment: Segment,
         on_step: &mut OnStep,
-    ) -> (Network, Result<Vec<NodeTiming>, RuntimeError>) {
+    ) -> (Network, Result<SegmentEnd, RuntimeError>) {
         let Some(started) = &self.started else {
             let e = RuntimeError::Failed("the MPI cluster was not started".into());
             return (net, Err(e));
