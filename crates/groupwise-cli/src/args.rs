@@ -394,8 +394,8 @@ pub struct PlanArgs {
 /// Options of `groupwise bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:4; with --parallel
-    /// 1:2,2:1,2:2).
+    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:1,4:2,4:4: end-to-end,
+    /// DGL K=4, G=2 K=4, G=4 K=4; with --parallel 1:2,2:1,2:2).
     #[arg(long, value_delimiter = ',')]
     pub configs: Option<Vec<String>>,
     /// Batch size.
@@ -407,6 +407,10 @@ pub struct BenchArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Rounds: in each, every configuration is timed here and then at once in PyTorch (interleaved,
+    /// so both sides of a pair see the same load); the median over rounds is reported.
+    #[arg(long, default_value_t = 2, conflicts_with = "parallel")]
+    pub rounds: usize,
     /// libtorch intra-op threads for both sides (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
