@@ -422,12 +422,23 @@ pub struct BenchArgs {
     pub no_torch: bool,
     /// Instead: step time of the sequential path vs pipelined threads vs MPI ranks (the built binary
     /// under mpiexec, when built with `--features mpi` and mpiexec is on PATH), per-node split and
-    /// the ideal speed-up from the plan's MAC balance. Default configs 1:2, 2:1, 2:2.
+    /// the ideal speed-up from the plan's MAC balance and from measured node times
+    /// (`groupwise plan --profile`), with each runtime's efficiency against the latter. Default
+    /// configs 1:2, 2:1, 2:2.
     #[arg(long)]
     pub parallel: bool,
-    /// Workers (threads' cores, MPI ranks) for --parallel (default: the machine's cores).
-    #[arg(long)]
-    pub workers: Option<usize>,
+    /// With --parallel: workers W, the threads run's worker threads and the MPI run's ranks (one
+    /// worker thread each) (default: the machine's cores).
+    #[arg(long, requires = "parallel")]
+    pub worker_threads: Option<usize>,
+    /// With --parallel: what the threads and MPI runs balance their nodes by (`train --placement`).
+    #[arg(
+        long,
+        default_value = "measured",
+        value_name = "measured|macs|FILE",
+        requires = "parallel"
+    )]
+    pub placement: PlacementArg,
 }
 
 /// Flags of `groupwise sweep`.

@@ -1,6 +1,6 @@
 //! `groupwise bench` with tiny settings (batch 2, one timed step): the interleaving of groupwise and
-//! PyTorch (a stand-in `python` that records its calls and answers known times). Timing values are
-//! not asserted; what is derived from them is.
+//! PyTorch (a stand-in `python` that records its calls and answers known times), and `--parallel`'s
+//! table on one configuration. Timing values are not asserted; what is derived from them is.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -128,4 +128,50 @@ fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() 
     assert!(ok, "{stderr}");
     assert!(!log.exists() && !stdout.contains("interleaved"), "{stdout}");
     assert!(row(&stdout, "1:1").ends_with(&["-", "-", "-"]), "{stdout}");
+}
+
+#[test]
+fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
+    // No mpiexec on PATH: the threads runs only, a note says why.
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .env("PATH", "")
+            .args([
+                "bench",
+                "--parallel",
+                "--configs",
+                "2:1",
+                "--worker-threads",
+                "2",
+            ])
+            .args(["--steps", "1", "--warmup", "1", "--batch", "4"]),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no MPI column"), "{stderr}");
+    assert!(stdout.contains("2 worker threads") && stdout.contains("placement measured"));
+    // K:G, seq, seq1, threads s, speedup, [1c], eff, then the MPI columns as dashes and the ideals:
+    // by MACs, ResNet-32 K=2 cut into 2 workers as the runtime cuts it (m0.g0 | m1.g0 head); by the
+    // profiled times, at least 1 and at most 2.
+    let cells = row(&stdout, "2:1");
+    assert_eq!(cells.len(), 13, "{stdout}");
+    assert_eq!(&cells[7..11], ["-", "-", "-", "-"]);
+    assert_eq!(cells[11], "1.87x");
+    let ideal: f64 = cells[12].trim_end_matches('x').parse().unwrap();
+    assert!((1.0..=2.0).contains(&ideal), "{stdout}");
+    let eff: f64 = cells[6].parse().unwrap();
+    let one_core: f64 = cells[5].trim_end_matches('x').parse().unwrap();
+    assert!((eff - one_core / ideal).abs() < 0.01, "{stdout}");
+    // Per node of the threads run: alone, compute, cpu, wait, comm, comm%, GMAC/s, bytes.
+    for node in ["m0.g0", "m1.g0", "head"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("2:1    threads") && l.split_whitespace().nth(2) == Some(node))
+            .unwrap_or_else(|| panic!("no node {node} in {stdout}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.len(), 12, "{line}");
+        for c in [&cells[4..9], &cells[10..]].concat() {
+            let v: f64 = c.parse().unwrap_or_else(|_| panic!("{c} in {line}"));
+            assert!(v.is_finite() && v >= 0.0, "{line}");
+        }
+    }
 }
