@@ -3,10 +3,13 @@
 
 One process, real grouped convolutions (groups=G), stop-gradient auxiliary inputs, the diversity term, one
 backward of the summed local losses and one SGD (Nesterov) step over every parameter, as in the reference
-implementation. Prints one JSON line per configuration: {"plan", "groups", "median_s", "images_per_s"}.
+implementation: the clean PyTorch step that `groupwise bench` compares against. Prints one JSON line per
+configuration: {"plan", "groups", "median_s", "images_per_s"}. `groupwise bench` runs it once per
+configuration and round, right after timing the same configuration itself (interleaved).
 
 Usage: python3 scripts/bench_torch.py --batch 128 --steps 20 --warmup 3 --threads 2 --config 1:1 --config 4:4
-(`--config K:G` with K one of the ResNet-32 table's plans). Needs torch (pip install torch==2.11.0).
+(`--config K:G` with K one of the ResNet-32 table's plans; default 1:1, 4:1, 4:2, 4:4, as `groupwise bench`).
+Needs torch (pip install torch==2.11.0).
 """
 import argparse
 import json
@@ -124,7 +127,7 @@ def main():
     torch.manual_seed(0)
     x = torch.randn(a.batch, 3, 32, 32)
     y = torch.randint(0, 10, (a.batch,))
-    for cfg in a.config or ["1:1", "4:4"]:
+    for cfg in a.config or ["1:1", "4:1", "4:2", "4:4"]:
         plan, G = cfg.split(":")
         net = Net(TABLE[plan], int(G))
         opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)

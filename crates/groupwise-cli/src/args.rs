@@ -408,8 +408,8 @@ pub struct PlanArgs {
 /// Options of `groupwise bench`.
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:4; with --parallel
-    /// 1:2,2:1,2:2).
+    /// Plans to time as K:G (ResNet-32 table plans), e.g. 1:1,4:4 (default 1:1,4:1,4:2,4:4: end-to-end,
+    /// DGL K=4, G=2 K=4, G=4 K=4; with --parallel 1:2,2:1,2:2).
     #[arg(long, value_delimiter = ',')]
     pub configs: Option<Vec<String>>,
     /// Batch size.
@@ -421,6 +421,10 @@ pub struct BenchArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
+    /// Rounds: in each, every configuration is timed here and then at once in PyTorch (interleaved,
+    /// so both sides of a pair see the same load); the median over rounds is reported.
+    #[arg(long, default_value_t = 2, conflicts_with = "parallel")]
+    pub rounds: usize,
     /// libtorch intra-op threads for both sides (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -432,12 +436,23 @@ pub struct BenchArgs {
     pub no_torch: bool,
     /// Instead: step time of the sequential path vs pipelined threads vs MPI ranks (the built binary
     /// under mpiexec, when built with `--features mpi` and mpiexec is on PATH), per-node split and
-    /// the ideal speed-up from the plan's MAC balance. Default configs 1:2, 2:1, 2:2.
+    /// the ideal speed-up from the plan's MAC balance and from measured node times
+    /// (`groupwise plan --profile`), with each runtime's efficiency against the latter. Default
+    /// configs 1:2, 2:1, 2:2.
     #[arg(long)]
     pub parallel: bool,
-    /// Workers (threads' cores, MPI ranks) for --parallel (default: the machine's cores).
-    #[arg(long)]
-    pub workers: Option<usize>,
+    /// With --parallel: workers W, the threads run's worker threads and the MPI run's ranks (one
+    /// worker thread each) (default: the machine's cores).
+    #[arg(long, requires = "parallel")]
+    pub worker_threads: Option<usize>,
+    /// With --parallel: what the threads and MPI runs balance their nodes by (`train --placement`).
+    #[arg(
+        long,
+        default_value = "measured",
+        value_name = "measured|macs|FILE",
+        requires = "parallel"
+    )]
+    pub placement: PlacementArg,
 }
 
 /// Flags of `groupwise sweep`.

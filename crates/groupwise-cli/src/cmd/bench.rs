@@ -1,5 +1,10 @@
 //! `groupwise bench`: median training-step time of ResNet-32 (32x32x3, 10 classes) for several K x G
-//! plans, and in the same run the same step in PyTorch (`scripts/bench_torch.py`), with the ratio.
+//! plans in this process, interleaved with the same step in PyTorch (`scripts/bench_torch.py`), with
+//! the ratio.
+//!
+//! Interleaved: in each of `--rounds` rounds, every configuration is timed here and then at once by a
+//! PyTorch child process of its own, so the two sides of a pair run back to back under the same load
+//! of the machine; what is reported is each side's median over the rounds.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -11,22 +16,60 @@ use tch::{Device, Kind, Tensor};
 
 use groupwise::local::{LossConfig, Network, SgdConfig};
 use groupwise::model::Arch;
-use groupwise::plan::{AuxInput, Plan};
+use groupwise::plan::{AuxInput, Plan, PlanSpec};
 
 use crate::args::BenchArgs;
 use crate::cmd::bench_parallel;
 use crate::stdout::stdout;
 
-fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
-    let plan = Plan::new(
-        Arch::resnet32(3, 32, 10),
-        plan_name,
-        groups,
-        AuxInput::StopGradient,
-    )?;
+/// The configurations timed when `--configs` is not given: end-to-end, DGL K=4, and GN-DGL K=4 with
+/// G=2 and G=4 (the single-process targets of the README's speed table).
+const DEFAULT_CONFIGS: [&str; 4] = ["1:1", "4:1", "4:2", "4:4"];
+
+/// One `--configs` entry, `K:G`.
+struct Config {
+    /// As typed.
+    name: String,
+    /// The plan (`1`, `1A`, `4`, ...).
+    plan: String,
+    /// Groups G.
+    groups: i64,
+}
+
+impl Config {
+    fn parse(c: &str) -> Result<Config> {
+        let (k, g) = c
+            .split_once(':')
+            .with_context(|| format!("--configs entry '{c}' is not K:G"))?;
+        Ok(Config {
+            name: c.to_string(),
+            plan: k.to_string(),
+            groups: g
+                .parse()
+                .with_context(|| format!("--configs entry '{c}': bad G"))?,
+        })
+    }
+}
+
+/// The median of `v` (the mean of the middle two for an even count); NaN when empty.
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Median step time of `plan` here: the sequential path, fixed random images and labels.
+fn time_groupwise(plan: &Plan, a: &BenchArgs) -> f64 {
     tch::manual_seed(0);
     let mut net = Network::new(
-        &plan,
+        plan,
         LossConfig::default(),
         SgdConfig::default(),
         Device::Cpu,
@@ -41,57 +84,70 @@ fn time_rust(plan_name: &str, groups: i64, a: &BenchArgs) -> Result<f64> {
             times.push(t.elapsed().as_secs_f64());
         }
     }
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    median(times)
 }
 
-fn configs(a: &BenchArgs) -> Vec<String> {
-    a.configs
-        .clone()
-        .unwrap_or_else(|| vec!["1:1".into(), "4:4".into()])
+/// The PyTorch side: where the interpreter and the script are.
+struct Torch {
+    python: PathBuf,
+    script: PathBuf,
 }
 
-fn time_torch(a: &BenchArgs) -> Result<Vec<(String, i64, f64)>> {
-    let python = a
-        .python
-        .clone()
-        .or_else(|| std::env::var_os("GROUPWISE_PYTHON").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("python3"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_torch.py");
-    let mut cmd = Command::new(&python);
-    cmd.arg(&script)
-        .args(["--batch", &a.batch.to_string()])
-        .args(["--steps", &a.steps.to_string()])
-        .args(["--warmup", &a.warmup.to_string()])
-        .args(["--threads", &a.threads.to_string()]);
-    for c in &configs(a) {
-        cmd.args(["--config", c]);
+impl Torch {
+    fn new(a: &BenchArgs) -> Torch {
+        Torch {
+            python: a
+                .python
+                .clone()
+                .or_else(|| std::env::var_os("GROUPWISE_PYTHON").map(PathBuf::from))
+                .unwrap_or_else(|| PathBuf::from("python3")),
+            script: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench_torch.py"),
+        }
     }
-    let out = cmd.output().with_context(|| {
-        format!(
-            "cannot run {} (pass --python or --no-torch)",
-            python.display()
-        )
-    })?;
-    if !out.status.success() {
-        bail!(
-            "{} {} failed (is torch installed? pass --python or --no-torch):\n{}",
-            python.display(),
-            script.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
+
+    /// Median step time of `c` in a PyTorch child process of its own, on `threads` intra-op threads.
+    fn time(&self, c: &Config, a: &BenchArgs, threads: i32) -> Result<f64> {
+        let mut cmd = Command::new(&self.python);
+        cmd.arg(&self.script)
+            .args(["--batch", &a.batch.to_string()])
+            .args(["--steps", &a.steps.to_string()])
+            .args(["--warmup", &a.warmup.to_string()])
+            .args(["--threads", &threads.to_string()])
+            .args(["--config", &c.name]);
+        let out = cmd.output().with_context(|| {
+            format!(
+                "cannot run {} (pass --python or --no-torch)",
+                self.python.display()
+            )
+        })?;
+        if !out.status.success() {
+            bail!(
+                "{} {} failed (is torch installed? pass --python or --no-torch):\n{}",
+                self.python.display(),
+                self.script.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout.lines().last().unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
+            format!(
+                "{}: expected a JSON line, got '{line}'",
+                self.script.display()
+            )
+        })?;
+        let (plan, groups) = (v["plan"].as_str(), v["groups"].as_i64());
+        if plan != Some(c.plan.as_str()) || groups != Some(c.groups) {
+            bail!(
+                "{} timed {plan:?}:{groups:?} when asked for {}",
+                self.script.display(),
+                c.name
+            );
+        }
+        v["median_s"]
+            .as_f64()
+            .with_context(|| format!("{}: no median_s in '{line}'", self.script.display()))
     }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l)?;
-            Ok((
-                v["plan"].as_str().unwrap_or_default().to_string(),
-                v["groups"].as_i64().unwrap_or_default(),
-                v["median_s"].as_f64().unwrap_or(f64::NAN),
-            ))
-        })
-        .collect()
 }
 
 /// Runs the benchmark (or with `--parallel`, [`bench_parallel::run`]) and prints a table.
@@ -99,58 +155,93 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if a.parallel {
         return bench_parallel::run(&a);
     }
+    if a.rounds == 0 || a.steps == 0 {
+        bail!("--rounds and --steps must be at least 1");
+    }
     if a.threads > 0 {
         tch::set_num_threads(a.threads as i32);
     }
-    let mut rows = Vec::new();
-    for c in &configs(&a) {
-        let (k, g) = c
-            .split_once(':')
-            .with_context(|| format!("--configs entry '{c}' is not K:G"))?;
-        let g: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
-        eprintln!("timing groupwise K={k} G={g} ...");
-        rows.push((k.to_string(), g, time_rust(k, g, &a)?));
+    let threads = tch::get_num_threads();
+    let configs = match &a.configs {
+        Some(list) => list.iter().map(String::as_str).collect(),
+        None => DEFAULT_CONFIGS.to_vec(),
     }
-    let torch = if a.no_torch {
-        None
-    } else {
-        eprintln!("timing PyTorch ...");
-        Some(time_torch(&a)?)
-    };
+    .into_iter()
+    .map(Config::parse)
+    .collect::<Result<Vec<_>>>()?;
+    let plans = configs
+        .iter()
+        .map(|c| {
+            Plan::new(
+                Arch::resnet32(3, 32, 10),
+                &c.plan,
+                c.groups,
+                AuxInput::StopGradient,
+            )
+            .with_context(|| format!("--configs entry '{}'", c.name))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let torch = (!a.no_torch).then(|| Torch::new(&a));
+    // times[config] = (groupwise medians, PyTorch medians), one per round.
+    let mut times = vec![(Vec::new(), Vec::new()); configs.len()];
+    for round in 1..=a.rounds {
+        for ((c, plan), (ours, theirs)) in configs.iter().zip(&plans).zip(&mut times) {
+            let t = time_groupwise(plan, &a);
+            ours.push(t);
+            let p = torch.as_ref().map(|t| t.time(c, &a, threads)).transpose()?;
+            if let Some(p) = p {
+                theirs.push(p);
+            }
+            eprintln!(
+                "round {round}/{}: {} groupwise {t:.4} s, PyTorch {}",
+                a.rounds,
+                c.name,
+                p.map_or("-".into(), |p| format!("{p:.4} s"))
+            );
+        }
+    }
     let mut out = stdout();
     writeln!(
         out,
-        "ResNet-32, batch {}, 32x32x3, {} threads, median of {} steps",
-        a.batch,
-        tch::get_num_threads(),
-        a.steps
+        "ResNet-32, batch {}, 32x32x3, {threads} intra-op threads; each side's median step of {} \
+         (after {} warm-up), median over {} round(s)",
+        a.batch, a.steps, a.warmup, a.rounds
     )?;
+    if torch.is_some() {
+        writeln!(
+            out,
+            "interleaved: in every round each configuration runs here, then at once in a PyTorch \
+             process of its own (scripts/bench_torch.py); time ratio = groupwise / PyTorch"
+        )?;
+    }
     writeln!(
         out,
-        "{:<8} {:>14} {:>12} {:>14} {:>12} {:>14}",
-        "K:G", "groupwise s", "img/s", "PyTorch s", "img/s", "time ratio"
+        "{:<6} {:<16} {:>12} {:>8} {:>12} {:>8} {:>11}",
+        "K:G", "method", "groupwise s", "img/s", "PyTorch s", "img/s", "time ratio"
     )?;
-    for (k, g, t) in rows {
-        let theirs = torch
-            .as_ref()
-            .and_then(|v| v.iter().find(|(pk, pg, _)| *pk == k && *pg == g))
-            .map(|r| r.2);
-        let (ts, ti, ratio) = match theirs {
-            Some(p) => (
+    for (c, (ours, theirs)) in configs.iter().zip(times) {
+        let t = median(ours);
+        let (ps, pi, ratio) = match median(theirs) {
+            p if p.is_nan() => ("-".into(), "-".into(), "-".into()),
+            p => (
                 format!("{p:.4}"),
                 format!("{:.0}", a.batch as f64 / p),
                 format!("{:.2}x", t / p),
             ),
-            None => ("-".into(), "-".into(), "-".into()),
         };
+        let method = c
+            .plan
+            .parse::<PlanSpec>()
+            .map_or_else(|_| c.plan.clone(), |s| s.method(c.groups));
         writeln!(
             out,
-            "{:<8} {:>14.4} {:>12.0} {:>14} {:>12} {:>14}",
-            format!("{k}:{g}"),
+            "{:<6} {:<16} {:>12.4} {:>8.0} {:>12} {:>8} {:>11}",
+            c.name,
+            method,
             t,
             a.batch as f64 / t,
-            ts,
-            ti,
+            ps,
+            pi,
             ratio
         )?;
     }

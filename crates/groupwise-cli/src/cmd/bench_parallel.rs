@@ -1,33 +1,57 @@
 //! `groupwise bench --parallel`: the same short training run (ResNet-32, synthetic 32x32x3 data, 10
-//! classes) as the sequential path, as pipelined threads and as MPI ranks, each a `groupwise train`
-//! child process; step time from the run's metrics, the per-node compute / wait / communication
-//! split, and the ideal speed-up from the plan's MAC balance.
+//! classes) as the sequential path, as pipelined worker threads and as MPI ranks, each a `groupwise
+//! train` child process; step time from the run's metrics, the per-node compute / CPU / wait /
+//! communication split with GMAC/s, and the ideal speed-up of the workers twice: from the plan's MAC
+//! balance and from node step times measured in isolation (a `groupwise plan --profile` child), with
+//! each runtime's efficiency against the latter.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 
 use groupwise::model::Arch;
-use groupwise::parallel::{Layout, Runtime, Topology};
-use groupwise::plan::{AuxInput, Plan};
+use groupwise::parallel::{cores, Layout, NodeTiming, Placement, Runtime, Topology};
+use groupwise::plan::{AuxInput, NodeId, Plan};
+use groupwise::train::EpochMetrics;
 
 use crate::args::BenchArgs;
 use crate::mpiexec;
+use crate::profile_file::ProfileFile;
 use crate::stdout::stdout;
 
+/// What one training child measured.
 struct Measured {
+    /// Training seconds per step (pipeline fill and drain included).
     step_seconds: f64,
-    nodes: Vec<Value>,
+    /// Where each node's time went.
+    nodes: Vec<NodeTiming>,
+}
+
+/// The flags that make `groupwise train` and `groupwise plan` build ResNet-32 on 32x32x3 images
+/// with 10 classes and the plan `k` x `g`.
+fn model_args(k: &str, g: &str) -> Vec<String> {
+    [
+        "--preset",
+        "smoke",
+        "--depth",
+        "32",
+        "--widths",
+        "16,16,32,64",
+        "--plan",
+        k,
+        "--groups",
+        g,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn train_child(
     a: &BenchArgs,
-    k: &str,
-    g: &str,
-    mode: &[&str],
+    (k, g): (&str, &str),
+    mode: &[String],
     launcher: Option<(&Path, usize)>,
     dir: &Path,
 ) -> Result<Measured> {
@@ -50,16 +74,9 @@ fn train_child(
     };
     let _ = std::fs::remove_dir_all(dir);
     cmd.arg("train")
-        .args([
-            "--preset",
-            "smoke",
-            "--depth",
-            "32",
-            "--widths",
-            "16,16,32,64",
-        ])
+        .args(model_args(k, g))
         .args(["--synthetic", &format!("32,3,10,{images},{}", a.batch)])
-        .args(["--plan", k, "--groups", g, "--epochs", "1", "--no-augment"])
+        .args(["--epochs", "1", "--no-augment"])
         .args(["--batch-size", &a.batch.to_string()])
         .args(["--eval-batch-size", &a.batch.to_string(), "--quiet"])
         .args(["--run-dir", &dir.display().to_string()])
@@ -70,15 +87,54 @@ fn train_child(
     if !out.status.success() {
         bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
-    let text = std::fs::read_to_string(dir.join("metrics.jsonl"))?;
-    let m: Value = serde_json::from_str(text.lines().last().unwrap_or("{}"))?;
-    let secs = m["train_seconds"].as_f64().unwrap_or(f64::NAN);
-    let n = m["steps"].as_f64().unwrap_or(f64::NAN);
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path)?;
+    let m: EpochMetrics = serde_json::from_str(text.lines().last().unwrap_or_default())
+        .with_context(|| format!("{}: the last line", path.display()))?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(Measured {
-        step_seconds: secs / n,
-        nodes: m["nodes"].as_array().cloned().unwrap_or_default(),
+        step_seconds: m.train_seconds / m.steps as f64,
+        nodes: m.nodes,
     })
+}
+
+/// Every node's seconds per step (in node order of `topo`), each timed alone on one worker thread
+/// with one intra-op thread by a `groupwise plan --profile --json` child.
+fn profile_child(a: &BenchArgs, (k, g): (&str, &str), topo: &Topology) -> Result<Vec<f64>> {
+    let exe = std::env::current_exe().context("own executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("plan")
+        .args(model_args(k, g))
+        .args([
+            "--in-channels",
+            "3",
+            "--image-size",
+            "32",
+            "--classes",
+            "10",
+        ])
+        .args(["--profile", "--json", "--no-reference", "--threads", "1"])
+        .args(["--batch", &a.batch.to_string()])
+        .args(["--steps", &a.steps.to_string()])
+        .args(["--warmup", &a.warmup.to_string()]);
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let file: ProfileFile =
+        serde_json::from_slice(&out.stdout).with_context(|| format!("{cmd:?}: not a profile"))?;
+    (0..topo.len())
+        .map(|id| {
+            let name = topo.name(id);
+            file.nodes
+                .iter()
+                .find(|n| n.node == name)
+                .map(|n| n.seconds_per_step)
+                .with_context(|| format!("the profile of {k}:{g} has no node {name}"))
+        })
+        .collect()
 }
 
 /// `mpiexec` when this binary can run on MPI ranks.
@@ -89,38 +145,52 @@ fn launcher_path() -> Option<PathBuf> {
     mpiexec::find()
 }
 
-/// Ideal speed-up of `workers` workers over one: total MACs over the busiest worker's share, with
-/// whole nodes (threads: a node cannot be split; MPI: the rank packing).
-fn ideal(plan: &Plan, workers: usize) -> (f64, f64) {
-    let topo = Topology::new(plan);
-    let macs: Vec<f64> = (0..topo.len()).map(|i| topo.macs(i) as f64).collect();
-    let total: f64 = macs.iter().sum();
-    let largest = macs.iter().cloned().fold(0.0, f64::max);
-    let threads = total / largest.max(total / workers as f64);
-    let packed = match Layout::new(
-        plan,
-        &Runtime::default(),
-        tch::Device::Cpu,
-        workers.min(topo.len()),
-        0,
-        1,
-    ) {
-        Ok(layout) => {
-            let mut per = vec![0.0; workers];
-            for (id, r) in layout.ranks.iter().enumerate() {
-                per[*r] += macs[id];
-            }
-            total / per.iter().cloned().fold(0.0, f64::max)
-        }
-        Err(_) => f64::NAN,
+/// Ideal speed-up of `workers` worker threads over one: the sum of `costs` (one per node) over the
+/// busiest worker's sum, the nodes cut into contiguous runs as the runtime cuts them under
+/// `placement` ([`Layout`]).
+fn ideal(plan: &Plan, placement: Placement, costs: &[f64], workers: usize) -> Result<f64> {
+    let runtime = Runtime {
+        worker_threads: Some(workers),
+        placement,
+        ..Runtime::default()
     };
-    (threads, packed)
+    let layout = Layout::new(plan, &runtime, tch::Device::Cpu, 1, 0, 1)?;
+    let busiest = layout
+        .local_workers()
+        .iter()
+        .map(|ids| ids.iter().map(|&id| costs[id]).sum::<f64>())
+        .fold(0.0, f64::max);
+    Ok(costs.iter().sum::<f64>() / busiest)
+}
+
+/// The ideal speed-ups of `plan` on `workers` workers: from forward MACs (nodes cut by MACs) and
+/// from measured seconds per step `seconds` (nodes cut by those).
+fn ideals(plan: &Plan, seconds: &[f64], workers: usize) -> Result<(f64, f64)> {
+    let topo = Topology::new(plan);
+    let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
+    let given = (0..topo.len())
+        .map(|id| (topo.name(id), seconds[id]))
+        .collect();
+    Ok((
+        ideal(plan, Placement::Macs, &macs, workers)?,
+        ideal(plan, Placement::Given(given), seconds, workers)?,
+    ))
+}
+
+/// One configuration's runs.
+struct Config {
+    name: String,
+    topo: Topology,
+    /// Seconds per step of every node alone.
+    alone: Vec<f64>,
+    threads: Measured,
+    mpi: Option<Measured>,
 }
 
 /// Runs `bench --parallel`.
 pub fn run(a: &BenchArgs) -> Result<()> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let workers = a.workers.unwrap_or(cores).max(1);
+    let cores = cores();
+    let workers = a.worker_threads.unwrap_or(cores).max(1);
     let configs = a
         .configs
         .clone()
@@ -132,128 +202,236 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let scratch = std::env::temp_dir().join(format!("groupwise-bench-{}", std::process::id()));
     let mut out = stdout();
     writeln!(
-        out,"ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} workers on {cores} cores",
+        out,
+        "ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} \
+         workers on {cores} cores (threads: {workers} worker threads; MPI: {workers} ranks of one \
+         worker thread), placement {}",
         a.batch,
         a.warmup + a.steps,
-        a.warmup
-    )?;
-    writeln!(
-        out,"speedup: over the sequential path using all {workers} cores for intra-op threads (seq s); \
-         [1c]: over the sequential path on one core (seq1 s)"
+        a.warmup,
+        a.placement.spec
     )?;
     writeln!(
         out,
-        "{:<6} {:>8} {:>8} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10}",
+        "speedup: over the sequential path using {workers} intra-op threads (seq s); [1c]: over the \
+         sequential path on one core (seq1 s)"
+    )?;
+    writeln!(
+        out,
+        "ideal: total over the busiest worker's share, nodes cut as the runtime cuts them: by forward \
+         MACs (MACs), or by each node's step time alone on one core (time: plan --profile); \
+         eff: [1c] speedup / ideal time"
+    )?;
+    writeln!(
+        out,
+        "{:<6} {:>7} {:>7} {:>9} {:>7} {:>6} {:>5} {:>7} {:>7} {:>6} {:>5} {:>10} {:>10}",
         "K:G",
         "seq s",
         "seq1 s",
         "threads s",
         "speedup",
         "[1c]",
+        "eff",
         "mpi s",
         "speedup",
         "[1c]",
-        "ideal thr",
-        "ideal mpi"
+        "eff",
+        "ideal MACs",
+        "ideal time"
     )?;
-    let mut details = Vec::new();
+    let mut done = Vec::new();
     for c in &configs {
         let (k, g) = c
             .split_once(':')
             .with_context(|| format!("--configs entry '{c}' is not K:G"))?;
         let groups: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
         let plan = Plan::new(Arch::resnet32(3, 32, 10), k, groups, AuxInput::StopGradient)?;
-        eprintln!("K={k} G={g}: sequential ...");
-        let seq = train_child(
-            a,
-            k,
-            g,
-            &["--workers", "sequential", "--threads", &workers.to_string()],
+        let topo = Topology::new(&plan);
+        let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
+            eprintln!("K={k} G={g}: {what} ...");
+            let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
+            train_child(a, (k, g), &mode, launcher, &scratch.join(what))
+        };
+        let w = workers.to_string();
+        let seq = child(
+            "sequential",
+            &["--workers", "sequential", "--threads", &w],
             None,
-            &scratch.join("seq"),
         )?;
-        eprintln!("K={k} G={g}: sequential, 1 thread ...");
-        let seq1 = train_child(
-            a,
-            k,
-            g,
+        let seq1 = child(
+            "sequential-1",
             &["--workers", "sequential", "--threads", "1"],
             None,
-            &scratch.join("seq1"),
         )?;
-        eprintln!("K={k} G={g}: threads ...");
-        let thr = train_child(
-            a,
-            k,
-            g,
-            &["--workers", "threads"],
+        let place = ["--placement", a.placement.spec.as_str()];
+        let thr = child(
+            "threads",
+            &[
+                &["--workers", "threads", "--worker-threads", &w],
+                &place[..],
+            ]
+            .concat(),
             None,
-            &scratch.join("thr"),
         )?;
+        let ranks = workers.min(topo.len());
         let mpi = match &launcher {
-            Some(m) => {
-                eprintln!("K={k} G={g}: mpiexec -np {workers} ...");
-                let topo = Topology::new(&plan);
-                Some(train_child(
-                    a,
-                    k,
-                    g,
-                    &["--transport", "mpi"],
-                    Some((m, workers.min(topo.len()))),
-                    &scratch.join("mpi"),
-                )?)
-            }
+            Some(m) => Some(child(
+                "mpi",
+                &[&["--transport", "mpi", "--worker-threads", "1"], &place[..]].concat(),
+                Some((m, ranks)),
+            )?),
             None => None,
         };
-        let (ideal_thr, ideal_mpi) = ideal(&plan, workers);
-        let x =
-            |base: &Measured, m: &Measured| format!("{:.2}x", base.step_seconds / m.step_seconds);
-        let (ms, mx, m1) = mpi
-            .as_ref()
-            .map_or(("-".into(), "-".into(), "-".into()), |m| {
-                (format!("{:.4}", m.step_seconds), x(&seq, m), x(&seq1, m))
-            });
+        eprintln!("K={k} G={g}: every node alone (plan --profile) ...");
+        let alone = profile_child(a, (k, g), &topo)?;
+        let (ideal_macs, ideal_time) = ideals(&plan, &alone, workers)?;
+        let x = |base: &Measured, m: &Measured| base.step_seconds / m.step_seconds;
+        let cols = |m: &Measured| {
+            (
+                format!("{:.4}", m.step_seconds),
+                format!("{:.2}x", x(&seq, m)),
+                format!("{:.2}x", x(&seq1, m)),
+                format!("{:.2}", x(&seq1, m) / ideal_time),
+            )
+        };
+        let t = cols(&thr);
+        let dash = || "-".to_string();
+        let m = mpi.as_ref().map_or((dash(), dash(), dash(), dash()), cols);
         writeln!(
             out,
-            "{:<6} {:>8.4} {:>8.4} {:>9.4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>9.2}x {:>9.2}x",
+            "{:<6} {:>7.4} {:>7.4} {:>9} {:>7} {:>6} {:>5} {:>7} {:>7} {:>6} {:>5} {:>9.2}x {:>9.2}x",
             c,
             seq.step_seconds,
             seq1.step_seconds,
-            thr.step_seconds,
-            x(&seq, &thr),
-            x(&seq1, &thr),
-            ms,
-            mx,
-            m1,
-            ideal_thr,
-            ideal_mpi
+            t.0,
+            t.1,
+            t.2,
+            t.3,
+            m.0,
+            m.1,
+            m.2,
+            m.3,
+            ideal_macs,
+            ideal_time
         )?;
-        details.push((c.clone(), "threads", thr));
-        if let Some(m) = mpi {
-            details.push((c.clone(), "mpi", m));
-        }
+        done.push(Config {
+            name: c.clone(),
+            topo,
+            alone,
+            threads: thr,
+            mpi,
+        });
     }
     writeln!(out)?;
-    writeln!(out, "per node, seconds per step: compute / wait / communication (share of step), bytes sent per step")?;
-    for (c, mode, m) in &details {
-        for n in &m.nodes {
-            let steps = n["steps"].as_f64().unwrap_or(1.0).max(1.0);
-            let per = |k: &str| n[k].as_f64().unwrap_or(0.0) / steps;
-            writeln!(
-                out,
-                "{:<6} {:<8} {:<7} rank {:>2}  {:.4} / {:.4} / {:.4} ({:>4.1}%)  {:>10.0} B",
-                c,
-                mode,
-                n["node"].as_str().unwrap_or("?"),
-                n["rank"].as_u64().unwrap_or(0),
-                per("compute_seconds"),
-                per("wait_seconds"),
-                per("comm_seconds"),
-                100.0 * per("comm_seconds") / m.step_seconds,
-                n["bytes_sent"].as_f64().unwrap_or(0.0) / steps
-            )?;
-        }
-    }
+    per_node(&mut out, a.batch, &done)?;
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// The per-node table of every threads and MPI run.
+fn per_node(out: &mut crate::stdout::Stdout, batch: i64, done: &[Config]) -> Result<()> {
+    writeln!(
+        out,
+        "per node, seconds per step: alone (plan --profile), compute in the run (wall clock), cpu (its \
+         worker thread's CPU clock while computing), wait, comm (share of the step); GMAC/s: 3 x \
+         forward MACs x batch / compute; bytes sent per step"
+    )?;
+    writeln!(
+        out,
+        "{:<6} {:<8} {:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>11}",
+        "K:G",
+        "runtime",
+        "node",
+        "rank",
+        "alone s",
+        "compute",
+        "cpu s",
+        "wait s",
+        "comm s",
+        "comm%",
+        "GMAC/s",
+        "bytes"
+    )?;
+    for c in done {
+        let runs = std::iter::once(("threads", &c.threads)).chain(c.mpi.iter().map(|m| ("mpi", m)));
+        for (mode, m) in runs {
+            for n in &m.nodes {
+                let steps = n.steps.max(1) as f64;
+                let compute = n.compute_seconds / steps;
+                let id = n
+                    .node
+                    .parse::<NodeId>()
+                    .ok()
+                    .and_then(|name| c.topo.find(name));
+                let (alone, gmacs) = match id {
+                    Some(id) => (
+                        format!("{:.4}", c.alone[id]),
+                        format!(
+                            "{:.2}",
+                            3.0 * c.topo.macs(id) as f64 * batch as f64 / compute / 1e9
+                        ),
+                    ),
+                    None => ("-".into(), "-".into()),
+                };
+                writeln!(
+                    out,
+                    "{:<6} {:<8} {:<7} {:>4} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>5.1}% {:>7} {:>11.0}",
+                    c.name,
+                    mode,
+                    n.node,
+                    n.rank,
+                    alone,
+                    compute,
+                    n.cpu_seconds / steps,
+                    n.wait_seconds / steps,
+                    n.comm_seconds / steps,
+                    100.0 * n.comm_seconds / steps / m.step_seconds,
+                    gmacs,
+                    n.bytes_sent as f64 / steps
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// K=2, G=1: nodes m0.g0, m1.g0, head.
+    fn dgl2() -> Plan {
+        Plan::new(Arch::resnet32(3, 32, 10), "2", 1, AuxInput::StopGradient).unwrap()
+    }
+
+    #[test]
+    fn ideal_from_measured_times_is_the_total_over_the_busiest_worker() {
+        let plan = dgl2();
+        assert_eq!(Topology::new(&plan).len(), 3);
+        // Two workers: m0.g0 alone (3 s), m1.g0 and the head together (1 + 1 s): 5 / 3.
+        let (_, time) = ideals(&plan, &[3.0, 1.0, 1.0], 2).unwrap();
+        assert!((time - 5.0 / 3.0).abs() < 1e-12, "{time}");
+        // The heavy node last: m0.g0 and m1.g0 together (2 s), the head alone (4 s): 6 / 4.
+        let (_, time) = ideals(&plan, &[1.0, 1.0, 4.0], 2).unwrap();
+        assert!((time - 1.5).abs() < 1e-12, "{time}");
+        // One worker: no speed-up; a worker per node: the total over the largest node.
+        assert!((ideals(&plan, &[3.0, 1.0, 1.0], 1).unwrap().1 - 1.0).abs() < 1e-12);
+        assert!((ideals(&plan, &[3.0, 1.0, 1.0], 3).unwrap().1 - 5.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ideal_from_macs_cuts_by_macs_whatever_the_times() {
+        let plan = dgl2();
+        let topo = Topology::new(&plan);
+        let macs: Vec<f64> = (0..3).map(|id| topo.macs(id) as f64).collect();
+        // The better of the two contiguous cuts into two workers.
+        let by_macs = (1..3)
+            .map(|split| {
+                let (a, b) = macs.split_at(split);
+                macs.iter().sum::<f64>() / a.iter().sum::<f64>().max(b.iter().sum())
+            })
+            .fold(0.0, f64::max);
+        let (m, _) = ideals(&plan, &[1.0, 1.0, 1.0], 2).unwrap();
+        assert!((m - by_macs).abs() < 1e-9, "{m} vs {by_macs}");
+    }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use groupwise::parallel::NodeTiming;
 use groupwise::plan::PlanSpec;
 use groupwise::train::{EpochMetrics, RunConfig, RunDir};
 
@@ -48,6 +49,35 @@ pub(super) fn expand(dirs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
+/// Per-node times summed by node over the epochs of `metrics`: the slowest node's compute seconds per
+/// step, and the CPU seconds per step of all nodes together (NaN when any entry lacks them: metrics
+/// written before CPU time was measured read as 0). Both NaN without per-node times.
+fn node_seconds(metrics: &[EpochMetrics]) -> (f64, f64) {
+    let mut nodes: Vec<NodeTiming> = Vec::new();
+    let mut cpu_known = true;
+    for t in metrics.iter().flat_map(|m| &m.nodes) {
+        cpu_known &= t.cpu_seconds > 0.0 || t.compute_seconds == 0.0;
+        match nodes.iter_mut().find(|n| n.node == t.node) {
+            Some(n) => n.add(t),
+            None => nodes.push(t.clone()),
+        }
+    }
+    if nodes.is_empty() {
+        return (f64::NAN, f64::NAN);
+    }
+    let per_step = |n: &NodeTiming, s: f64| s / n.steps.max(1) as f64;
+    let slowest = nodes
+        .iter()
+        .map(|n| per_step(n, n.compute_seconds))
+        .fold(0.0, f64::max);
+    let cpu = if cpu_known {
+        nodes.iter().map(|n| per_step(n, n.cpu_seconds)).sum()
+    } else {
+        f64::NAN
+    };
+    (slowest, cpu)
+}
+
 /// One run, as read from its directory.
 #[derive(Clone, Debug)]
 pub struct Row {
@@ -73,6 +103,12 @@ pub struct Row {
     pub step_seconds: f64,
     /// Mean measured training seconds per epoch.
     pub epoch_seconds: f64,
+    /// The slowest node's compute seconds per step (wall clock: forward, backward, update), over
+    /// the logged epochs; NaN when the metrics have no per-node times.
+    pub slowest_node_seconds: f64,
+    /// CPU seconds per step of every node's worker thread together (intra-op helper threads not
+    /// counted); NaN when an epoch's metrics lack them (written before they were measured).
+    pub cpu_seconds: f64,
     /// How the nodes ran.
     pub runtime: String,
 }
@@ -100,6 +136,7 @@ impl Row {
         let (steps, secs) = metrics.iter().fold((0usize, 0f64), |(n, t), m| {
             (n + m.steps, t + m.train_seconds)
         });
+        let (slowest_node_seconds, cpu_seconds) = node_seconds(&metrics);
         let name = dir
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -122,6 +159,8 @@ impl Row {
             } else {
                 secs / metrics.len() as f64
             },
+            slowest_node_seconds,
+            cpu_seconds,
             runtime: summary.map(|s| s.runtime).unwrap_or_default(),
             config,
             metrics,

@@ -15,7 +15,7 @@ use super::runs::Row;
 use super::stats::{SeedGroup, Spread};
 
 /// The columns of `results.csv`.
-const RESULTS_COLUMNS: [&str; 18] = [
+const RESULTS_COLUMNS: [&str; 20] = [
     "run",
     "method",
     "plan",
@@ -31,6 +31,8 @@ const RESULTS_COLUMNS: [&str; 18] = [
     "params",
     "seconds_per_step",
     "seconds_per_epoch",
+    "slowest_node_seconds_per_step",
+    "cpu_seconds_per_step",
     "speedup",
     "max_node_macs_ratio",
     "runtime",
@@ -78,6 +80,8 @@ pub(super) fn results_csv(rows: &[Row], base: usize) -> Result<Vec<u8>> {
             r.params.to_string(),
             num(r.step_seconds, 6),
             num(r.epoch_seconds, 3),
+            num(r.slowest_node_seconds, 6),
+            num(r.cpu_seconds, 6),
             num(speedup(&rows[base], r), 4),
             num(mac_ratio(&rows[base], r), 4),
             r.runtime.clone(),
@@ -96,21 +100,27 @@ pub(super) fn results_markdown(title: &str, rows: &[Row], base: usize) -> Result
          still in progress). MACs are forward multiply-accumulates per image from the plan (METHOD.md \
          section 8): *max node* is the largest node with the paper's figure conventions, *inference* \
          the whole network. Times are measured: mean training seconds per step and per epoch \
-         (evaluation excluded). Speed-up is {}'s seconds per step over the run's; *MAC ratio* is the \
-         same ratio of max node MACs, the speed-up one node per worker would give if time followed \
-         MACs.\n",
+         (evaluation excluded); per node, from the run's metrics: *slowest node* is the largest \
+         compute time per step of one node (wall clock: its forward, backward and update; the \
+         sequential path is one node), *CPU* the CPU seconds per step of all nodes' worker threads \
+         together (intra-op helper threads not counted). Speed-up is {}'s seconds per step over the \
+         run's; *MAC ratio* is the same ratio of max node MACs, the speed-up one node per worker \
+         would give if time followed MACs.\n",
         rows[base].name
     )?;
     writeln!(
         md,
         "| run | method | epochs | head % | ensemble % | max node MACs | inference MACs | params | \
-         s/step | s/epoch | speed-up | MAC ratio |"
+         s/step | s/epoch | slowest node s/step | CPU s/step | speed-up | MAC ratio |"
     )?;
-    writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|")?;
+    writeln!(
+        md,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    )?;
     for r in rows {
         writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}x | {}x |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {}x | {}x |",
             r.name,
             r.method(),
             r.epochs(),
@@ -121,6 +131,8 @@ pub(super) fn results_markdown(title: &str, rows: &[Row], base: usize) -> Result
             r.params,
             num(r.step_seconds, 3),
             num(r.epoch_seconds, 1),
+            num(r.slowest_node_seconds, 3),
+            num(r.cpu_seconds, 3),
             num(speedup(&rows[base], r), 2),
             num(mac_ratio(&rows[base], r), 2)
         )?;

@@ -90,6 +90,34 @@ fn edit_config(run: &Path, edit: impl FnOnce(&mut Value)) {
     std::fs::write(&path, c.to_string()).unwrap();
 }
 
+/// Gives every metrics line of a run the per-node times `nodes` (a `NodeTiming` list as JSON).
+fn set_nodes(run: &Path, nodes: Value) {
+    let path = run.join("metrics.jsonl");
+    let lines: String = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut m: Value = serde_json::from_str(l).unwrap();
+            m["nodes"] = nodes.clone();
+            format!("{m}\n")
+        })
+        .collect();
+    std::fs::write(&path, lines).unwrap();
+}
+
+/// A node's timing entry of one epoch, as `metrics.jsonl` writes it; `cpu` None as written before
+/// CPU time was measured (no `cpu_seconds` field).
+fn node(name: &str, steps: usize, compute: f64, cpu: Option<f64>) -> Value {
+    let mut n = json!({
+        "node": name, "rank": 0, "steps": steps, "compute_seconds": compute,
+        "wait_seconds": 0.01, "comm_seconds": 0.001, "bytes_sent": 1000,
+    });
+    if let Some(cpu) = cpu {
+        n["cpu_seconds"] = json!(cpu);
+    }
+    n
+}
+
 #[test]
 fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     let root = scratch("report-synthetic");
@@ -129,6 +157,19 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
         json!([[0.4, 0.5], [0.6, 0.65]]),
         true,
     );
+    // Per-node times of every epoch (10 steps): gn's slowest node m0.g1 computes 0.8 s per epoch,
+    // 0.08 s/step; its nodes' CPU seconds add up to 1.3 per epoch, 0.13 s/step. e2e's metrics were
+    // written before CPU time was measured (one sequential node, 3.9 s per epoch); dgl's have no
+    // per-node times at all.
+    set_nodes(
+        &runs.join("c-gn"),
+        json!([
+            node("m0.g0", 10, 0.6, Some(0.5)),
+            node("m0.g1", 10, 0.8, Some(0.7)),
+            node("head", 10, 0.2, Some(0.1)),
+        ]),
+    );
+    set_nodes(&runs.join("a-e2e"), json!([node("all", 10, 3.9, None)]));
     let out = root.join("report");
     let (ok, _, stderr) = output(groupwise().arg("report").arg(&runs).arg("--out").arg(&out));
     assert!(ok, "{stderr}");
@@ -146,6 +187,13 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
     assert_eq!(col("b-dgl", "finished"), "false");
     assert_eq!(col("b-dgl", "epochs_done"), "1");
     assert_eq!(col("b-dgl", "head_accuracy"), "0.750000");
+    // Per node, measured: summed over both epochs, then per step.
+    assert_eq!(col("c-gn", "slowest_node_seconds_per_step"), "0.080000");
+    assert_eq!(col("c-gn", "cpu_seconds_per_step"), "0.130000");
+    assert_eq!(col("a-e2e", "slowest_node_seconds_per_step"), "0.390000");
+    assert_eq!(col("a-e2e", "cpu_seconds_per_step"), "-");
+    assert_eq!(col("b-dgl", "slowest_node_seconds_per_step"), "-");
+    assert_eq!(col("b-dgl", "cpu_seconds_per_step"), "-");
     // Costs come from the plan, not from the (dummy) summary.
     for (run, plan, g) in [("a-e2e", "1", 1), ("b-dgl", "2", 1), ("c-gn", "2", 2)] {
         assert_eq!(
@@ -167,7 +215,11 @@ fn report_of_synthetic_runs_has_the_known_numbers_and_plots() {
         "{md}"
     );
     assert!(md.contains("| b-dgl | DGL K=2 | 1/2 | 75.00 |"), "{md}");
-    assert!(md.contains("| 4.00x |"), "{md}");
+    assert!(
+        md.contains("| 0.100 | 1.0 | 0.080 | 0.130 | 4.00x |"),
+        "{md}"
+    );
+    assert!(md.contains("| 0.400 | 4.0 | 0.390 | - | 1.00x |"), "{md}");
     for stem in [
         "accuracy_vs_max_node_macs",
         "accuracy_vs_step_time",
@@ -369,7 +421,7 @@ fn csv_cells_with_commas_keep_their_columns() {
 
     // read_csv checks every row against the header's length.
     let (header, rows) = read_csv(&out.join("results.csv"));
-    assert_eq!(header.len(), 18);
+    assert_eq!(header.len(), 20);
     assert_eq!(rows.len(), 3);
     let plan_col = header.iter().position(|h| h == "plan").unwrap();
     for (row, name) in rows[1..].iter().zip(named) {

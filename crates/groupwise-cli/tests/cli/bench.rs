@@ -1,0 +1,177 @@
+//! `groupwise bench` with tiny settings (batch 2, one timed step): the interleaving of groupwise and
+//! PyTorch (a stand-in `python` that records its calls and answers known times), and `--parallel`'s
+//! table on one configuration. Timing values are not asserted; what is derived from them is.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use crate::common::{groupwise, output, scratch};
+
+/// A stand-in for `python scripts/bench_torch.py`: appends its arguments to `log` and answers the
+/// configuration it was given with a median of 0.1 s times its call number (1-based).
+fn fake_python(dir: &Path, log: &Path) -> std::path::PathBuf {
+    let path = dir.join("python");
+    let script = format!(
+        r#"#!/bin/sh
+echo "$@" >> {log}
+n=$(wc -l < {log})
+while [ $# -gt 0 ]; do
+  if [ "$1" = --config ]; then cfg=$2; fi
+  shift
+done
+plan=${{cfg%%:*}}
+groups=${{cfg##*:}}
+echo "{{\"plan\": \"$plan\", \"groups\": $groups, \"median_s\": $(echo "$n" | awk '{{print $1 / 10}}')}}"
+"#,
+        log = log.display()
+    );
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// The table row of `config` split into its cells.
+fn row<'a>(stdout: &'a str, config: &str) -> Vec<&'a str> {
+    stdout
+        .lines()
+        .find(|l| l.starts_with(&format!("{config} ")))
+        .unwrap_or_else(|| panic!("no row {config} in {stdout}"))
+        .split_whitespace()
+        .collect()
+}
+
+#[test]
+fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() {
+    let root = scratch("bench-interleaved");
+    let log = root.path().join("calls");
+    let python = fake_python(root.path(), &log);
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .args(["bench", "--configs", "1:1,2:2", "--rounds", "2"])
+            .args([
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--batch",
+                "2",
+                "--threads",
+                "1",
+            ])
+            .arg("--python")
+            .arg(&python),
+    );
+    assert!(ok, "{stderr}");
+    // One child per configuration and round, in round order, each with its one configuration and
+    // the threads of this side.
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let configs: Vec<&str> = calls
+        .lines()
+        .map(|l| {
+            assert!(
+                l.contains("--threads 1 ") && l.contains("--batch 2 "),
+                "{l}"
+            );
+            assert_eq!(l.matches("--config ").count(), 1, "{l}");
+            l.rsplit("--config ").next().unwrap().trim()
+        })
+        .collect();
+    assert_eq!(configs, ["1:1", "2:2", "1:1", "2:2"]);
+    // Each pair back to back: groupwise then its PyTorch child, round by round.
+    let rounds: Vec<&str> = stderr.lines().filter(|l| l.starts_with("round ")).collect();
+    assert_eq!(rounds.len(), 4, "{stderr}");
+    assert!(
+        rounds[1].starts_with("round 1/2: 2:2 groupwise ")
+            && rounds[1].ends_with("PyTorch 0.2000 s")
+    );
+    assert!(
+        rounds[2].starts_with("round 2/2: 1:1 groupwise ")
+            && rounds[2].ends_with("PyTorch 0.3000 s")
+    );
+    assert!(stdout.contains("interleaved"), "{stdout}");
+    // PyTorch: the median over rounds (1:1 answered 0.1 and 0.3 s; 2:2 0.2 and 0.4 s); the ratio is
+    // groupwise's median over it.
+    for (config, method, torch) in [("1:1", "e2e", 0.2), ("2:2", "GN-DGL", 0.3)] {
+        let cells = row(&stdout, config);
+        assert_eq!(cells[1], method, "{stdout}");
+        let ours: f64 = cells.iter().rev().nth(4).unwrap().parse().unwrap();
+        assert_eq!(cells[cells.len() - 3], format!("{torch:.4}"), "{stdout}");
+        assert_eq!(cells[cells.len() - 2], format!("{:.0}", 2.0 / torch));
+        let ratio: f64 = cells[cells.len() - 1]
+            .trim_end_matches('x')
+            .parse()
+            .unwrap();
+        assert!(
+            (ratio - ours / torch).abs() < 0.01,
+            "{ratio} vs {ours} / {torch}"
+        );
+    }
+
+    // --no-torch: no child, no PyTorch column.
+    std::fs::remove_file(&log).unwrap();
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .args(["bench", "--configs", "1:1", "--rounds", "1", "--no-torch"])
+            .args([
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--batch",
+                "2",
+                "--threads",
+                "1",
+            ])
+            .arg("--python")
+            .arg(&python),
+    );
+    assert!(ok, "{stderr}");
+    assert!(!log.exists() && !stdout.contains("interleaved"), "{stdout}");
+    assert!(row(&stdout, "1:1").ends_with(&["-", "-", "-"]), "{stdout}");
+}
+
+#[test]
+fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
+    // No mpiexec on PATH: the threads runs only, a note says why.
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .env("PATH", "")
+            .args([
+                "bench",
+                "--parallel",
+                "--configs",
+                "2:1",
+                "--worker-threads",
+                "2",
+            ])
+            .args(["--steps", "1", "--warmup", "1", "--batch", "4"]),
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("no MPI column"), "{stderr}");
+    assert!(stdout.contains("2 worker threads") && stdout.contains("placement measured"));
+    // K:G, seq, seq1, threads s, speedup, [1c], eff, then the MPI columns as dashes and the ideals:
+    // by MACs, ResNet-32 K=2 cut into 2 workers as the runtime cuts it (m0.g0 | m1.g0 head); by the
+    // profiled times, at least 1 and at most 2.
+    let cells = row(&stdout, "2:1");
+    assert_eq!(cells.len(), 13, "{stdout}");
+    assert_eq!(&cells[7..11], ["-", "-", "-", "-"]);
+    assert_eq!(cells[11], "1.87x");
+    let ideal: f64 = cells[12].trim_end_matches('x').parse().unwrap();
+    assert!((1.0..=2.0).contains(&ideal), "{stdout}");
+    let eff: f64 = cells[6].parse().unwrap();
+    let one_core: f64 = cells[5].trim_end_matches('x').parse().unwrap();
+    assert!((eff - one_core / ideal).abs() < 0.01, "{stdout}");
+    // Per node of the threads run: alone, compute, cpu, wait, comm, comm%, GMAC/s, bytes.
+    for node in ["m0.g0", "m1.g0", "head"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("2:1    threads") && l.split_whitespace().nth(2) == Some(node))
+            .unwrap_or_else(|| panic!("no node {node} in {stdout}"));
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cells.len(), 12, "{line}");
+        for c in [&cells[4..9], &cells[10..]].concat() {
+            let v: f64 = c.parse().unwrap_or_else(|_| panic!("{c} in {line}"));
+            assert!(v.is_finite() && v >= 0.0, "{line}");
+        }
+    }
+}
