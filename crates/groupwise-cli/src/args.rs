@@ -292,8 +292,8 @@ pub struct RuntimeArgs {
     #[arg(long, value_enum, default_value_t)]
     pub transport: TransportArg,
     /// Worker threads of this process, each running a contiguous run of nodes in pipeline order
-    /// (default: one per core of this process's share of the machine, one per GPU with --devices;
-    /// never more than its nodes).
+    /// (default: one per node, which the kernel's scheduler balances over the cores; one per GPU with
+    /// --devices).
     #[arg(long)]
     pub worker_threads: Option<usize>,
     /// What nodes are balanced by across worker threads (and MPI ranks): `measured` (default: each

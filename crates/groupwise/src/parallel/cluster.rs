@@ -156,9 +156,10 @@ impl Local {
         on_step: &mut OnStep,
     ) -> Result<SegmentEnd, RuntimeError> {
         let mut end = SegmentEnd::default();
+        // Worth measuring only when some worker runs several nodes and there is more than one worker.
         let calibrate = self.runtime.placement == Placement::Measured
             && !layout.costs.seconds
-            && layout.worker_count() > 1;
+            && (2..layout.local().len()).contains(&layout.worker_count());
         let mut layout = layout;
         if calibrate {
             let single = layout.single_worker();

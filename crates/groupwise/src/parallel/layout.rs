@@ -136,9 +136,14 @@ impl Layout {
         let all: Vec<usize> = (0..n).collect();
         let ranks = cut(&all, &costs.per_node, processes);
         let here = ranks.iter().filter(|&&r| r == rank).count();
-        // A worker per core of this process's share, or per GPU when nodes go to GPUs.
+        // By default a worker per node, or one per GPU when nodes go to GPUs. More workers than cores
+        // on purpose: the kernel's scheduler then keeps every core busy with whichever node is ready,
+        // which a contiguous cut of lumpy node costs cannot match, and no step is spent measuring
+        // (ResNet-32 on 2 cores, 24-step runs: DGL K=4 0.32-0.33 s per step with a thread per node,
+        // 0.387 s with two workers cut by measured time; G=4 K=4 about the same either way;
+        // scripts/bench_default_runtime.sh).
         let share = match runtime.devices.len() {
-            0 => (cores() / processes_here.max(1)).max(1),
+            0 => here,
             gpus => gpus,
         };
         let worker_threads = runtime

@@ -27,8 +27,8 @@ pub enum Workers {
 pub enum Placement {
     /// The plan's forward MACs per node.
     Macs,
-    /// Each node's compute time, measured in the run's first steps (run on one worker thread, nodes in
-    /// turn; these steps train like any other). Where the nodes cannot move after the start (MPI
+    /// Each node's compute time, measured in the run's first steps when some worker runs several nodes
+    /// (run on one worker thread, nodes in turn; these steps train like any other). Where the nodes cannot move after the start (MPI
     /// ranks) the MACs place them.
     #[default]
     Measured,
@@ -82,8 +82,8 @@ impl fmt::Display for Fault {
 pub struct Runtime {
     /// Sequential or pipelined workers.
     pub workers: Workers,
-    /// Worker threads of each process (`None`: its share of the machine's cores, at least 1; never
-    /// more than its nodes).
+    /// Worker threads of each process (`None`: one per node, or one per GPU with `devices`; never more
+    /// than its nodes).
     pub worker_threads: Option<usize>,
     /// What the nodes are balanced by across workers.
     pub placement: Placement,

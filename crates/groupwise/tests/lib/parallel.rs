@@ -38,9 +38,9 @@ fn threads(depth: usize) -> Runtime {
     }
 }
 
-/// Worker pools that cut the nodes differently: every node in one thread; the default (one per
-/// core, re-balanced by the step times measured in the first steps, mid-segment); as many threads as
-/// allowed, by MACs (one node each on small plans); and costs that cut inside modules at odd places.
+/// Worker pools that cut the nodes differently: every node in one thread; the default (a thread per
+/// node); two workers re-balanced by the step times measured in the first steps (mid-segment); as
+/// many threads as allowed, by MACs; and costs that cut inside modules at odd places.
 fn pools(topo: &Topology) -> Vec<(String, Runtime)> {
     let given = Placement::Given(
         (0..topo.len())
@@ -56,6 +56,13 @@ fn pools(topo: &Topology) -> Vec<(String, Runtime)> {
             },
         ),
         ("default".into(), threads(2)),
+        (
+            "two workers by measured time".into(),
+            Runtime {
+                worker_threads: Some(2),
+                ..threads(2)
+            },
+        ),
         (
             "most workers".into(),
             Runtime {
