@@ -296,8 +296,9 @@ pub struct RuntimeArgs {
     /// --devices).
     #[arg(long)]
     pub worker_threads: Option<usize>,
-    /// What nodes are balanced by across worker threads (and MPI ranks): `measured` (default: each
-    /// node's step time, measured in the run's first 4 steps on one worker; MPI ranks by MACs),
+    /// What nodes are balanced by across worker threads (and MPI ranks), when a worker runs several:
+    /// `measured` (default: each node's step time, measured in the run's first 4 steps on one worker;
+    /// MPI ranks by MACs),
     /// `macs` (the plan's forward MACs), or a file written by `groupwise plan --profile --json`.
     #[arg(long, default_value = "measured", value_name = "measured|macs|FILE")]
     pub placement: PlacementArg,
