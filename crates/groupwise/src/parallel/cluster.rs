@@ -1,5 +1,5 @@
 //! What the trainer drives: a [`Cluster`] of processes running the nodes; [`Local`] is this process
-//! (the sequential path, or every node as a thread).
+//! (the sequential path, or worker threads).
 
 use std::ops::ControlFlow;
 use std::sync::atomic::Ordering;

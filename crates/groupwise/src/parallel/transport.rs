@@ -66,7 +66,7 @@ pub struct Sent {
 }
 
 /// Moves tensors between nodes. Workers are written against this trait only: the same worker runs
-/// with every node as a thread of one process ([`Mailboxes`]) or spread over MPI ranks.
+/// with the nodes on worker threads of one process ([`Mailboxes`]) or spread over MPI ranks.
 pub trait Transport: Sync {
     /// Sends `tensor` on `channel` (the sender must be a node of this process). Blocks while the
     /// channel already holds `--pipeline-depth` messages.
