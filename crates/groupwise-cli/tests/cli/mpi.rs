@@ -103,6 +103,20 @@ fn mpi(mpiexec: &Path, ranks: usize, args: &[String], extra: &[&str]) -> Output 
     run_with_deadline(cmd)
 }
 
+/// `groupwise train --resume` of `dir` under `mpiexec -np ranks`.
+fn resume_under_mpi(mpiexec: &Path, ranks: usize, dir: &Path) -> Output {
+    let args = [
+        "train".to_string(),
+        "--resume".into(),
+        "--run-dir".into(),
+        dir.display().to_string(),
+        "--quiet".into(),
+        "--threads-per-worker".into(),
+        "1".into(),
+    ];
+    mpi(mpiexec, ranks, &args, &[])
+}
+
 fn sequential(args: &[String]) -> Output {
     let mut cmd = Command::new(BIN);
     cmd.args(args).args(["--workers", "sequential"]);
@@ -173,21 +187,7 @@ fn mpi_failing_node_aborts_the_job_and_the_checkpoint_resumes() {
     );
     assert!(secs < 60.0, "took {secs:.0}s to end");
     // The checkpoint of epoch 1 is intact and the run resumes to the same end as a clean run.
-    let resumed = mpi(
-        &mpiexec,
-        3,
-        &[
-            "train".to_string(),
-            "--resume".into(),
-            "--run-dir".into(),
-            dir.display().to_string(),
-            "--quiet".into(),
-            "--threads-per-worker".into(),
-            "1".into(),
-        ],
-        &[],
-    );
-    ok(&resumed, "resume");
+    ok(&resume_under_mpi(&mpiexec, 3, &dir), "resume");
     let clean = root.path().join("clean");
     ok(&sequential(&args("4", "2", &clean)), "clean run");
     assert!(run_diff(&dir, &clean) <= 1e-5);
@@ -365,21 +365,7 @@ fn mpi_rank_killed_from_outside_ends_the_job_and_the_run_resumes() {
     );
 
     // --resume under mpiexec ends where an uninterrupted run ends.
-    let resumed = mpi(
-        &mpiexec,
-        3,
-        &[
-            "train".to_string(),
-            "--resume".into(),
-            "--run-dir".into(),
-            dir.display().to_string(),
-            "--quiet".into(),
-            "--threads-per-worker".into(),
-            "1".into(),
-        ],
-        &[],
-    );
-    ok(&resumed, "resume");
+    ok(&resume_under_mpi(&mpiexec, 3, &dir), "resume");
     let clean = root.path().join("clean");
     ok(&sequential(&long_args(&clean)), "clean run");
     assert_eq!(metric_epochs(&dir), [1, 2, 3, 4, 5, 6]);

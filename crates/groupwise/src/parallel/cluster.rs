@@ -13,11 +13,10 @@ use crate::local::Network;
 use crate::plan::{NodeId, Plan};
 
 use super::layout::{resolve_fault, Layout, NodeCosts};
-use super::runner::{NodeRunner, Slots};
+use super::runner::{run_in_process, Slots};
 use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 use super::settings::{Placement, Runtime, Workers};
 use super::topology::Topology;
-use super::transport::Mailboxes;
 
 /// Where the nodes of a run execute: this process (sequentially or as threads), or MPI ranks.
 ///
@@ -178,7 +177,7 @@ impl Local {
                     done: segment.done,
                     stop: segment.stop,
                 };
-                let part = run_on(&single, slots, part, on_step)?;
+                let part = run_in_process(&single, slots, part, on_step)?;
                 segment.steps -= part.steps;
                 segment.done += part.steps;
                 let stopped = part.steps < n;
@@ -208,26 +207,11 @@ impl Local {
             }
         }
         if segment.steps > 0 {
-            let rest = run_on(&layout, slots, segment, on_step)?;
+            let rest = run_in_process(&layout, slots, segment, on_step)?;
             merge(&mut end, rest);
         }
         Ok(end)
     }
-}
-
-/// One segment on `layout`'s workers, over this process's mailboxes.
-fn run_on(
-    layout: &Layout,
-    slots: &mut Slots,
-    segment: Segment,
-    on_step: &mut OnStep,
-) -> Result<SegmentEnd, RuntimeError> {
-    let runner = NodeRunner {
-        layout,
-        leader: true,
-    };
-    let mailboxes = Mailboxes::new(layout.depth);
-    runner.run(slots, &mailboxes, segment, on_step, None)
 }
 
 /// Adds the part `more` of a segment to `into`: its steps, and its timings node by node (the same

@@ -175,20 +175,14 @@ impl Layout {
     fn cut_workers(&mut self, count: usize) {
         let mut offset = 0;
         for r in 0..self.processes() {
-            let ids: Vec<usize> = (0..self.topo.len())
-                .filter(|&id| self.ranks[id] == r)
-                .collect();
+            let ids = self.nodes_of(r);
             for (&id, w) in ids.iter().zip(cut(&ids, &self.costs.per_node, count)) {
                 self.workers[id] = w;
                 if !self.gpus.is_empty() {
                     self.devices[id] = Device::Cuda(self.gpus[(offset + w) % self.gpus.len()]);
                 }
             }
-            offset += ids
-                .iter()
-                .map(|&id| self.workers[id] + 1)
-                .max()
-                .unwrap_or(1);
+            offset += self.workers_of(&ids);
         }
     }
 
@@ -217,20 +211,29 @@ impl Layout {
         self.ranks.iter().max().map_or(1, |r| r + 1)
     }
 
-    /// Worker threads of this process.
-    pub fn worker_count(&self) -> usize {
-        self.local()
-            .iter()
+    /// The nodes of process `rank`, in node order.
+    fn nodes_of(&self, rank: usize) -> Vec<usize> {
+        (0..self.topo.len())
+            .filter(|&id| self.ranks[id] == rank)
+            .collect()
+    }
+
+    /// Worker threads that run the nodes `ids` of one process (at least 1).
+    fn workers_of(&self, ids: &[usize]) -> usize {
+        ids.iter()
             .map(|&id| self.workers[id] + 1)
             .max()
             .unwrap_or(1)
     }
 
+    /// Worker threads of this process.
+    pub fn worker_count(&self) -> usize {
+        self.workers_of(&self.local())
+    }
+
     /// The nodes of this process.
     pub fn local(&self) -> Vec<usize> {
-        (0..self.topo.len())
-            .filter(|&id| self.ranks[id] == self.rank)
-            .collect()
+        self.nodes_of(self.rank)
     }
 
     /// The nodes of this process by worker thread, each in node order.
@@ -249,14 +252,13 @@ impl Layout {
         if rank == 0 {
             return None;
         }
-        let first = (0..self.topo.len()).find(|&id| self.ranks[id] == rank)?;
+        let first = *self.nodes_of(rank).first()?;
         Some(Channel::new(self.topo.collector(), first, Kind::Feed))
     }
 
     /// Every process's [`Layout::feed_channel`] (none in one process).
     pub fn feed_channels(&self) -> Vec<Channel> {
-        let processes = self.ranks.iter().max().map_or(1, |r| r + 1);
-        (1..processes)
+        (1..self.processes())
             .filter_map(|r| self.feed_channel(r))
             .collect()
     }
@@ -273,15 +275,8 @@ impl Layout {
         };
         let mut parts = Vec::new();
         for r in 0..processes {
-            let ids: Vec<usize> = (0..self.topo.len())
-                .filter(|&id| self.ranks[id] == r)
-                .collect();
-            let workers = ids
-                .iter()
-                .map(|&id| self.workers[id] + 1)
-                .max()
-                .unwrap_or(1);
-            let runs: Vec<String> = (0..workers)
+            let ids = self.nodes_of(r);
+            let runs: Vec<String> = (0..self.workers_of(&ids))
                 .map(|w| {
                     let mine: Vec<usize> = ids
                         .iter()

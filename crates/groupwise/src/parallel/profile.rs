@@ -12,10 +12,9 @@ use crate::local::Network;
 use crate::plan::NodeId;
 
 use super::layout::Layout;
-use super::runner::{NodeRunner, Slots};
+use super::runner::{run_in_process, Slots};
 use super::segment::{NodeTiming, RuntimeError, Segment};
 use super::settings::Runtime;
-use super::transport::Mailboxes;
 
 /// How to profile.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -100,10 +99,6 @@ pub fn profile(
         }))
     };
     let mut slots = Slots::split(net, &layout);
-    let runner = NodeRunner {
-        layout: &layout,
-        leader: true,
-    };
     let mut on_step = |_| ControlFlow::Continue(());
     let mut timings = Vec::new();
     for (steps, done) in [
@@ -120,11 +115,7 @@ pub fn profile(
             done,
             stop: None,
         };
-        let mailboxes = Mailboxes::new(layout.depth);
-        match runner.run(&mut slots, &mailboxes, segment, &mut on_step, None) {
-            Ok(end) => timings = end.timings,
-            Err(e) => return Err(e),
-        }
+        timings = run_in_process(&layout, &mut slots, segment, &mut on_step)?.timings;
     }
     let topo = &layout.topo;
     let profiles = timings

@@ -21,7 +21,7 @@ use super::layout::Layout;
 use super::message::{Report, Timing};
 use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
 use super::topology::{Role, TailPlacement};
-use super::transport::{Aborted, Channel, Kind, Transport};
+use super::transport::{Aborted, Channel, Kind, Mailboxes, Transport};
 use super::worker::{self, Held, NodeState, Work};
 
 /// The nodes of a network, each in a slot (taken by a worker during a segment).
@@ -362,6 +362,21 @@ impl NodeRunner<'_> {
         }
         Ok(timings)
     }
+}
+
+/// One segment on `layout`'s workers with every node in this process (its mailboxes, this process the
+/// leader): the threads runtime, its measuring steps and `groupwise plan --profile`.
+pub(super) fn run_in_process(
+    layout: &Layout,
+    slots: &mut Slots,
+    segment: Segment,
+    on_step: &mut OnStep,
+) -> Result<SegmentEnd, RuntimeError> {
+    let runner = NodeRunner {
+        layout,
+        leader: true,
+    };
+    runner.run(slots, &Mailboxes::new(layout.depth), segment, on_step, None)
 }
 
 /// How many steps the feeder has fed, and whether it has stopped: the collector never waits for the

@@ -28,22 +28,12 @@ pub enum Placement {
     /// The plan's forward MACs per node.
     Macs,
     /// Each node's compute time, measured in the run's first steps when some worker runs several nodes
-    /// (run on one worker thread, nodes in turn; these steps train like any other). Where the nodes cannot move after the start (MPI
-    /// ranks) the MACs place them.
+    /// (run on one worker thread, nodes in turn; these steps train like any other). Where the nodes
+    /// cannot move after the start (MPI ranks) the MACs place them.
     #[default]
     Measured,
     /// Given seconds per step of every node (`groupwise plan --profile --json`).
     Given(Vec<(NodeId, f64)>),
-}
-
-impl fmt::Display for Placement {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Placement::Macs => write!(f, "forward MACs"),
-            Placement::Measured => write!(f, "step time measured in the first steps"),
-            Placement::Given(_) => write!(f, "given step times (a profile)"),
-        }
-    }
 }
 
 /// A fault to inject, for tests of the failure path: node `node` fails when it reaches global step

@@ -5,12 +5,14 @@ use std::ops::Deref;
 use std::path::Path;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use groupwise::checkpoint::{self, Progress};
 use groupwise::data::{DataSpec, DatasetKind, SyntheticSpec};
 use groupwise::device::DeviceChoice;
-use groupwise::local::{LossConfig, SgdConfig};
+use groupwise::local::{LossConfig, Network, SgdConfig};
 use groupwise::plan::AuxInput;
 use groupwise::schedule::Schedule;
 use groupwise::train::RunConfig;
+use tch::Tensor;
 
 /// A fresh directory under the system temp dir, removed on drop. It derefs to its path, so a test
 /// writes `dir.join(..)` and passes `&dir` where a `&Path` is wanted.
@@ -100,4 +102,19 @@ pub fn exclusive_rng() -> RwLockWriteGuard<'static, ()> {
 /// [`TORCH_RNG`]); runs may overlap each other.
 pub fn seeded_runs() -> RwLockReadGuard<'static, ()> {
     TORCH_RNG.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `net`'s state as a resumed run reads it: every tensor (copies), a momentum buffer of ones beside
+/// each, and `progress`.
+pub fn resumable_state(net: &Network, progress: Progress) -> Vec<(String, Tensor)> {
+    let mut named: Vec<(String, Tensor)> = checkpoint::named_state(net, progress)
+        .into_iter()
+        .map(|(n, t)| (n, t.copy()))
+        .collect();
+    named.extend(
+        net.named_tensors()
+            .into_iter()
+            .map(|(n, t)| (format!("momentum.{n}"), t.ones_like())),
+    );
+    named
 }

@@ -10,7 +10,7 @@ use groupwise::local::Network;
 use groupwise::train::{self, Invocation, RunConfig, RunDir, TrainError};
 use tch::{Device, Tensor};
 
-use crate::common::{exclusive_rng, scratch, seeded_runs, synthetic_run};
+use crate::common::{exclusive_rng, resumable_state, scratch, seeded_runs, synthetic_run};
 
 /// The small K=2, G=2 synthetic run of these tests.
 fn config() -> RunConfig {
@@ -26,17 +26,7 @@ fn state() -> (Network, Vec<(String, Tensor)>) {
         let _rng = exclusive_rng();
         Network::new(&plan, c.loss, c.sgd, Device::Cpu)
     };
-    let mut named: Vec<(String, Tensor)> =
-        checkpoint::named_state(&net, Progress { epoch: 1, step: 0 })
-            .into_iter()
-            .map(|(n, t)| (n, t.copy()))
-            .collect();
-    let momentum: Vec<_> = net
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (format!("momentum.{n}"), t.ones_like()))
-        .collect();
-    named.extend(momentum);
+    let named = resumable_state(&net, Progress { epoch: 1, step: 0 });
     (net, named)
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 use tch::{Device, Kind, Tensor};
 
 use super::{byte_cases, run, seed, Case, Field};
-use crate::common::{exclusive_rng, scratch, synthetic_run};
+use crate::common::{exclusive_rng, resumable_state, scratch, synthetic_run};
 
 /// A safetensors file's header (parsed) and data.
 fn split_safetensors(bytes: &[u8]) -> (Map<String, Value>, &[u8]) {
@@ -281,13 +281,7 @@ fn checkpoint_load_under_corruption() {
     let mut net = Network::new(&plan, config.loss, config.sgd, Device::Cpu);
     drop(rng_lock);
     // Every tensor with a momentum buffer beside it, as a resumed run reads them.
-    let mut named = checkpoint::named_state(&net, Progress { epoch: 1, step: 2 });
-    let momentum: Vec<_> = net
-        .named_tensors()
-        .into_iter()
-        .map(|(n, t)| (format!("momentum.{n}"), t.ones_like()))
-        .collect();
-    named.extend(momentum);
+    let named = resumable_state(&net, Progress { epoch: 1, step: 2 });
     checkpoint::write_atomic(&named, &target).unwrap();
     let valid = std::fs::read(&target).unwrap();
 
