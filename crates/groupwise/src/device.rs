@@ -22,6 +22,19 @@ pub enum DeviceChoice {
 #[error("--device cuda: {0}")]
 pub struct DeviceError(String);
 
+/// Sets the intra-op threads libtorch uses for work started from the calling thread.
+///
+/// libtorch keeps the count per thread but initialises a thread lazily, at its first parallel op,
+/// from the count last set by *any* thread; a plain `tch::set_num_threads` in a new thread is thus
+/// overwritten when another thread sets a different count before this one's first op (two runs
+/// in one process, or a worker started while the trainer sets `--threads`). Initialising first
+/// makes the count stick, so the kernels' reduction order, and with it every bit of the result,
+/// depends only on this thread's setting.
+pub fn set_intra_op_threads(threads: usize) {
+    tch::get_num_threads();
+    tch::set_num_threads(threads.max(1) as i32);
+}
+
 /// Resolves the choice to a libtorch device, loading libtorch's CUDA library when needed.
 pub fn resolve(choice: DeviceChoice) -> Result<Device, DeviceError> {
     match choice {

@@ -159,7 +159,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         bail!("--rounds and --steps must be at least 1");
     }
     if a.threads > 0 {
-        tch::set_num_threads(a.threads as i32);
+        groupwise::device::set_intra_op_threads(a.threads);
     }
     let threads = tch::get_num_threads();
     let configs = match &a.configs {

@@ -248,10 +248,10 @@ impl Sequential {
         // The caller's threads come back after the segment (evaluation runs with `--threads`).
         let caller = tch::get_num_threads();
         if let Some(t) = self.threads {
-            tch::set_num_threads(t as i32);
+            crate::device::set_intra_op_threads(t);
         }
         let result = self.steps(net, segment, on_step);
-        tch::set_num_threads(caller);
+        crate::device::set_intra_op_threads(caller as usize);
         result
     }
 

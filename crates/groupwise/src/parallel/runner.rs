@@ -185,7 +185,7 @@ impl NodeRunner<'_> {
                     let device = layout.devices[ids[0]];
                     let threads = layout.threads_per_worker;
                     scope.spawn(move || {
-                        tch::set_num_threads(threads as i32);
+                        crate::device::set_intra_op_threads(threads);
                         let mut w =
                             worker::Worker::new(&ids, topo, transport, device, layout.fault);
                         let outcome =

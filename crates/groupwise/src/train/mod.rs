@@ -123,7 +123,7 @@ pub fn prepare(config: &RunConfig) -> Result<Prepared, TrainError> {
     config.validate()?;
     let device = device::resolve(config.device)?;
     if config.threads > 0 {
-        tch::set_num_threads(config.threads as i32);
+        device::set_intra_op_threads(config.threads);
     }
     let splits = data::load(&config.data)?;
     let (c, h, w) = splits.train.shape();

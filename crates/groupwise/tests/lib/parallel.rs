@@ -352,3 +352,24 @@ fn runtime_settings_are_checked_when_the_cluster_starts() {
         "{err}"
     );
 }
+
+#[test]
+fn a_threads_intra_op_count_holds_whatever_another_thread_sets() {
+    // libtorch initialises a thread's count at its first op from the count last set anywhere: a
+    // worker that set 1 and then saw a concurrent run set 2 used to train with 2 threads, which
+    // changes the kernels' reduction order (a pipeline-depth run once differed by 6e-7).
+    let (set, is_set) = std::sync::mpsc::channel();
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    let worker = std::thread::spawn(move || {
+        groupwise::device::set_intra_op_threads(1);
+        set.send(()).unwrap();
+        wait.recv().unwrap();
+        tch::get_num_threads()
+    });
+    is_set.recv().unwrap();
+    std::thread::spawn(|| tch::set_num_threads(2))
+        .join()
+        .unwrap();
+    go.send(()).unwrap();
+    assert_eq!(worker.join().unwrap(), 1);
+}

@@ -274,7 +274,7 @@ fn checkpoint_load_under_corruption() {
     let target = dir.join("checkpoint.safetensors");
     // One thread, as the training tests run (OpenMP's idle workers would spin between the many
     // small copies of each load).
-    tch::set_num_threads(1);
+    groupwise::device::set_intra_op_threads(1);
     let config = synthetic_run("1", 1, 64);
     let plan = config.declared_plan().unwrap();
     let rng_lock = exclusive_rng();
