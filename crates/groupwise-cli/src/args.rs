@@ -33,8 +33,10 @@ pub enum Command {
     Train(Box<TrainArgs>),
     /// Evaluate a saved run directory or checkpoint on its test split.
     Eval(EvalArgs),
-    /// Print the K x G partition: every node's layers, parameters and forward MACs per image.
-    Plan(PlanArgs),
+    /// Print the K x G partition: every node's layers, parameters and forward MACs per image; time
+    /// every node here (--profile), predict the step on N workers (--simulate), or search the
+    /// profiled configurations for the fastest (--search).
+    Plan(Box<PlanArgs>),
     /// Time a training step against PyTorch (same step, same process tree, same run).
     Bench(BenchArgs),
     /// List the presets under configs/ (the paper's grid, its short-budget variants, quick, smoke).
@@ -401,9 +403,72 @@ pub struct PlanArgs {
     /// With --profile: libtorch intra-op threads (what each worker thread will have in training).
     #[arg(long, default_value_t = 1, requires = "profile")]
     pub threads: usize,
+    /// With --profile: time N copies of the plan at once, each on a worker thread of its own, and
+    /// report the mean: the nodes under the load of N busy workers (shared caches and memory
+    /// bandwidth), which is what a run on N workers sees; 1: every node alone.
+    #[arg(long, default_value_t = 1, requires = "profile")]
+    pub copies: usize,
     /// With --profile: leave out the end-to-end reference.
     #[arg(long, requires = "profile")]
     pub no_reference: bool,
+    /// Predict this plan's training step on N workers from PROFILE (written by `groupwise plan
+    /// --profile --json` for this plan, on the machine to predict or one like it): an event-driven
+    /// simulation of the runtime's schedule (bounded queues, back-pressure, fill and drain, peers'
+    /// exchanges). Prints step time, images/s, speed-up over end-to-end and over the sequential
+    /// schedule, each worker's busy share and the critical node.
+    #[arg(long, value_name = "PROFILE", conflicts_with = "profile")]
+    pub simulate: Option<PathBuf>,
+    /// Search the configurations profiled in DIR (files written by `plan --profile --json`, one per
+    /// plan, G and aux input; `scripts/profile_grid.sh` writes ResNet-32's grid) for the fastest on
+    /// --workers N: each simulated with its nodes placed by measured time and by MACs, the better
+    /// kept; prints every configuration by predicted step time with its speed-up over end-to-end,
+    /// max node MACs, parameters and memory per node, and marks the Pareto front. The model flags
+    /// give the architecture; plan, G and aux input come from each profile.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["profile", "simulate"])]
+    pub search: Option<PathBuf>,
+    /// With --search: a report's results.csv (`groupwise report`): adds each configuration's
+    /// measured head accuracy (mean over its runs).
+    #[arg(long, value_name = "CSV", requires = "search")]
+    pub accuracy: Option<PathBuf>,
+    /// With --search --accuracy: pick the fastest configuration whose accuracy reaches this (in %).
+    #[arg(long, value_name = "PERCENT", requires = "accuracy")]
+    pub target_accuracy: Option<f64>,
+    /// With --simulate or --search: worker counts to predict (default: --simulate 1,2,4,...,256;
+    /// --search the cores here).
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Option<Vec<usize>>,
+    /// With --simulate or --search: `threads` (worker threads of one process: messages are handed
+    /// over) or `mpi` (a process per worker: every message crosses --link).
+    #[arg(long, value_enum, default_value_t = SimRuntime::Threads)]
+    pub runtime: SimRuntime,
+    /// With --runtime mpi: the link between processes as LATENCY_US,GBYTES_PER_S (default
+    /// 1000,2: MPI over shared memory as measured here, see the README).
+    #[arg(long, value_name = "LATENCY_US,GBPS")]
+    pub link: Option<String>,
+    /// With --simulate or --search: messages in flight per channel (train's --pipeline-depth).
+    #[arg(long, default_value_t = 2)]
+    pub pipeline_depth: usize,
+    /// With --simulate or --search: steps of the simulated segment (the pipeline fills and drains
+    /// once in it).
+    #[arg(long, default_value_t = 100)]
+    pub sim_steps: usize,
+    /// With --simulate: every worker's speed relative to the profiled machine, comma-separated (one
+    /// value applies to all; default 1).
+    #[arg(long, value_delimiter = ',', requires = "simulate")]
+    pub speeds: Option<Vec<f64>>,
+    /// With --simulate: draw a Gantt chart of the last simulated steps (PNG; the first worker count
+    /// of --workers).
+    #[arg(long, value_name = "PNG", requires = "simulate")]
+    pub gantt: Option<PathBuf>,
+}
+
+/// How simulated workers talk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SimRuntime {
+    /// Worker threads of one process.
+    Threads,
+    /// A process (MPI rank) per worker.
+    Mpi,
 }
 
 /// Options of `groupwise bench`.
@@ -446,14 +511,19 @@ pub struct BenchArgs {
     /// worker thread each) (default: the machine's cores).
     #[arg(long, requires = "parallel")]
     pub worker_threads: Option<usize>,
-    /// With --parallel: what the threads and MPI runs balance their nodes by (`train --placement`).
-    #[arg(
-        long,
-        default_value = "measured",
-        value_name = "measured|macs|FILE",
-        requires = "parallel"
-    )]
-    pub placement: PlacementArg,
+    /// With --parallel: what the threads and MPI runs balance their nodes by (`train --placement`;
+    /// default: the node times this bench measures first with `plan --profile`, which the simulator's
+    /// prediction uses too).
+    #[arg(long, value_name = "measured|macs|FILE", requires = "parallel")]
+    pub placement: Option<PlacementArg>,
+    /// With --parallel: the MPI run over TCP on the loopback (`--mca btl tcp,self`) instead of shared
+    /// memory.
+    #[arg(long, requires = "parallel")]
+    pub mpi_tcp: bool,
+    /// With --parallel: the MPI link the prediction assumes, LATENCY_US,GBYTES_PER_S (default: the
+    /// one measured here for the transport, see `plan --simulate --link`).
+    #[arg(long, value_name = "LATENCY_US,GBPS", requires = "parallel")]
+    pub link: Option<String>,
 }
 
 /// Flags of `groupwise sweep`.

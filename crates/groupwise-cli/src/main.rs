@@ -13,7 +13,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a).map(|()| ExitCode::SUCCESS),
-        Command::Plan(a) => cmd::plan::run(a).map(|()| ExitCode::SUCCESS),
+        Command::Plan(a) => cmd::plan::run(*a).map(|()| ExitCode::SUCCESS),
         Command::Bench(a) => cmd::bench::run(a).map(|()| ExitCode::SUCCESS),
         Command::Presets(a) => cmd::presets::run(a).map(|()| ExitCode::SUCCESS),
         Command::Sweep(a) => sweep::run(*a).map(|()| ExitCode::SUCCESS),

@@ -14,4 +14,5 @@ pub mod model;
 pub mod parallel;
 pub mod plan;
 pub mod schedule;
+pub mod sim;
 pub mod train;

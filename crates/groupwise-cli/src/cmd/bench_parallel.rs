@@ -2,8 +2,10 @@
 //! classes) as the sequential path, as pipelined worker threads and as MPI ranks, each a `groupwise
 //! train` child process; step time from the run's metrics, the per-node compute / CPU / wait /
 //! communication split with GMAC/s, and the ideal speed-up of the workers twice: from the plan's MAC
-//! balance and from node step times measured in isolation (a `groupwise plan --profile` child), with
-//! each runtime's efficiency against the latter.
+//! balance and from node step times measured in isolation (a `groupwise plan --profile` child, run
+//! first; the runs place their nodes by it unless `--placement` says otherwise), with each runtime's
+//! efficiency against the latter; and the simulator's prediction of every run from that profile
+//! beside what the run measured (`plan --simulate`'s model, validated here).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -12,11 +14,15 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use groupwise::model::Arch;
-use groupwise::parallel::{cores, Layout, NodeTiming, Placement, Runtime, Topology};
+use groupwise::parallel::{
+    cores, default_threads_per_worker, Layout, NodeTiming, Placement, Runtime, Topology,
+};
 use groupwise::plan::{AuxInput, NodeId, Plan};
+use groupwise::sim::{self, Link, NodeCost, Setup};
 use groupwise::train::EpochMetrics;
 
 use crate::args::BenchArgs;
+use crate::cmd::simulate;
 use crate::mpiexec;
 use crate::profile_file::ProfileFile;
 use crate::stdout::stdout;
@@ -61,7 +67,11 @@ fn train_child(
     let mut cmd = match launcher {
         Some((mpirun, ranks)) => {
             let mut c = Command::new(mpirun);
-            c.args(["-np", &ranks.to_string()]).arg(&exe);
+            c.args(["-np", &ranks.to_string()]);
+            if a.mpi_tcp {
+                c.args(["--mca", "btl", "tcp,self"]);
+            }
+            c.arg(&exe);
             // The container settings, unless the environment has its own.
             for (k, v) in mpiexec::CONTAINER_ENV {
                 if std::env::var_os(k).is_none() {
@@ -98,9 +108,15 @@ fn train_child(
     })
 }
 
-/// Every node's seconds per step (in node order of `topo`), each timed alone on one worker thread
-/// with one intra-op thread by a `groupwise plan --profile --json` child.
-fn profile_child(a: &BenchArgs, (k, g): (&str, &str), topo: &Topology) -> Result<Vec<f64>> {
+/// Every node's step timed on one worker thread with `threads` intra-op threads (what each worker of
+/// the runs has), `copies` copies at once (the load of the run's workers), by a `groupwise plan
+/// --profile --json` child; the profile is also written to `path` for the runs' `--placement`.
+fn profile_child(
+    a: &BenchArgs,
+    (k, g): (&str, &str),
+    (threads, copies): (usize, usize),
+    path: &Path,
+) -> Result<ProfileFile> {
     let exe = std::env::current_exe().context("own executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("plan")
@@ -113,7 +129,9 @@ fn profile_child(a: &BenchArgs, (k, g): (&str, &str), topo: &Topology) -> Result
             "--classes",
             "10",
         ])
-        .args(["--profile", "--json", "--no-reference", "--threads", "1"])
+        .args(["--profile", "--json", "--no-reference"])
+        .args(["--threads", &threads.to_string()])
+        .args(["--copies", &copies.to_string()])
         .args(["--batch", &a.batch.to_string()])
         .args(["--steps", &a.steps.to_string()])
         .args(["--warmup", &a.warmup.to_string()]);
@@ -123,18 +141,8 @@ fn profile_child(a: &BenchArgs, (k, g): (&str, &str), topo: &Topology) -> Result
     if !out.status.success() {
         bail!("{cmd:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
     }
-    let file: ProfileFile =
-        serde_json::from_slice(&out.stdout).with_context(|| format!("{cmd:?}: not a profile"))?;
-    (0..topo.len())
-        .map(|id| {
-            let name = topo.name(id);
-            file.nodes
-                .iter()
-                .find(|n| n.node == name)
-                .map(|n| n.seconds_per_step)
-                .with_context(|| format!("the profile of {k}:{g} has no node {name}"))
-        })
-        .collect()
+    std::fs::write(path, &out.stdout).with_context(|| format!("{}", path.display()))?;
+    serde_json::from_slice(&out.stdout).with_context(|| format!("{cmd:?}: not a profile"))
 }
 
 /// `mpiexec` when this binary can run on MPI ranks.
@@ -185,6 +193,32 @@ struct Config {
     alone: Vec<f64>,
     threads: Measured,
     mpi: Option<Measured>,
+    /// Predicted seconds per step of the threads run and of the MPI run ([`groupwise::sim`]).
+    predicted: (f64, Option<f64>),
+}
+
+/// The MPI link of the runs: measured here for shared memory and for TCP over the loopback (see
+/// the README's "Which plan for my machine").
+pub const MPI_TCP: &str = "1000,0.5";
+
+/// Predicted seconds per step of a run of `a`'s length: `processes` x `per_process` workers.
+fn predict(
+    a: &BenchArgs,
+    topo: &Topology,
+    profile: &ProfileFile,
+    (processes, per_process): (usize, usize),
+    link: Link,
+) -> Result<f64> {
+    let costs = simulate::node_costs(topo, profile, Path::new("the bench's profile"))?;
+    let setup = Setup {
+        depth: Runtime::default().pipeline_depth,
+        steps: a.warmup + a.steps,
+        batch: a.batch as u64,
+        ..Setup::new(topo.clone(), costs, processes, per_process, link)
+    };
+    Ok(sim::simulate(&setup)
+        .map_err(anyhow::Error::msg)?
+        .step_seconds)
 }
 
 /// Runs `bench --parallel`.
@@ -199,17 +233,34 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if launcher.is_none() {
         eprintln!("note: no MPI column (build with --features mpi and put mpiexec on PATH)");
     }
+    let link_spec = a.link.clone().unwrap_or_else(|| {
+        if a.mpi_tcp {
+            MPI_TCP
+        } else {
+            simulate::MPI_SHARED_MEMORY
+        }
+        .to_string()
+    });
+    let link = Link::parse(&link_spec).map_err(|e| anyhow::anyhow!("--link {e}"))?;
     let scratch = std::env::temp_dir().join(format!("groupwise-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("{}", scratch.display()))?;
+    let threads_per_worker = default_threads_per_worker(workers);
+    // OpenMPI binds each rank to a core when there are at most 2 of them (its default), so a rank's
+    // nodes are profiled on one intra-op thread whatever the rank sets.
+    let rank_threads = 1;
     let mut out = stdout();
     writeln!(
         out,
         "ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} \
          workers on {cores} cores (threads: {workers} worker threads; MPI: {workers} ranks of one \
-         worker thread), placement {}",
+         worker thread{}), {threads_per_worker} intra-op thread(s) per worker thread, placement {}",
         a.batch,
         a.warmup + a.steps,
         a.warmup,
-        a.placement.spec
+        if a.mpi_tcp { ", TCP over the loopback" } else { "" },
+        a.placement
+            .as_ref()
+            .map_or("by the profile's node times", |p| p.spec.as_str())
     )?;
     writeln!(
         out,
@@ -219,8 +270,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     writeln!(
         out,
         "ideal: total over the busiest worker's share, nodes cut as the runtime cuts them: by forward \
-         MACs (MACs), or by each node's step time alone on one core (time: plan --profile); \
-         eff: [1c] speedup / ideal time"
+         MACs (MACs), or by each node's measured step time (time: plan --profile with the threads run's \
+         intra-op threads per worker, as many copies at once as it has workers); eff: [1c] speedup / \
+         ideal time"
     )?;
     writeln!(
         out,
@@ -247,6 +299,23 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         let groups: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
         let plan = Plan::new(Arch::resnet32(3, 32, 10), k, groups, AuxInput::StopGradient)?;
         let topo = Topology::new(&plan);
+        eprintln!("K={k} G={g}: every node's step (plan --profile) ...");
+        // A plan with fewer nodes than workers runs fewer, each with more intra-op threads.
+        let tpw = default_threads_per_worker(workers.min(topo.len()));
+        let profile_path = scratch.join(format!("profile-{k}-{g}.json"));
+        let busy = workers.min(topo.len());
+        let profile = profile_child(a, (k, g), (tpw, busy), &profile_path)?;
+        let rank_profile = match (&launcher, tpw == rank_threads) {
+            (Some(_), false) => {
+                let path = scratch.join(format!("profile-{k}-{g}-rank.json"));
+                Some(profile_child(a, (k, g), (rank_threads, busy), &path)?)
+            }
+            _ => None,
+        };
+        let alone: Vec<f64> = simulate::node_costs(&topo, &profile, &profile_path)?
+            .iter()
+            .map(NodeCost::total)
+            .collect();
         let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
             eprintln!("K={k} G={g}: {what} ...");
             let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
@@ -263,7 +332,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             &["--workers", "sequential", "--threads", "1"],
             None,
         )?;
-        let place = ["--placement", a.placement.spec.as_str()];
+        let spec = match &a.placement {
+            Some(p) => p.spec.clone(),
+            None => profile_path.display().to_string(),
+        };
+        let place = ["--placement", spec.as_str()];
         let thr = child(
             "threads",
             &[
@@ -282,9 +355,17 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             )?),
             None => None,
         };
-        eprintln!("K={k} G={g}: every node alone (plan --profile) ...");
-        let alone = profile_child(a, (k, g), &topo)?;
         let (ideal_macs, ideal_time) = ideals(&plan, &alone, workers)?;
+        let predicted = (
+            predict(a, &topo, &profile, (1, workers), Link::IN_PROCESS)?,
+            match &mpi {
+                Some(_) => {
+                    let p = rank_profile.as_ref().unwrap_or(&profile);
+                    Some(predict(a, &topo, p, (ranks, 1), link)?)
+                }
+                None => None,
+            },
+        );
         let x = |base: &Measured, m: &Measured| base.step_seconds / m.step_seconds;
         let cols = |m: &Measured| {
             (
@@ -320,11 +401,49 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             alone,
             threads: thr,
             mpi,
+            predicted,
         });
     }
     writeln!(out)?;
+    predictions(&mut out, workers, &link_spec, &done)?;
+    writeln!(out)?;
     per_node(&mut out, a.batch, &done)?;
     let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+/// The simulator's prediction of every run beside what the run measured.
+fn predictions(
+    out: &mut crate::stdout::Stdout,
+    workers: usize,
+    link: &str,
+    done: &[Config],
+) -> Result<()> {
+    writeln!(
+        out,
+        "predicted (groupwise plan --simulate on the profile; MPI link {link} us,GB/s) vs measured \
+         seconds per step, {workers} workers; error: predicted / measured - 1"
+    )?;
+    writeln!(
+        out,
+        "{:<6} {:<8} {:>11} {:>10} {:>7}",
+        "K:G", "runtime", "predicted s", "measured s", "error"
+    )?;
+    for c in done {
+        let runs = std::iter::once(("threads", c.predicted.0, &c.threads))
+            .chain(c.mpi.iter().zip(c.predicted.1).map(|(m, p)| ("mpi", p, m)));
+        for (mode, p, m) in runs {
+            writeln!(
+                out,
+                "{:<6} {:<8} {:>11.4} {:>10.4} {:>+6.1}%",
+                c.name,
+                mode,
+                p,
+                m.step_seconds,
+                100.0 * (p / m.step_seconds - 1.0)
+            )?;
+        }
+    }
     Ok(())
 }
 

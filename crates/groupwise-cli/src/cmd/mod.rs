@@ -6,4 +6,6 @@ pub mod bench_parallel;
 pub mod eval;
 pub mod plan;
 pub mod presets;
+pub mod search;
+pub mod simulate;
 pub mod train;

@@ -1,5 +1,5 @@
 //! `groupwise plan`: the K x G partition of a config, node by node, with its costs; with `--profile`,
-//! every node's step timed on this machine.
+//! every node's step timed on this machine; with `--simulate`, the step predicted on N workers.
 
 use std::io::Write;
 
@@ -30,6 +30,12 @@ pub fn run(args: PlanArgs) -> Result<()> {
     if args.profile {
         return profile(&c, &plan, &args);
     }
+    if let Some(dir) = &args.search {
+        return super::search::run(&plan, &args, dir);
+    }
+    if let Some(path) = &args.simulate {
+        return super::simulate::run(&plan, &c.plan.method(plan.groups), &args, path);
+    }
     print_plan(&c, &plan, args.json)
 }
 
@@ -47,18 +53,46 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
         steps: args.steps,
         threads: args.threads,
     };
+    if args.copies == 0 {
+        bail!("--copies must be at least 1");
+    }
+    // Every copy on a thread of its own, all at once; each node's mean over the copies.
     let time = |plan: &Plan| -> Result<Vec<NodeProfile>> {
         tch::manual_seed(c.seed as i64);
-        let net = Network::new(plan, c.loss, c.sgd, device);
-        Ok(parallel::profile(net, device, settings)?.1)
+        let copies: Vec<Vec<NodeProfile>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..args.copies)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let net = Network::new(plan, c.loss, c.sgd, device);
+                        parallel::profile(net, device, settings).map(|(_, p)| p)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| match h.join() {
+                    Ok(r) => r.map_err(anyhow::Error::from),
+                    Err(_) => Err(anyhow::anyhow!("a profiling thread panicked")),
+                })
+                .collect::<Result<_>>()
+        })?;
+        Ok((0..copies[0].len())
+            .filter_map(|i| {
+                let node: Vec<NodeProfile> = copies.iter().map(|c| c[i].clone()).collect();
+                NodeProfile::mean(&node)
+            })
+            .collect())
     };
     eprintln!(
-        "profiling {} nodes: {} warm-up + {} timed steps of batch {}, {} intra-op thread(s) ...",
+        "profiling {} nodes: {} warm-up + {} timed steps of batch {}, {} intra-op thread(s), {} \
+         cop{} at once ...",
         Topology::new(plan).len(),
         args.warmup,
         args.steps,
         args.batch,
-        args.threads
+        args.threads,
+        args.copies,
+        if args.copies == 1 { "y" } else { "ies" }
     );
     let nodes = time(plan)?;
     let reference = if args.no_reference {
@@ -71,9 +105,11 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
     let file = ProfileFile {
         plan: c.plan.to_string(),
         groups: plan.groups,
+        aux_input: Some(plan.aux_input),
         batch: args.batch,
         threads: args.threads,
         steps: args.steps,
+        copies: args.copies,
         nodes,
         reference,
     };
@@ -84,11 +120,13 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "{}, batch {}, {} intra-op thread(s), mean of {} steps after {} warm-up; GMAC/s counts 3 x \
-         forward MACs (forward, input and weight gradients)",
+        "{}, batch {}, {} intra-op thread(s), {} cop{} at once, mean of {} steps after {} warm-up; \
+         GMAC/s counts 3 x forward MACs (forward, input and weight gradients)",
         c.plan.method(plan.groups),
         args.batch,
         args.threads,
+        args.copies,
+        if args.copies == 1 { "y" } else { "ies" },
         args.steps,
         args.warmup
     )?;

@@ -17,6 +17,7 @@ use crate::files::atomic_write;
 use crate::stdout::stdout;
 
 mod chart;
+pub mod gantt;
 mod plots;
 mod runs;
 mod stats;

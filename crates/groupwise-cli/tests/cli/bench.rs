@@ -148,7 +148,11 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
     );
     assert!(ok, "{stderr}");
     assert!(stderr.contains("no MPI column"), "{stderr}");
-    assert!(stdout.contains("2 worker threads") && stdout.contains("placement measured"));
+    assert!(
+        stdout.contains("2 worker threads")
+            && stdout.contains("placement by the profile's node times"),
+        "{stdout}"
+    );
     // K:G, seq, seq1, threads s, speedup, [1c], eff, then the MPI columns as dashes and the ideals:
     // by MACs, ResNet-32 K=2 cut into 2 workers as the runtime cuts it (m0.g0 | m1.g0 head); by the
     // profiled times, at least 1 and at most 2.
@@ -161,6 +165,21 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
     let eff: f64 = cells[6].parse().unwrap();
     let one_core: f64 = cells[5].trim_end_matches('x').parse().unwrap();
     assert!((eff - one_core / ideal).abs() < 0.01, "{stdout}");
+    // The simulator's prediction of the threads run beside its measured step: predicted, measured,
+    // error = predicted / measured - 1.
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().count() == 5 && l.starts_with("2:1    threads"))
+        .unwrap_or_else(|| panic!("no prediction in {stdout}"));
+    let cells: Vec<&str> = line.split_whitespace().collect();
+    let predicted: f64 = cells[2].parse().unwrap();
+    let measured: f64 = cells[3].parse().unwrap();
+    let error: f64 = cells[4].trim_end_matches('%').parse().unwrap();
+    assert!(predicted > 0.0 && measured > 0.0, "{line}");
+    assert!(
+        (error - 100.0 * (predicted / measured - 1.0)).abs() < 0.1,
+        "{line}"
+    );
     // Per node of the threads run: alone, compute, cpu, wait, comm, comm%, GMAC/s, bytes.
     for node in ["m0.g0", "m1.g0", "head"] {
         let line = stdout

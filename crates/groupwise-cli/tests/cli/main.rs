@@ -7,4 +7,5 @@ mod mpi;
 mod regression;
 mod report;
 mod run_dir;
+mod simulate;
 mod sweep;

@@ -93,7 +93,7 @@ impl NodeCosts {
 
 /// Cuts `ids` (contiguous, in node order) into at most `parts` contiguous runs balancing `costs`; returns
 /// the run of each id. The one placement rule: it is the rule that cuts plans into modules.
-fn cut(ids: &[usize], costs: &[f64], parts: usize) -> Vec<usize> {
+pub fn cut(ids: &[usize], costs: &[f64], parts: usize) -> Vec<usize> {
     let parts = parts.clamp(1, ids.len().max(1));
     if ids.is_empty() {
         return Vec::new();

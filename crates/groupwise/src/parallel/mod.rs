@@ -37,7 +37,7 @@ pub mod transport;
 pub mod worker;
 
 pub use cluster::{Cluster, Local};
-pub use layout::{default_threads_per_worker, Layout, NodeCosts};
+pub use layout::{cut, default_threads_per_worker, Layout, NodeCosts};
 pub use profile::{profile, NodeProfile, ProfileSettings};
 pub use runner::{NodeRunner, Slots};
 pub use segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};

@@ -40,6 +40,10 @@ pub struct NodeProfile {
     pub seconds_per_step: f64,
     /// Of it: forward passes.
     pub forward_seconds: f64,
+    /// Of the forward passes: the trunk's (the rest is the classifier's; 0 in profiles written before
+    /// it was recorded).
+    #[serde(default)]
+    pub trunk_seconds: f64,
     /// Of it: losses and backward passes.
     pub backward_seconds: f64,
     /// Of it: the optimizer's update.
@@ -60,11 +64,35 @@ impl NodeProfile {
             macs,
             seconds_per_step: seconds,
             forward_seconds: per(t.forward_seconds),
+            trunk_seconds: per(t.trunk_seconds),
             backward_seconds: per(t.backward_seconds),
             update_seconds: per(t.update_seconds),
             cpu_seconds: per(t.cpu_seconds),
             gmacs_per_second: 3.0 * macs as f64 * batch as f64 / seconds.max(1e-12) / 1e9,
         }
+    }
+}
+
+impl NodeProfile {
+    /// The mean of the same node's profiles (copies timed at once: the node under the load of as many
+    /// workers); `None` for none.
+    pub fn mean(copies: &[NodeProfile]) -> Option<NodeProfile> {
+        let first = copies.first()?;
+        let n = copies.len() as f64;
+        let mean = |f: fn(&NodeProfile) -> f64| copies.iter().map(f).sum::<f64>() / n;
+        Some(NodeProfile {
+            node: first.node,
+            macs: first.macs,
+            seconds_per_step: mean(|p| p.seconds_per_step),
+            forward_seconds: mean(|p| p.forward_seconds),
+            trunk_seconds: mean(|p| p.trunk_seconds),
+            backward_seconds: mean(|p| p.backward_seconds),
+            update_seconds: mean(|p| p.update_seconds),
+            cpu_seconds: mean(|p| p.cpu_seconds),
+            // Inversely proportional to the step time.
+            gmacs_per_second: first.gmacs_per_second * first.seconds_per_step
+                / mean(|p| p.seconds_per_step).max(1e-12),
+        })
     }
 }
 

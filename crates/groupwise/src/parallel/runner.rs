@@ -353,6 +353,7 @@ impl NodeRunner<'_> {
                 compute_seconds: t.compute().as_secs_f64(),
                 cpu_seconds: t.cpu.as_secs_f64(),
                 forward_seconds: trunk + classifier,
+                trunk_seconds: trunk,
                 backward_seconds: backward,
                 update_seconds: update,
                 wait_seconds: t.wait.as_secs_f64(),

@@ -30,6 +30,9 @@ pub struct NodeTiming {
     /// Of `compute_seconds`: forward passes (trunk and classifier).
     #[serde(default)]
     pub forward_seconds: f64,
+    /// Of `forward_seconds`: the trunk's (the column's layers; the rest is the classifier's).
+    #[serde(default)]
+    pub trunk_seconds: f64,
     /// Of `compute_seconds`: losses and backward passes.
     #[serde(default)]
     pub backward_seconds: f64,
@@ -51,6 +54,7 @@ impl NodeTiming {
         self.compute_seconds += other.compute_seconds;
         self.cpu_seconds += other.cpu_seconds;
         self.forward_seconds += other.forward_seconds;
+        self.trunk_seconds += other.trunk_seconds;
         self.backward_seconds += other.backward_seconds;
         self.update_seconds += other.update_seconds;
         self.wait_seconds += other.wait_seconds;

@@ -52,6 +52,10 @@ pub struct Topology {
     reads: Vec<Vec<Vec<bool>>>,
     /// Forward MACs per image of every node.
     macs: Vec<u64>,
+    /// Elements per image of every node's output slice (a unit's or final column's; the head's: 0).
+    out_elems: Vec<u64>,
+    /// Classes (elements per image of a logits message).
+    classes: u64,
 }
 
 impl Topology {
@@ -85,12 +89,27 @@ impl Topology {
                 *last += head;
             }
         }
+        let g = groups as i64;
+        let slice = |channels: i64, size: i64| (channels / g * size * size) as u64;
+        let mut out_elems: Vec<u64> = (0..boundaries)
+            .flat_map(|k| {
+                let elems = slice(plan.boundary_channels(k), plan.boundary_size(k));
+                std::iter::repeat_n(elems, groups)
+            })
+            .collect();
+        if let (TailPlacement::Separate, Some(last)) = (tail, plan.arch.layers().last()) {
+            let elems = slice(last.out_channels, last.out_size);
+            out_elems.extend(std::iter::repeat_n(elems, groups));
+        }
+        out_elems.push(0);
         Topology {
             boundaries,
             groups,
             tail,
             reads,
             macs,
+            out_elems,
+            classes: plan.arch.classes as u64,
         }
     }
 
@@ -174,6 +193,19 @@ impl Topology {
     /// Forward MACs per image of node `id` (what placement balances).
     pub fn macs(&self, id: usize) -> u64 {
         self.macs[id]
+    }
+
+    /// Bytes a message on `channel` carries in a step of `batch` images (float32): a node's output slice
+    /// (to the next module, to a peer's auxiliary classifier, or the head's gradient of it back to a
+    /// final column), or a unit's logits; statistics and timings count as nothing.
+    pub fn message_bytes(&self, channel: Channel, batch: u64) -> u64 {
+        let elems = match channel.kind {
+            Kind::Activation | Kind::Slice => self.out_elems[channel.src],
+            Kind::Gradient => self.out_elems[channel.dst],
+            Kind::Logits => self.classes,
+            Kind::Stats | Kind::Timing | Kind::Feed => 0,
+        };
+        4 * elems * batch
     }
 
     /// The producers of node `id`'s input, in group order (`None`: the input is the images).
