@@ -430,6 +430,10 @@ pub struct PlanArgs {
     /// measured head accuracy (mean over its runs).
     #[arg(long, value_name = "CSV", requires = "search")]
     pub accuracy: Option<PathBuf>,
+    /// With --search: also plot every configuration's predicted speed-up on 1, 2, 4, ..., 256 workers
+    /// (PNG).
+    #[arg(long, value_name = "PNG", requires = "search")]
+    pub plot: Option<PathBuf>,
     /// With --search --accuracy: pick the fastest configuration whose accuracy reaches this (in %).
     #[arg(long, value_name = "PERCENT", requires = "accuracy")]
     pub target_accuracy: Option<f64>,

@@ -193,32 +193,68 @@ struct Config {
     alone: Vec<f64>,
     threads: Measured,
     mpi: Option<Measured>,
-    /// Predicted seconds per step of the threads run and of the MPI run ([`groupwise::sim`]).
-    predicted: (f64, Option<f64>),
+    /// The simulator's predictions of the runs ([`groupwise::sim`]).
+    predicted: Predicted,
+}
+
+/// Predicted seconds per step of a run: from the profile, and from the run's own node times.
+struct Predicted {
+    threads: (f64, f64),
+    mpi: Option<(f64, f64)>,
 }
 
 /// The MPI link of the runs: measured here for shared memory and for TCP over the loopback (see
 /// the README's "Which plan for my machine").
 pub const MPI_TCP: &str = "1000,0.5";
 
-/// Predicted seconds per step of a run of `a`'s length: `processes` x `per_process` workers.
+/// Predicted seconds per step of a run of `a`'s length: `processes` x `per_process` workers, the
+/// nodes cut by `place_by` (what the run balanced), each node costing `costs`.
 fn predict(
     a: &BenchArgs,
     topo: &Topology,
-    profile: &ProfileFile,
+    costs: &[NodeCost],
+    place_by: &[f64],
     (processes, per_process): (usize, usize),
     link: Link,
 ) -> Result<f64> {
-    let costs = simulate::node_costs(topo, profile, Path::new("the bench's profile"))?;
+    let (workers, process) = sim::placement(topo, place_by, processes, per_process)
+        .into_iter()
+        .unzip::<_, _, Vec<_>, Vec<_>>();
+    let n = workers.len();
     let setup = Setup {
+        workers,
+        process,
+        speed: vec![1.0; n],
         depth: Runtime::default().pipeline_depth,
         steps: a.warmup + a.steps,
         batch: a.batch as u64,
-        ..Setup::new(topo.clone(), costs, processes, per_process, link)
+        ..Setup::new(topo.clone(), costs.to_vec(), 1, 1, link)
     };
     Ok(sim::simulate(&setup)
         .map_err(anyhow::Error::msg)?
         .step_seconds)
+}
+
+/// `costs` with every node's total set to its compute per step in the run `m` (the phases in the
+/// profile's proportions): the simulator fed what the run's nodes took, which separates its schedule
+/// from the profile's costs.
+fn as_in_run(topo: &Topology, costs: &[NodeCost], m: &Measured) -> Vec<NodeCost> {
+    (0..topo.len())
+        .map(|id| {
+            let c = costs[id];
+            let name = topo.name(id).to_string();
+            let Some(t) = m.nodes.iter().find(|t| t.node == name) else {
+                return c;
+            };
+            let f = t.compute_seconds / t.steps.max(1) as f64 / c.total().max(1e-12);
+            NodeCost {
+                trunk: c.trunk * f,
+                classifier: c.classifier * f,
+                backward: c.backward * f,
+                update: c.update * f,
+            }
+        })
+        .collect()
 }
 
 /// Runs `bench --parallel`.
@@ -356,16 +392,51 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             None => None,
         };
         let (ideal_macs, ideal_time) = ideals(&plan, &alone, workers)?;
-        let predicted = (
-            predict(a, &topo, &profile, (1, workers), Link::IN_PROCESS)?,
-            match &mpi {
-                Some(_) => {
-                    let p = rank_profile.as_ref().unwrap_or(&profile);
-                    Some(predict(a, &topo, p, (ranks, 1), link)?)
-                }
+        // The runs' placement: what they balanced.
+        let place_by: Vec<f64> = match a.placement.as_ref().map(|p| &p.placement) {
+            Some(Placement::Macs) => (0..topo.len()).map(|id| topo.macs(id) as f64).collect(),
+            Some(Placement::Given(given)) => (0..topo.len())
+                .map(|id| {
+                    let name = topo.name(id);
+                    given.iter().find(|(n, _)| *n == name).map_or(1.0, |g| g.1)
+                })
+                .collect(),
+            _ => alone.clone(),
+        };
+        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
+        let rank_costs = match &rank_profile {
+            Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
+            None => costs.clone(),
+        };
+        let on_threads = (1, workers);
+        let on_ranks = (ranks, 1);
+        let predicted = Predicted {
+            threads: (
+                predict(a, &topo, &costs, &place_by, on_threads, Link::IN_PROCESS)?,
+                predict(
+                    a,
+                    &topo,
+                    &as_in_run(&topo, &costs, &thr),
+                    &place_by,
+                    on_threads,
+                    Link::IN_PROCESS,
+                )?,
+            ),
+            mpi: match &mpi {
+                Some(m) => Some((
+                    predict(a, &topo, &rank_costs, &place_by, on_ranks, link)?,
+                    predict(
+                        a,
+                        &topo,
+                        &as_in_run(&topo, &rank_costs, m),
+                        &place_by,
+                        on_ranks,
+                        link,
+                    )?,
+                )),
                 None => None,
             },
-        );
+        };
         let x = |base: &Measured, m: &Measured| base.step_seconds / m.step_seconds;
         let cols = |m: &Measured| {
             (
@@ -421,26 +492,34 @@ fn predictions(
 ) -> Result<()> {
     writeln!(
         out,
-        "predicted (groupwise plan --simulate on the profile; MPI link {link} us,GB/s) vs measured \
-         seconds per step, {workers} workers; error: predicted / measured - 1"
+        "predicted (groupwise plan --simulate: from the profile; and fed each node's compute time in \
+         the run, which leaves only the schedule to the model) vs measured seconds per step, \
+         {workers} workers, MPI link {link} (us, GB/s); error: predicted / measured - 1"
     )?;
     writeln!(
         out,
-        "{:<6} {:<8} {:>11} {:>10} {:>7}",
-        "K:G", "runtime", "predicted s", "measured s", "error"
+        "{:<6} {:<8} {:>11} {:>7} {:>11} {:>7} {:>10}",
+        "K:G", "runtime", "predicted s", "error", "from run s", "error", "measured s"
     )?;
     for c in done {
-        let runs = std::iter::once(("threads", c.predicted.0, &c.threads))
-            .chain(c.mpi.iter().zip(c.predicted.1).map(|(m, p)| ("mpi", p, m)));
-        for (mode, p, m) in runs {
+        let runs = std::iter::once(("threads", c.predicted.threads, &c.threads)).chain(
+            c.mpi
+                .iter()
+                .zip(c.predicted.mpi)
+                .map(|(m, p)| ("mpi", p, m)),
+        );
+        for (mode, (p, r), m) in runs {
+            let err = |x: f64| 100.0 * (x / m.step_seconds - 1.0);
             writeln!(
                 out,
-                "{:<6} {:<8} {:>11.4} {:>10.4} {:>+6.1}%",
+                "{:<6} {:<8} {:>11.4} {:>+6.1}% {:>11.4} {:>+6.1}% {:>10.4}",
                 c.name,
                 mode,
                 p,
-                m.step_seconds,
-                100.0 * (p / m.step_seconds - 1.0)
+                err(p),
+                r,
+                err(r),
+                m.step_seconds
             )?;
         }
     }

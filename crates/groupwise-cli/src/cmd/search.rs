@@ -14,6 +14,7 @@ use groupwise::sim::{placement, simulate, Link, NodeCost, Setup};
 
 use crate::args::{PlanArgs, SimRuntime};
 use crate::profile_file::{self, ProfileFile};
+use crate::report::speedup::Curve;
 use crate::stdout::stdout;
 
 use super::simulate::{node_costs, MPI_SHARED_MEMORY};
@@ -159,60 +160,28 @@ pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
             .iter()
             .find_map(|(_, f)| f.reference.as_ref().map(|r| r.seconds_per_step))
     });
+    let prepared = profiles
+        .iter()
+        .map(|(path, file)| Prepared::new(base, path, file))
+        .collect::<Result<Vec<_>>>()?;
     let mut out = stdout();
     for &workers in &counts {
         let mut found = Vec::new();
-        for (path, file) in &profiles {
-            let aux = file.aux_input.unwrap_or(base.aux_input);
-            let spec: PlanSpec = file
-                .plan
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{}: plan '{}': {e}", path.display(), file.plan))?;
-            let plan = Plan::from_spec(base.arch.clone(), &spec, file.groups, aux)
-                .with_context(|| format!("{}", path.display()))?;
-            let topo = Topology::new(&plan);
-            let costs = node_costs(&topo, file, path)?;
-            let totals: Vec<f64> = costs.iter().map(NodeCost::total).collect();
-            let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
-            let (processes, per_process) = match args.runtime {
-                SimRuntime::Threads => (1, workers),
-                SimRuntime::Mpi => (workers, 1),
-            };
-            let mut best: Option<(f64, &'static str)> = None;
-            for (by, weights) in [("time", &totals), ("MACs", &macs)] {
-                let (groups, process) = placement(&topo, weights, processes, per_process)
-                    .into_iter()
-                    .unzip::<_, _, Vec<_>, Vec<_>>();
-                let n = groups.len();
-                let s = Setup {
-                    workers: groups,
-                    process,
-                    speed: vec![1.0; n],
-                    depth: args.pipeline_depth,
-                    steps: args.sim_steps,
-                    batch: file.batch as u64,
-                    ..Setup::new(topo.clone(), costs.clone(), 1, 1, link)
-                };
-                let step = simulate(&s)
-                    .map_err(anyhow::Error::msg)?
-                    .steady_step_seconds;
-                if best.is_none_or(|(b, _)| step < b) {
-                    best = Some((step, by));
-                }
-            }
-            let (step, placed_by) = best.context("two placements were simulated")?;
+        for c in &prepared {
+            let (step, placed_by) = c.best(workers, args, link)?;
+            let plan = &c.plan;
             let nodes = plan.nodes();
             let max_params = nodes.iter().map(|n| n.total().params).max().unwrap_or(0);
             let max_memory = nodes
                 .iter()
-                .map(|n| node_memory(&plan, &n.layers, n.total().params, file.batch as f64))
+                .map(|n| node_memory(plan, &n.layers, n.total().params, c.batch as f64))
                 .fold(0.0, f64::max);
-            let key = (file.plan.clone(), plan.groups, aux_name(aux));
+            let key = (c.spec.to_string(), plan.groups, aux_name(plan.aux_input));
             found.push(Candidate {
-                method: spec.method(plan.groups),
-                plan: file.plan.clone(),
+                method: c.spec.method(plan.groups),
+                plan: c.spec.to_string(),
                 groups: plan.groups,
-                aux,
+                aux: plan.aux_input,
                 step,
                 placed_by,
                 max_macs: plan.figure_max_node_macs(),
@@ -232,7 +201,122 @@ pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
         counts.len(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(png) = &args.plot {
+        plot(png, &prepared, args, link, e2e)?;
+        eprintln!("wrote {}", png.display());
+    }
     Ok(())
+}
+
+/// One profiled configuration, ready to simulate.
+struct Prepared {
+    spec: PlanSpec,
+    plan: Plan,
+    topo: Topology,
+    costs: Vec<NodeCost>,
+    batch: i64,
+}
+
+impl Prepared {
+    fn new(base: &Plan, path: &Path, file: &ProfileFile) -> Result<Prepared> {
+        let aux = file.aux_input.unwrap_or(base.aux_input);
+        let spec: PlanSpec = file
+            .plan
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{}: plan '{}': {e}", path.display(), file.plan))?;
+        let plan = Plan::from_spec(base.arch.clone(), &spec, file.groups, aux)
+            .with_context(|| format!("{}", path.display()))?;
+        let topo = Topology::new(&plan);
+        let costs = node_costs(&topo, file, path)?;
+        Ok(Prepared {
+            spec,
+            plan,
+            topo,
+            costs,
+            batch: file.batch,
+        })
+    }
+
+    /// The predicted steady step on `workers` workers with the nodes placed by measured time and by
+    /// MACs, the better of the two and which it was.
+    fn best(&self, workers: usize, args: &PlanArgs, link: Link) -> Result<(f64, &'static str)> {
+        let topo = &self.topo;
+        let totals: Vec<f64> = self.costs.iter().map(NodeCost::total).collect();
+        let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
+        let (processes, per_process) = match args.runtime {
+            SimRuntime::Threads => (1, workers),
+            SimRuntime::Mpi => (workers, 1),
+        };
+        let mut best: Option<(f64, &'static str)> = None;
+        for (by, weights) in [("time", &totals), ("MACs", &macs)] {
+            let (groups, process) = placement(topo, weights, processes, per_process)
+                .into_iter()
+                .unzip::<_, _, Vec<_>, Vec<_>>();
+            let n = groups.len();
+            let s = Setup {
+                workers: groups,
+                process,
+                speed: vec![1.0; n],
+                depth: args.pipeline_depth,
+                steps: args.sim_steps,
+                batch: self.batch as u64,
+                ..Setup::new(topo.clone(), self.costs.clone(), 1, 1, link)
+            };
+            let step = simulate(&s)
+                .map_err(anyhow::Error::msg)?
+                .steady_step_seconds;
+            if best.is_none_or(|(b, _)| step < b) {
+                best = Some((step, by));
+            }
+        }
+        best.context("two placements were simulated")
+    }
+}
+
+/// `--plot`: every configuration's predicted speed-up on 1, 2, 4, ..., 256 workers.
+fn plot(
+    png: &Path,
+    prepared: &[Prepared],
+    args: &PlanArgs,
+    link: Link,
+    e2e: Option<f64>,
+) -> Result<()> {
+    let counts: Vec<usize> = (0..9).map(|i| 1 << i).collect();
+    let mut curves = Vec::new();
+    for c in prepared {
+        let steps = counts
+            .iter()
+            .map(|&w| c.best(w, args, link).map(|(s, _)| (w, s)))
+            .collect::<Result<Vec<_>>>()?;
+        let base = e2e.unwrap_or(steps[0].1);
+        let end_to_end = c.spec == PlanSpec::EndToEnd && c.plan.groups == 1;
+        let isolated = c.plan.aux_input == AuxInput::Isolated;
+        curves.push(Curve {
+            label: format!(
+                "{}{}",
+                c.spec.method(c.plan.groups),
+                if isolated { " iso" } else { "" }
+            ),
+            end_to_end,
+            groups: c.plan.groups,
+            dashed: isolated,
+            points: steps.into_iter().map(|(w, s)| (w, base / s)).collect(),
+        });
+    }
+    let runtime = match args.runtime {
+        SimRuntime::Threads => "worker threads",
+        SimRuntime::Mpi => "processes",
+    };
+    let y = match e2e {
+        Some(_) => "predicted speed-up over end-to-end on one worker",
+        None => "predicted speed-up over one worker",
+    };
+    crate::report::speedup::draw(
+        png,
+        &curves,
+        &format!("Predicted speed-up vs workers ({runtime}; colour: G, dashed: isolated)"),
+        y,
+    )
 }
 
 /// Marks the configurations no other beats or ties on every axis: step time, max node MACs,

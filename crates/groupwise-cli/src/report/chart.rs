@@ -70,7 +70,12 @@ pub(super) fn legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 /// The paper's colours: end-to-end black, DGL green, G=2 blue, G=4 yellow, G=8 brown; other G from
 /// a palette.
 pub(super) fn family_colour(r: &Row) -> RGBColor {
-    match (r.is_end_to_end(), r.config.groups) {
+    colour_of(r.is_end_to_end(), r.config.groups)
+}
+
+/// [`family_colour`] of a configuration: end-to-end, or its G.
+pub(super) fn colour_of(end_to_end: bool, groups: i64) -> RGBColor {
+    match (end_to_end, groups) {
         (true, _) => RGBColor(20, 20, 20),
         (false, 1) => RGBColor(34, 139, 34),
         (false, 2) => RGBColor(31, 90, 200),

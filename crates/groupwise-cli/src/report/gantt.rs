@@ -80,7 +80,10 @@ pub fn draw(png: &Path, topo: &Topology, setup: &Setup, p: &Prediction, title: &
         for i in shown {
             let y0 = row(i.worker) - 0.4;
             let y1 = row(i.worker) + 0.4;
-            let (x0, x1) = ((i.start.max(from) - from) * 1e3, (i.end.min(to) - from) * 1e3);
+            let (x0, x1) = (
+                (i.start.max(from) - from) * 1e3,
+                (i.end.min(to) - from) * 1e3,
+            );
             chart
                 .draw_series(std::iter::once(Rectangle::new(
                     [(x0, y0), (x1, y1)],

@@ -20,6 +20,7 @@ mod chart;
 pub mod gantt;
 mod plots;
 mod runs;
+pub mod speedup;
 mod stats;
 mod tables;
 

@@ -198,7 +198,16 @@ fn search_ranks_the_profiled_configurations_and_picks_by_accuracy() {
         &grid.join("k2g2i.json"),
     );
     let g = grid.to_str().unwrap();
-    let rows = json(&["--search", g, "--workers", "2"]);
+    let plot = dir.path().join("speedup.png");
+    let rows = json(&[
+        "--search",
+        g,
+        "--workers",
+        "2",
+        "--plot",
+        plot.to_str().unwrap(),
+    ]);
+    assert!(std::fs::read(&plot).unwrap().starts_with(b"\x89PNG"));
     let rows = rows.as_array().unwrap();
     assert_eq!(rows.len(), 3);
     // Sorted by predicted step; end-to-end gains nothing from a second worker.
