@@ -203,8 +203,9 @@ struct Predicted {
     mpi: Option<(f64, f64)>,
 }
 
-/// The MPI link of the runs: measured here for shared memory and for TCP over the loopback (see
-/// the README's "Which plan for my machine").
+/// MPI over TCP on the loopback, `LATENCY_US,GBYTES_PER_S`: a conservative bound (the MPI runs'
+/// per-node tables here show 1.3-2.5 GB/s from bytes sent over sending seconds); the latency is the
+/// progress thread's longest idle poll.
 pub const MPI_TCP: &str = "1000,0.5";
 
 /// Predicted seconds per step of a run of `a`'s length: `processes` x `per_process` workers, the

@@ -14,8 +14,9 @@ use crate::args::{PlanArgs, SimRuntime};
 use crate::profile_file::{self, ProfileFile};
 use crate::stdout::stdout;
 
-/// MPI over shared memory on this project's machines: `LATENCY_US,GBYTES_PER_S` (README, "Which plan
-/// for my machine").
+/// MPI over shared memory, `LATENCY_US,GBYTES_PER_S`: the bandwidth at the low end of what the MPI
+/// runs' per-node tables show here (2.1-3.5 GB/s from bytes sent over sending seconds, `bench
+/// --parallel`); the latency is the progress thread's longest idle poll (1 ms).
 pub const MPI_SHARED_MEMORY: &str = "1000,2";
 
 /// Every node's cost in `file`, by node id of `topo`; an error naming the file when it profiles
