@@ -218,18 +218,17 @@ fn predict(
     (processes, per_process): (usize, usize),
     link: Link,
 ) -> Result<f64> {
-    let (workers, process) = sim::placement(topo, place_by, processes, per_process)
-        .into_iter()
-        .unzip::<_, _, Vec<_>, Vec<_>>();
-    let n = workers.len();
     let setup = Setup {
-        workers,
-        process,
-        speed: vec![1.0; n],
         depth: Runtime::default().pipeline_depth,
         steps: a.warmup + a.steps,
         batch: a.batch as u64,
-        ..Setup::new(topo.clone(), costs.to_vec(), 1, 1, link)
+        ..Setup::placed_by(
+            topo.clone(),
+            costs.to_vec(),
+            place_by,
+            (processes, per_process),
+            link,
+        )
     };
     Ok(sim::simulate(&setup)
         .map_err(anyhow::Error::msg)?

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 
 use groupwise::parallel::{cores, Topology};
 use groupwise::plan::{AuxInput, Plan, PlanSpec};
-use groupwise::sim::{placement, simulate, Link, NodeCost, Setup};
+use groupwise::sim::{simulate, Link, NodeCost, Setup};
 
 use crate::args::{PlanArgs, SimRuntime};
 use crate::profile_file::{self, ProfileFile};
@@ -249,18 +249,17 @@ impl Prepared {
         };
         let mut best: Option<(f64, &'static str)> = None;
         for (by, weights) in [("time", &totals), ("MACs", &macs)] {
-            let (groups, process) = placement(topo, weights, processes, per_process)
-                .into_iter()
-                .unzip::<_, _, Vec<_>, Vec<_>>();
-            let n = groups.len();
             let s = Setup {
-                workers: groups,
-                process,
-                speed: vec![1.0; n],
                 depth: args.pipeline_depth,
                 steps: args.sim_steps,
                 batch: self.batch as u64,
-                ..Setup::new(topo.clone(), self.costs.clone(), 1, 1, link)
+                ..Setup::placed_by(
+                    topo.clone(),
+                    self.costs.clone(),
+                    weights,
+                    (processes, per_process),
+                    link,
+                )
             };
             let step = simulate(&s)
                 .map_err(anyhow::Error::msg)?

@@ -164,7 +164,19 @@ impl Setup {
         link: Link,
     ) -> Setup {
         let totals: Vec<f64> = costs.iter().map(NodeCost::total).collect();
-        let (workers, process) = placement(&topo, &totals, processes, workers_per_process)
+        Setup::placed_by(topo, costs, &totals, (processes, workers_per_process), link)
+    }
+
+    /// [`Setup::new`] with the nodes cut by `weights` (one per node: MACs, or the times a run was
+    /// placed by) instead of the costs.
+    pub fn placed_by(
+        topo: Topology,
+        costs: Vec<NodeCost>,
+        weights: &[f64],
+        (processes, workers_per_process): (usize, usize),
+        link: Link,
+    ) -> Setup {
+        let (workers, process) = placement(&topo, weights, processes, workers_per_process)
             .into_iter()
             .unzip::<_, _, Vec<_>, Vec<_>>();
         let n = workers.len();
