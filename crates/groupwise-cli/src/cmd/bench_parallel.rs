@@ -2,10 +2,14 @@
 //! classes) as the sequential path, as pipelined worker threads and as MPI ranks, each a `groupwise
 //! train` child process; step time from the run's metrics, the per-node compute / CPU / wait /
 //! communication split with GMAC/s, and the ideal speed-up of the workers twice: from the plan's MAC
-//! balance and from node step times measured in isolation (a `groupwise plan --profile` child, run
-//! first; the runs place their nodes by it unless `--placement` says otherwise), with each runtime's
+//! balance and from node step times measured by a `groupwise plan --profile` child (run first, W
+//! copies at once: the runs' load; the runs place their nodes by it unless `--placement` says
+//! otherwise), with each runtime's
 //! efficiency against the latter; and the simulator's prediction of every run from that profile
 //! beside what the run measured (`plan --simulate`'s model, validated here).
+//!
+//! Past 600 lines with its unit tests: one command's children, its three tables and the arithmetic
+//! they share (ideals, predictions) read best in one place.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
