@@ -125,15 +125,6 @@ fn accuracies(path: &Path) -> Result<BTreeMap<(String, i64, String), f64>> {
         .collect())
 }
 
-/// The name results.csv gives an aux input.
-fn aux_name(aux: AuxInput) -> String {
-    match aux {
-        AuxInput::StopGradient => "stop-gradient".into(),
-        AuxInput::Isolated => "isolated".into(),
-        AuxInput::Partial(r) => format!("partial({r})"),
-    }
-}
-
 /// Runs `plan --search`: `base` gives the architecture (and the aux input of profiles that do not
 /// record theirs).
 pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
@@ -149,34 +140,28 @@ pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
     }
     let accuracy = args.accuracy.as_deref().map(accuracies).transpose()?;
     let profiles = profiles(dir)?;
+    let prepared = profiles
+        .iter()
+        .map(|(path, file)| Prepared::new(base, path, file))
+        .collect::<Result<Vec<_>>>()?;
     // End-to-end's step: its own profile when the directory has one (then end-to-end's speed-up on
     // one worker is exactly 1), else a profile's reference.
-    let own = profiles.iter().find_map(|(_, f)| {
-        let e2e = f.plan == PlanSpec::EndToEnd.to_string() && f.groups == 1;
-        e2e.then(|| f.nodes.iter().map(|n| n.seconds_per_step).sum::<f64>())
-    });
+    let own = prepared
+        .iter()
+        .find(|c| c.is_end_to_end())
+        .map(|c| c.costs.iter().map(NodeCost::total).sum::<f64>());
     let e2e = own.or_else(|| {
         profiles
             .iter()
             .find_map(|(_, f)| f.reference.as_ref().map(|r| r.seconds_per_step))
     });
-    let prepared = profiles
-        .iter()
-        .map(|(path, file)| Prepared::new(base, path, file))
-        .collect::<Result<Vec<_>>>()?;
     let mut out = stdout();
     for &workers in &counts {
         let mut found = Vec::new();
         for c in &prepared {
             let (step, placed_by) = c.best(workers, args, link)?;
             let plan = &c.plan;
-            let nodes = plan.nodes();
-            let max_params = nodes.iter().map(|n| n.total().params).max().unwrap_or(0);
-            let max_memory = nodes
-                .iter()
-                .map(|n| node_memory(plan, &n.layers, n.total().params, c.batch as f64))
-                .fold(0.0, f64::max);
-            let key = (c.spec.to_string(), plan.groups, aux_name(plan.aux_input));
+            let key = (c.spec.to_string(), plan.groups, plan.aux_input.name());
             found.push(Candidate {
                 method: c.spec.method(plan.groups),
                 plan: c.spec.to_string(),
@@ -185,8 +170,8 @@ pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
                 step,
                 placed_by,
                 max_macs: plan.figure_max_node_macs(),
-                max_params,
-                max_memory,
+                max_params: c.max_params,
+                max_memory: c.max_memory,
                 accuracy: accuracy.as_ref().and_then(|a| a.get(&key).copied()),
                 pareto: false,
             });
@@ -215,6 +200,10 @@ struct Prepared {
     topo: Topology,
     costs: Vec<NodeCost>,
     batch: i64,
+    /// Largest parameter count of a node.
+    max_params: u64,
+    /// Largest memory of a node, estimated (bytes).
+    max_memory: f64,
 }
 
 impl Prepared {
@@ -228,13 +217,26 @@ impl Prepared {
             .with_context(|| format!("{}", path.display()))?;
         let topo = Topology::new(&plan);
         let costs = node_costs(&topo, file, path)?;
+        let nodes = plan.nodes();
+        let max_params = nodes.iter().map(|n| n.total().params).max().unwrap_or(0);
+        let max_memory = nodes
+            .iter()
+            .map(|n| node_memory(&plan, &n.layers, n.total().params, file.batch as f64))
+            .fold(0.0, f64::max);
         Ok(Prepared {
             spec,
             plan,
             topo,
             costs,
             batch: file.batch,
+            max_params,
+            max_memory,
         })
+    }
+
+    /// Whether this is the end-to-end network (one module, G = 1).
+    fn is_end_to_end(&self) -> bool {
+        self.spec == PlanSpec::EndToEnd && self.plan.groups == 1
     }
 
     /// The predicted steady step on `workers` workers with the nodes placed by measured time and by
@@ -288,7 +290,6 @@ fn plot(
             .map(|&w| c.best(w, args, link).map(|(s, _)| (w, s)))
             .collect::<Result<Vec<_>>>()?;
         let base = e2e.unwrap_or(steps[0].1);
-        let end_to_end = c.spec == PlanSpec::EndToEnd && c.plan.groups == 1;
         let isolated = c.plan.aux_input == AuxInput::Isolated;
         curves.push(Curve {
             label: format!(
@@ -296,7 +297,7 @@ fn plot(
                 c.spec.method(c.plan.groups),
                 if isolated { " iso" } else { "" }
             ),
-            end_to_end,
+            end_to_end: c.is_end_to_end(),
             groups: c.plan.groups,
             dashed: isolated,
             points: steps.into_iter().map(|(w, s)| (w, base / s)).collect(),
@@ -361,7 +362,7 @@ fn print(
                     "method": c.method,
                     "plan": c.plan,
                     "groups": c.groups,
-                    "aux_input": aux_name(c.aux),
+                    "aux_input": c.aux.name(),
                     "predicted_step_seconds": c.step,
                     "speedup_vs_end_to_end": e2e.map(|e| e / c.step),
                     "placed_by": c.placed_by,
@@ -415,7 +416,7 @@ fn print(
             "{} {:<28} {:<14} {:>9.1} {:>7} {:>6} {:>11.3e} {:>10} {:>10.1} {:>8}",
             if c.pareto { '*' } else { ' ' },
             c.method,
-            aux_name(c.aux),
+            c.aux.name(),
             c.step * 1e3,
             e2e.map_or("-".into(), |e| format!("{:.2}x", e / c.step)),
             c.placed_by,
@@ -436,7 +437,7 @@ fn print(
                 "fastest at >= {target}% accuracy on {workers} workers: {} ({}), {:.1} ms per step \
                  predicted, {:.2}% measured",
                 c.method,
-                aux_name(c.aux),
+                c.aux.name(),
                 c.step * 1e3,
                 100.0 * c.accuracy.unwrap_or(0.0)
             )?,

@@ -7,9 +7,6 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 
-use groupwise::plan::AuxInput;
-use groupwise::train::RunConfig;
-
 use super::plots::PLOTS;
 use super::runs::Row;
 use super::stats::{SeedGroup, Spread};
@@ -69,7 +66,7 @@ pub(super) fn results_csv(rows: &[Row], base: usize) -> Result<Vec<u8>> {
             r.method(),
             c.plan.to_string(),
             c.groups.to_string(),
-            aux_name(c),
+            c.aux_input.name(),
             r.metrics.len().to_string(),
             c.epochs.to_string(),
             r.finished.to_string(),
@@ -260,14 +257,6 @@ fn speedup(base: &Row, r: &Row) -> f64 {
 /// `rows[base]`'s max node MACs over `r`'s: the speed-up if time followed MACs.
 fn mac_ratio(base: &Row, r: &Row) -> f64 {
     base.max_node_macs as f64 / r.max_node_macs as f64
-}
-
-fn aux_name(c: &RunConfig) -> String {
-    match c.aux_input {
-        AuxInput::StopGradient => "stop-gradient".into(),
-        AuxInput::Isolated => "isolated".into(),
-        AuxInput::Partial(r) => format!("partial({r})"),
-    }
 }
 
 /// A fraction as a percentage with two decimals; `-` for NaN.

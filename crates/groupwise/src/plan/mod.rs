@@ -31,6 +31,17 @@ pub enum AuxInput {
     Partial(f64),
 }
 
+impl AuxInput {
+    /// The name `--aux-input` takes and reports print (`partial(r)` with its ratio).
+    pub fn name(&self) -> String {
+        match self {
+            AuxInput::StopGradient => "stop-gradient".into(),
+            AuxInput::Isolated => "isolated".into(),
+            AuxInput::Partial(r) => format!("partial({r})"),
+        }
+    }
+}
+
 /// Why a plan is rejected. Every message names the offending flag or value.
 #[derive(Debug, Error, PartialEq)]
 pub enum PlanError {
