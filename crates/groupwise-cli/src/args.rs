@@ -464,6 +464,12 @@ pub struct PlanArgs {
     /// of --workers).
     #[arg(long, value_name = "PNG", requires = "simulate")]
     pub gantt: Option<PathBuf>,
+    /// With --simulate: compare with the run in RUN_DIR (trained on worker threads or MPI ranks; its
+    /// trace.json holds its last epoch's last steps): the run's placement, pipeline depth and epoch
+    /// simulated, measured vs predicted step and each node's compute in the run vs the profile; with
+    /// --gantt, the run's timeline drawn above the simulated one.
+    #[arg(long, value_name = "RUN_DIR", requires = "simulate", conflicts_with_all = ["workers", "speeds"])]
+    pub trace: Option<PathBuf>,
 }
 
 /// How simulated workers talk.
@@ -528,6 +534,10 @@ pub struct BenchArgs {
     /// one measured here for the transport, see `plan --simulate --link`).
     #[arg(long, value_name = "LATENCY_US,GBPS", requires = "parallel")]
     pub link: Option<String>,
+    /// With --parallel: draw each threads and MPI run's last steps above the simulator's timeline of
+    /// the same placement, as DIR/gantt-K<k>-G<g>-<runtime>.png (the directory is created).
+    #[arg(long, value_name = "DIR", requires = "parallel")]
+    pub gantt: Option<PathBuf>,
 }
 
 /// Flags of `groupwise sweep`.

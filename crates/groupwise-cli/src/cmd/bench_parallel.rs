@@ -22,11 +22,12 @@ use groupwise::parallel::{
     cores, default_threads_per_worker, Layout, NodeTiming, Placement, Runtime, Topology,
 };
 use groupwise::plan::{AuxInput, NodeId, Plan};
-use groupwise::sim::{self, Link, NodeCost, Setup};
-use groupwise::train::EpochMetrics;
+use groupwise::sim::{Link, NodeCost};
+use groupwise::train::{EpochMetrics, RunDir, TraceFile};
 
 use crate::args::BenchArgs;
 use crate::cmd::simulate;
+use crate::cmd::trace::{self, Against};
 use crate::mpiexec;
 use crate::profile_file::ProfileFile;
 use crate::stdout::stdout;
@@ -37,6 +38,8 @@ struct Measured {
     step_seconds: f64,
     /// Where each node's time went.
     nodes: Vec<NodeTiming>,
+    /// The run's last steps and placement (threads and MPI runs).
+    trace: Option<TraceFile>,
 }
 
 /// The flags that make `groupwise train` and `groupwise plan` build ResNet-32 on 32x32x3 images
@@ -105,10 +108,12 @@ fn train_child(
     let text = std::fs::read_to_string(&path)?;
     let m: EpochMetrics = serde_json::from_str(text.lines().last().unwrap_or_default())
         .with_context(|| format!("{}: the last line", path.display()))?;
+    let trace = RunDir::new(dir).read_trace()?;
     let _ = std::fs::remove_dir_all(dir);
     Ok(Measured {
         step_seconds: m.train_seconds / m.steps as f64,
         nodes: m.nodes,
+        trace,
     })
 }
 
@@ -212,31 +217,17 @@ struct Predicted {
 /// progress thread's longest idle poll.
 pub const MPI_TCP: &str = "1000,0.5";
 
-/// Predicted seconds per step of a run of `a`'s length: `processes` x `per_process` workers, the
-/// nodes cut by `place_by` (what the run balanced), each node costing `costs`.
+/// The run `m` (its placement, depth and steps, from its trace) simulated with every node costing
+/// `costs`; processes talk over `link`.
 fn predict(
     a: &BenchArgs,
     topo: &Topology,
     costs: &[NodeCost],
-    place_by: &[f64],
-    (processes, per_process): (usize, usize),
+    m: &Measured,
     link: Link,
-) -> Result<f64> {
-    let setup = Setup {
-        depth: Runtime::default().pipeline_depth,
-        steps: a.warmup + a.steps,
-        batch: a.batch as u64,
-        ..Setup::placed_by(
-            topo.clone(),
-            costs.to_vec(),
-            place_by,
-            (processes, per_process),
-            link,
-        )
-    };
-    Ok(sim::simulate(&setup)
-        .map_err(anyhow::Error::msg)?
-        .step_seconds)
+) -> Result<Against> {
+    let file = m.trace.clone().context("the run wrote no trace.json")?;
+    trace::against(topo, costs, a.batch, file, link)
 }
 
 /// `costs` with every node's total set to its compute per step in the run `m` (the phases in the
@@ -282,6 +273,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         .to_string()
     });
     let link = Link::parse(&link_spec).map_err(|e| anyhow::anyhow!("--link {e}"))?;
+    if let Some(dir) = &a.gantt {
+        std::fs::create_dir_all(dir).with_context(|| format!("--gantt {}", dir.display()))?;
+    }
     let scratch = std::env::temp_dir().join(format!("groupwise-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("{}", scratch.display()))?;
     let threads_per_worker = default_threads_per_worker(workers);
@@ -396,48 +390,31 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             None => None,
         };
         let (ideal_macs, ideal_time) = ideals(&plan, &alone, workers)?;
-        // The runs' placement: what they balanced.
-        let place_by: Vec<f64> = match a.placement.as_ref().map(|p| &p.placement) {
-            Some(Placement::Macs) => (0..topo.len()).map(|id| topo.macs(id) as f64).collect(),
-            Some(Placement::Given(given)) => (0..topo.len())
-                .map(|id| {
-                    let name = topo.name(id);
-                    given.iter().find(|(n, _)| *n == name).map_or(1.0, |g| g.1)
-                })
-                .collect(),
-            _ => alone.clone(),
-        };
         let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
         let rank_costs = match &rank_profile {
             Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
             None => costs.clone(),
         };
-        let on_threads = (1, workers);
-        let on_ranks = (ranks, 1);
+        // Each run simulated as it was placed (its trace), from the profile and from its own node
+        // times.
+        let both =
+            |costs: &[NodeCost], m: &Measured, link: Link, mode: &str| -> Result<(f64, f64)> {
+                let from_profile = predict(a, &topo, costs, m, link)?;
+                if let Some(dir) = &a.gantt {
+                    let png = dir.join(format!("gantt-K{k}-G{g}-{mode}.png"));
+                    from_profile.draw(&png, &topo, &format!("ResNet-32 K={k} G={g} ({mode})"))?;
+                    eprintln!("wrote {}", png.display());
+                }
+                let from_run = predict(a, &topo, &as_in_run(&topo, costs, m), m, link)?;
+                Ok((
+                    from_profile.prediction.step_seconds,
+                    from_run.prediction.step_seconds,
+                ))
+            };
         let predicted = Predicted {
-            threads: (
-                predict(a, &topo, &costs, &place_by, on_threads, Link::IN_PROCESS)?,
-                predict(
-                    a,
-                    &topo,
-                    &as_in_run(&topo, &costs, &thr),
-                    &place_by,
-                    on_threads,
-                    Link::IN_PROCESS,
-                )?,
-            ),
+            threads: both(&costs, &thr, Link::IN_PROCESS, "threads")?,
             mpi: match &mpi {
-                Some(m) => Some((
-                    predict(a, &topo, &rank_costs, &place_by, on_ranks, link)?,
-                    predict(
-                        a,
-                        &topo,
-                        &as_in_run(&topo, &rank_costs, m),
-                        &place_by,
-                        on_ranks,
-                        link,
-                    )?,
-                )),
+                Some(m) => Some(both(&rank_costs, m, link, "mpi")?),
                 None => None,
             },
         };

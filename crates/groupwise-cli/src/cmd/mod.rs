@@ -8,4 +8,5 @@ pub mod plan;
 pub mod presets;
 pub mod search;
 pub mod simulate;
+pub mod trace;
 pub mod train;

@@ -120,6 +120,30 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
     }
     let link = Link::parse(args.link.as_deref().unwrap_or(MPI_SHARED_MEMORY))
         .map_err(|e| anyhow::anyhow!("--link {e}"))?;
+    if let Some(dir) = &args.trace {
+        let run = super::trace::against(&topo, &costs, file.batch, super::trace::read(dir)?, link)?;
+        if let Some(png) = &args.gantt {
+            run.draw(png, &topo, plan_name)?;
+            eprintln!("wrote {}", png.display());
+        }
+        let mut out = stdout();
+        writeln!(
+            out,
+            "PREDICTED (simulation from {}: batch {}, {} intra-op thread(s) per worker) vs MEASURED \
+             ({}): {plan_name}, {} nodes{}",
+            path.display(),
+            file.batch,
+            file.threads,
+            dir.display(),
+            topo.len(),
+            if run.setup.process.iter().any(|&p| p > 0) {
+                format!("; link between processes {link}")
+            } else {
+                String::new()
+            }
+        )?;
+        return run.print(&mut out, &topo);
+    }
     let counts = args
         .workers
         .clone()
@@ -145,7 +169,16 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
         rows.push((ask.workers, s, p));
     }
     if let (Some(png), Some((_, s, p))) = (&args.gantt, rows.first()) {
-        crate::report::gantt::draw(png, &topo, s, p, plan_name)?;
+        crate::report::gantt::draw(
+            png,
+            &topo,
+            plan_name,
+            &[crate::report::gantt::Panel {
+                label: "simulated".into(),
+                rows: s.workers.len(),
+                intervals: &p.timeline,
+            }],
+        )?;
         eprintln!("wrote {}", png.display());
     }
     let sequential: f64 = costs.iter().map(NodeCost::total).sum();

@@ -142,6 +142,7 @@ fn equivalence(plan: &str, groups: &str, ranks: &[usize]) {
     let root = scratch(&format!("mpi-p{plan}g{groups}"));
     let seq = root.path().join("seq");
     ok(&sequential(&args(plan, groups, &seq)), "sequential run");
+    assert!(!seq.join("trace.json").exists());
     for &n in ranks {
         let dir = root.path().join(format!("np{n}"));
         let out = mpi(&mpiexec, n, &args(plan, groups, &dir), &[]);
@@ -155,6 +156,9 @@ fn equivalence(plan: &str, groups: &str, ranks: &[usize]) {
             serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap())
                 .unwrap();
         assert_eq!(summary["runtime"], format!("mpi:{n}"));
+        // Every rank's nodes in the trace of the last epoch's last 4 steps (7-10).
+        let trace = crate::simulate::check_trace(&dir, n, (4, 10));
+        assert_eq!(trace["runtime"], format!("mpi:{n}"));
     }
 }
 

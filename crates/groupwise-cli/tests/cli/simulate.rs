@@ -24,13 +24,19 @@ const MODEL: [&str; 14] = [
     "--json",
 ];
 
-/// Profiles plan `k` with `g` groups (and `extra` flags) into `path`.
+/// Profiles plan `k` with `g` groups (and `extra` flags; batch 4 unless they say) into `path`.
 fn profile(k: &str, g: &str, extra: &[&str], path: &Path) {
+    let batch: &[&str] = if extra.contains(&"--batch") {
+        &[]
+    } else {
+        &["--batch", "4"]
+    };
     let (ok, stdout, stderr) = output(
         groupwise()
             .args(MODEL)
             .args(["--plan", k, "--groups", g, "--profile"])
-            .args(["--steps", "2", "--warmup", "1", "--batch", "4"])
+            .args(["--steps", "2", "--warmup", "1"])
+            .args(batch)
             .args(extra),
     );
     assert!(ok, "{stderr}");
@@ -262,4 +268,150 @@ fn search_ranks_the_profiled_configurations_and_picks_by_accuracy() {
             .arg(&csv),
     );
     assert!(!ok && stderr.contains("no column 'groups'"), "{stderr}");
+}
+
+/// Checks a run's `trace.json`: every node on exactly one worker, `processes` processes, the
+/// epoch's last `steps` steps (of `last`) with every node computing in each, and a worker's spans
+/// never overlapping (a worker is one thread).
+pub(crate) fn check_trace(run: &Path, processes: usize, (steps, last): (usize, usize)) -> Value {
+    let path = run.join("trace.json");
+    let t: Value = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap();
+    let workers = t["workers"].as_array().unwrap();
+    let mut nodes: Vec<&str> = workers
+        .iter()
+        .flat_map(|w| w["nodes"].as_array().unwrap())
+        .map(|n| n.as_str().unwrap())
+        .collect();
+    let count = nodes.len();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes.len(), count, "a node on two workers: {t}");
+    let mut ranks: Vec<u64> = workers
+        .iter()
+        .map(|w| w["process"].as_u64().unwrap())
+        .collect();
+    ranks.dedup();
+    assert_eq!(ranks.len(), processes, "{t}");
+    let spans = t["spans"].as_array().unwrap();
+    for step in last + 1 - steps..=last {
+        for node in &nodes {
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s["node"] == *node && s["step"] == step as u64),
+                "node {node} has no span in step {step}"
+            );
+        }
+    }
+    assert!(spans
+        .iter()
+        .all(|s| (last + 1 - steps..=last).contains(&(s["step"].as_u64().unwrap() as usize))));
+    for w in 0..workers.len() {
+        let mut mine: Vec<(f64, f64)> = spans
+            .iter()
+            .filter(|s| s["worker"] == w as u64)
+            .map(|s| (s["start"].as_f64().unwrap(), s["end"].as_f64().unwrap()))
+            .collect();
+        mine.sort_by(|a, b| a.0.total_cmp(&b.0));
+        assert!(mine.iter().all(|(a, b)| a <= b));
+        assert!(
+            mine.windows(2).all(|p| p[1].0 >= p[0].1 - 1e-6),
+            "worker {w}'s spans overlap: {mine:?}"
+        );
+    }
+    t
+}
+
+#[test]
+fn simulate_beside_a_real_run_and_its_trace() {
+    let dir = scratch("simulate-trace");
+    let run = dir.path().join("run");
+    let train = |run: &Path, mode: &[&str]| {
+        let (ok, _, stderr) = output(
+            groupwise()
+                .args(["train", "--preset", "smoke", "--depth", "8"])
+                .args(["--widths", "4,4,8,8", "--synthetic", "8,3,10,48,8"])
+                .args(["--plan", "2", "--groups", "2", "--batch-size", "8"])
+                .args(["--epochs", "1", "--quiet", "--run-dir"])
+                .arg(run)
+                .args(mode),
+        );
+        assert!(ok, "{stderr}");
+    };
+    // 6 steps: the trace holds the last 4 (placed by MACs: no measuring steps on one worker first).
+    train(
+        &run,
+        &[
+            "--workers",
+            "threads",
+            "--worker-threads",
+            "2",
+            "--placement",
+            "macs",
+        ],
+    );
+    let t = check_trace(&run, 1, (4, 6));
+    assert_eq!(t["steps"], 6);
+    assert_eq!(t["runtime"], "threads");
+    let p = dir.path().join("k2g2.json");
+    profile("2", "2", &["--batch", "8"], &p);
+    let png = dir.path().join("beside.png");
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .args(&MODEL[..13])
+            .args(["--plan", "2", "--groups", "2", "--simulate"])
+            .arg(&p)
+            .arg("--trace")
+            .arg(&run)
+            .arg("--gantt")
+            .arg(&png),
+    );
+    assert!(ok, "{stderr}");
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    assert!(stdout.contains("ms per step measured"), "{stdout}");
+    for node in ["m0.g0", "m0.g1", "m1.g0", "m1.g1", "head"] {
+        assert!(stdout.contains(node), "{node}: {stdout}");
+    }
+    // What is wrong, named: a sequential run has no trace; another input shape; another batch.
+    let seq = dir.path().join("seq");
+    train(&seq, &["--workers", "sequential"]);
+    assert!(!seq.join("trace.json").exists());
+    let beside = |run: &Path, model: &[&str], profile: &Path| {
+        output(
+            groupwise()
+                .args(model)
+                .args(["--plan", "2", "--groups", "2", "--simulate"])
+                .arg(profile)
+                .arg("--trace")
+                .arg(run),
+        )
+    };
+    let (ok, _, stderr) = beside(&seq, &MODEL[..13], &p);
+    assert!(!ok && stderr.contains("has no trace.json"), "{stderr}");
+    let mut other = MODEL[..13].to_vec();
+    other[10] = "16";
+    let p16 = dir.path().join("k2g2-16.json");
+    let (ok, stdout, stderr) = output(
+        groupwise()
+            .args(&other)
+            .args(["--plan", "2", "--groups", "2", "--profile", "--json"])
+            .args(["--steps", "1", "--warmup", "0", "--batch", "8"]),
+    );
+    assert!(ok, "{stderr}");
+    std::fs::write(&p16, stdout).unwrap();
+    let (ok, _, stderr) = beside(&run, &other, &p16);
+    assert!(
+        !ok && stderr.contains("another architecture or input shape"),
+        "{stderr}"
+    );
+    let p4 = dir.path().join("k2g2-b4.json");
+    profile("2", "2", &[], &p4);
+    let (ok, _, stderr) = beside(&run, &MODEL[..13], &p4);
+    assert!(
+        !ok && stderr.contains("the run trained batches of 8 images"),
+        "{stderr}"
+    );
 }

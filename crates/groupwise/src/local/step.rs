@@ -42,6 +42,26 @@ pub enum Phase {
     Update,
 }
 
+impl Phase {
+    /// Every phase, in order (`Phase::ALL[p as usize] == p`).
+    pub const ALL: [Phase; 4] = [
+        Phase::Trunk,
+        Phase::Classifier,
+        Phase::Backward,
+        Phase::Update,
+    ];
+
+    /// Its name in words (charts, trace files).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Trunk => "trunk",
+            Phase::Classifier => "classifier",
+            Phase::Backward => "loss + backward",
+            Phase::Update => "update",
+        }
+    }
+}
+
 /// How the units of one module held here meet the module's other groups during a step.
 ///
 /// A worker holding some groups of module k hands their detached slices and logits to the groups

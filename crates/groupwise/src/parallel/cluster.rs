@@ -215,9 +215,13 @@ impl Local {
 }
 
 /// Adds the part `more` of a segment to `into`: its steps, and its timings node by node (the same
-/// nodes in the same order, or `into` without any yet).
+/// nodes in the same order, or `into` without any yet); the trace is the later part's (the segment's
+/// last steps), unless it has none.
 fn merge(into: &mut SegmentEnd, more: SegmentEnd) {
     into.steps += more.steps;
+    if !more.trace.intervals.is_empty() {
+        into.trace = more.trace;
+    }
     if into.timings.is_empty() {
         into.timings = more.timings;
         return;
@@ -303,6 +307,7 @@ impl Sequential {
                 wait_seconds: wait,
                 ..NodeTiming::default()
             }],
+            trace: Default::default(),
         })
     }
 }

@@ -135,21 +135,28 @@ impl Layout {
         let costs = NodeCosts::of(&runtime.placement, &topo)?;
         let all: Vec<usize> = (0..n).collect();
         let ranks = cut(&all, &costs.per_node, processes);
-        let here = ranks.iter().filter(|&&r| r == rank).count();
         // By default a worker per node, or one per GPU when nodes go to GPUs. More workers than cores
         // on purpose: the kernel's scheduler then keeps every core busy with whichever node is ready,
         // which a contiguous cut of lumpy node costs cannot match, and no step is spent measuring
         // (ResNet-32 on 2 cores, 24-step runs: DGL K=4 0.32-0.33 s per step with a thread per node,
         // 0.387 s with two workers cut by measured time; G=4 K=4 about the same either way;
         // scripts/bench_default_runtime.sh).
-        let share = match runtime.devices.len() {
-            0 => here,
-            gpus => gpus,
+        // Every process's worker threads (each process decides its own; every process computes
+        // everyone's, so the leader knows where each node runs).
+        let workers_for = |nodes: usize| {
+            let share = match runtime.devices.len() {
+                0 => nodes,
+                gpus => gpus,
+            };
+            runtime
+                .worker_threads
+                .unwrap_or(share)
+                .clamp(1, nodes.max(1))
         };
-        let worker_threads = runtime
-            .worker_threads
-            .unwrap_or(share)
-            .clamp(1, here.max(1));
+        let counts: Vec<usize> = (0..processes)
+            .map(|r| workers_for(ranks.iter().filter(|&&x| x == r).count()))
+            .collect();
+        let worker_threads = counts[rank];
         let threads_per_worker = runtime
             .threads_per_worker
             .unwrap_or_else(|| default_threads_per_worker(worker_threads * processes_here.max(1)));
@@ -166,15 +173,15 @@ impl Layout {
             fault,
             costs,
         };
-        layout.cut_workers(worker_threads);
+        layout.cut_workers(&counts);
         Ok(layout)
     }
 
-    /// Cuts every process's nodes into `count` worker threads (at most one per node) by the costs, and
+    /// Cuts process r's nodes into `counts[r]` worker threads (at most one per node) by the costs, and
     /// gives the GPUs round-robin by worker, counted across processes in rank order.
-    fn cut_workers(&mut self, count: usize) {
+    fn cut_workers(&mut self, counts: &[usize]) {
         let mut offset = 0;
-        for r in 0..self.processes() {
+        for (r, &count) in counts.iter().enumerate().take(self.processes()) {
             let ids = self.nodes_of(r);
             for (&id, w) in ids.iter().zip(cut(&ids, &self.costs.per_node, count)) {
                 self.workers[id] = w;
@@ -189,11 +196,14 @@ impl Layout {
     /// The same layout with this process's nodes re-balanced over its worker threads by `costs` (the
     /// ranks stay: nodes do not move between processes once started).
     pub fn rebalanced(&self, costs: NodeCosts) -> Layout {
+        let counts: Vec<usize> = (0..self.processes())
+            .map(|r| self.workers_of(&self.nodes_of(r)))
+            .collect();
         let mut layout = Layout {
             costs,
             ..self.clone()
         };
-        layout.cut_workers(self.worker_count());
+        layout.cut_workers(&counts);
         layout
     }
 
@@ -241,6 +251,21 @@ impl Layout {
         let mut out: Vec<Vec<usize>> = vec![Vec::new(); self.worker_count()];
         for id in self.local() {
             out[self.workers[id]].push(id);
+        }
+        out
+    }
+
+    /// Every worker thread of every process, in rank order: its process and its nodes (in node
+    /// order). A worker's index here is its row in a run's trace and in the simulator's `Setup`.
+    pub fn all_workers(&self) -> Vec<(usize, Vec<usize>)> {
+        let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
+        for rank in 0..self.processes() {
+            let ids = self.nodes_of(rank);
+            let mut here: Vec<Vec<usize>> = vec![Vec::new(); self.workers_of(&ids)];
+            for id in ids {
+                here[self.workers[id]].push(id);
+            }
+            out.extend(here.into_iter().map(|nodes| (rank, nodes)));
         }
         out
     }
@@ -356,5 +381,28 @@ mod tests {
         // Zero costs still give every part a node.
         assert_eq!(cut(&ids[..3], &[0.0, 0.0, 0.0], 3), vec![0, 1, 2]);
         assert!(cut(&[], &[], 3).is_empty());
+    }
+
+    #[test]
+    fn every_process_sees_every_process_s_worker_threads() {
+        use crate::model::Arch;
+        use crate::plan::{AuxInput, Plan};
+        // DGL K=2: m0.g0 | m1.g0 head on 2 ranks; by default a worker per node on each rank.
+        let plan = Plan::new(Arch::resnet32(3, 32, 10), "2", 1, AuxInput::StopGradient).unwrap();
+        let runtime = Runtime::default();
+        let views: Vec<Layout> = (0..2)
+            .map(|rank| Layout::new(&plan, &runtime, Device::Cpu, 2, rank, 2).unwrap())
+            .collect();
+        assert_eq!(views[0].workers, views[1].workers);
+        assert_eq!(views[0].all_workers(), views[1].all_workers());
+        assert_eq!(
+            views[0].all_workers(),
+            vec![(0, vec![0]), (1, vec![1]), (1, vec![2])]
+        );
+        assert_eq!(views[1].worker_count(), 2);
+        assert_eq!(views[0].worker_count(), 1);
+        // Measured costs re-cut each process's nodes over its own worker threads.
+        let again = views[1].rebalanced(NodeCosts::seconds(vec![1.0, 1.0, 1.0], "test"));
+        assert_eq!(again.all_workers(), views[1].all_workers());
     }
 }

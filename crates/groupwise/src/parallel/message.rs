@@ -69,8 +69,22 @@ impl Report {
     }
 }
 
+/// One stretch of a node's compute: its step, its phase, and when it began and ended, in seconds on
+/// the wall clock (`SystemTime`, shared by the processes of one machine).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span {
+    /// The global step (1-based).
+    pub step: usize,
+    /// What it computed.
+    pub phase: Phase,
+    /// Seconds since the Unix epoch.
+    pub start: f64,
+    /// Seconds since the Unix epoch.
+    pub end: f64,
+}
+
 /// Where one node's time went during a segment (a `Timing` message).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Timing {
     /// Steps done.
     pub steps: usize,
@@ -88,9 +102,12 @@ pub struct Timing {
     pub comm: Duration,
     /// Payload bytes sent.
     pub bytes: u64,
+    /// Its compute in the segment's last steps, phase by phase (the run's trace).
+    pub trace: Vec<Span>,
 }
 
 const TIMING_FIELDS: usize = 10;
+const SPAN_FIELDS: usize = 4;
 
 impl Timing {
     /// Compute time: every phase and what falls between them.
@@ -116,14 +133,17 @@ impl Timing {
                 .map(Duration::as_secs_f64),
         );
         v.push(self.bytes as f64);
+        for s in &self.trace {
+            v.extend([s.step as f64, s.phase as usize as f64, s.start, s.end]);
+        }
         Tensor::from_slice(&v)
     }
 
     /// From a message tensor; an error names what is wrong with it.
     pub fn decode(t: &Tensor) -> Result<Timing, String> {
         let v = values(t)?;
-        if v.len() != TIMING_FIELDS {
-            return Err(format!("corrupt timing message: {v:?}"));
+        if v.len() < TIMING_FIELDS || !(v.len() - TIMING_FIELDS).is_multiple_of(SPAN_FIELDS) {
+            return Err(format!("corrupt timing message of {} values", v.len()));
         }
         let secs = |s: f64| Duration::try_from_secs_f64(s).map_err(|e| e.to_string());
         Ok(Timing {
@@ -134,6 +154,20 @@ impl Timing {
             wait: secs(v[7])?,
             comm: secs(v[8])?,
             bytes: v[9] as u64,
+            trace: v[TIMING_FIELDS..]
+                .chunks(SPAN_FIELDS)
+                .map(|s| {
+                    let phase = *Phase::ALL
+                        .get(s[1] as usize)
+                        .ok_or_else(|| format!("corrupt timing message: phase {}", s[1]))?;
+                    Ok(Span {
+                        step: s[0] as usize,
+                        phase,
+                        start: s[2],
+                        end: s[3],
+                    })
+                })
+                .collect::<Result<_, String>>()?,
         })
     }
 }
@@ -174,8 +208,27 @@ mod tests {
             wait: Duration::from_millis(250),
             comm: Duration::from_micros(15_625),
             bytes: 1 << 20,
+            trace: vec![
+                Span {
+                    step: 7,
+                    phase: Phase::Backward,
+                    start: 1.8e9 + 0.25,
+                    end: 1.8e9 + 0.5,
+                },
+                Span {
+                    step: 8,
+                    phase: Phase::Update,
+                    start: 1.8e9 + 0.5,
+                    end: 1.8e9 + 0.625,
+                },
+            ],
         };
-        assert_eq!(Timing::decode(&timing.encode()), Ok(timing));
+        assert_eq!(Timing::decode(&timing.encode()), Ok(timing.clone()));
+        let mut bad = Vec::<f64>::try_from(&timing.encode()).unwrap();
+        bad[TIMING_FIELDS + 1] = 9.0;
+        assert!(Timing::decode(&Tensor::from_slice(&bad)).is_err());
+        bad.pop();
+        assert!(Timing::decode(&Tensor::from_slice(&bad)).is_err());
         assert!(Report::decode(&Tensor::from_slice(&[2.0, 1.0])).is_err());
         assert!(Timing::decode(&Tensor::from_slice(&[1.0])).is_err());
     }

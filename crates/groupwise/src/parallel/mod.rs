@@ -40,11 +40,11 @@ pub use cluster::{Cluster, Local};
 pub use layout::{cut, default_threads_per_worker, Layout, NodeCosts};
 pub use profile::{profile, NodeProfile, ProfileSettings};
 pub use runner::{NodeRunner, Slots};
-pub use segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
+pub use segment::{Interval, NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd, Trace};
 pub use settings::{
     check_threads, cores, max_threads, Fault, Placement, Runtime, Workers, MAX_PIPELINE_DEPTH,
     THREADS_PER_CORE,
 };
 pub use topology::{Role, TailPlacement, Topology};
 pub use transport::{Aborted, Channel, Kind, Mailboxes, Transport};
-pub use worker::{NodeState, Work};
+pub use worker::{NodeState, Work, TRACE_STEPS};

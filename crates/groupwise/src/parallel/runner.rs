@@ -19,7 +19,7 @@ use crate::local::{Network, Params, StepStats};
 
 use super::layout::Layout;
 use super::message::{Report, Timing};
-use super::segment::{NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd};
+use super::segment::{Interval, NodeTiming, OnStep, RuntimeError, Segment, SegmentEnd, Trace};
 use super::topology::{Role, TailPlacement};
 use super::transport::{Aborted, Channel, Kind, Mailboxes, Transport};
 use super::worker::{self, Held, NodeState, Work};
@@ -168,7 +168,7 @@ impl NodeRunner<'_> {
         }
         let done = AtomicBool::new(false);
         let fed = Fed::default();
-        let mut collected: Result<Vec<NodeTiming>, RuntimeError> = Ok(Vec::new());
+        let mut collected: Result<(Vec<NodeTiming>, Trace), RuntimeError> = Ok(Default::default());
         let returned = std::thread::scope(|scope| {
             let pump_handle = pump.map(|p| {
                 let done = &done;
@@ -263,13 +263,14 @@ impl NodeRunner<'_> {
             slots.nodes[id] = Some(state);
         }
         // The collector's own stop (divergence) wins over the abort it caused.
-        let timings = collected?;
+        let (timings, trace) = collected?;
         if let Some(m) = transport.aborted() {
             return Err(RuntimeError::Failed(m));
         }
         Ok(SegmentEnd {
             steps: fed.count(),
             timings,
+            trace,
         })
     }
 
@@ -290,14 +291,15 @@ impl NodeRunner<'_> {
         Ok(go)
     }
 
-    /// The leader's side: statistics of every step fed, in order, then every node's timings.
+    /// The leader's side: statistics of every step fed, in order, then every node's timings and the
+    /// trace of the last steps.
     fn collect(
         &self,
         transport: &dyn Transport,
         fed: &Fed,
         steps: usize,
         on_step: &mut OnStep,
-    ) -> Result<Vec<NodeTiming>, RuntimeError> {
+    ) -> Result<(Vec<NodeTiming>, Trace), RuntimeError> {
         let layout = self.layout;
         let topo = &layout.topo;
         let c = topo.collector();
@@ -341,10 +343,26 @@ impl NodeRunner<'_> {
                 return Err(RuntimeError::Stopped);
             }
         }
+        let workers = layout.all_workers();
+        let mut worker_of = vec![0; topo.len()];
+        for (w, (_, ids)) in workers.iter().enumerate() {
+            for &id in ids {
+                worker_of[id] = w;
+            }
+        }
         let mut timings = Vec::with_capacity(topo.len());
-        for id in 0..topo.len() {
+        let mut trace = Vec::new();
+        for (id, &worker) in worker_of.iter().enumerate() {
             let message = transport.recv(Channel::new(id, c, Kind::Timing))?;
             let t = Timing::decode(&message).map_err(corrupt(id))?;
+            trace.extend(t.trace.iter().map(|s| Interval {
+                worker,
+                node: id,
+                phase: s.phase,
+                step: s.step,
+                start: s.start,
+                end: s.end,
+            }));
             let [trunk, classifier, backward, update] = t.phases.map(|d| d.as_secs_f64());
             timings.push(NodeTiming {
                 node: topo.name(id).to_string(),
@@ -361,7 +379,19 @@ impl NodeRunner<'_> {
                 bytes_sent: t.bytes,
             });
         }
-        Ok(timings)
+        let origin = trace.iter().map(|i| i.start).fold(f64::INFINITY, f64::min);
+        for i in &mut trace {
+            i.start -= origin;
+            i.end -= origin;
+        }
+        trace.sort_by(|a, b| a.start.total_cmp(&b.start));
+        let trace = Trace {
+            workers,
+            threads_per_worker: layout.threads_per_worker,
+            depth: layout.depth,
+            intervals: trace,
+        };
+        Ok((timings, trace))
     }
 }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::transport::Aborted;
 use crate::checkpoint::CheckpointError;
 use crate::data::Batch;
-use crate::local::StepStats;
+use crate::local::{Phase, StepStats};
 
 /// Where one node's time went during a segment (a `metrics.jsonl` entry).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -101,6 +101,24 @@ pub struct Segment<'a> {
     pub stop: Option<&'a AtomicBool>,
 }
 
+/// One stretch of a node's compute on a worker's timeline: a real run's trace ([`SegmentEnd::trace`])
+/// or the simulator's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval {
+    /// The worker, counted over every process in rank order ([`super::Layout::all_workers`]).
+    pub worker: usize,
+    /// The node.
+    pub node: usize,
+    /// What it computed.
+    pub phase: Phase,
+    /// The step (1-based).
+    pub step: usize,
+    /// Seconds from the start of the timeline.
+    pub start: f64,
+    /// Seconds from the start of the timeline.
+    pub end: f64,
+}
+
 /// How a segment ended.
 #[derive(Debug, Default)]
 pub struct SegmentEnd {
@@ -108,6 +126,25 @@ pub struct SegmentEnd {
     pub steps: usize,
     /// Every node's timings (on the leader; empty on other processes).
     pub timings: Vec<NodeTiming>,
+    /// The compute of the segment's last steps (on the leader; empty on other processes and on the
+    /// sequential path); when the segment began with steps measuring the nodes on one worker, of the
+    /// steps after them.
+    pub trace: Trace,
+}
+
+/// Every node's compute in the last [`super::TRACE_STEPS`] steps of a segment, phase by phase, and
+/// where the nodes ran: a real run's timeline, comparable with the simulator's.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Trace {
+    /// Every worker thread (its process, its nodes in node order), over every process in rank order:
+    /// the rows of `intervals`.
+    pub workers: Vec<(usize, Vec<usize>)>,
+    /// libtorch intra-op threads of each worker (of the leader's process).
+    pub threads_per_worker: usize,
+    /// Messages in flight per channel.
+    pub depth: usize,
+    /// The compute, in seconds from the start of the first interval, in order of start.
+    pub intervals: Vec<Interval>,
 }
 
 /// Per-step callback of the leader: statistics of each step, in order; `Break` stops the segment

@@ -7,14 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::Receiver;
-use std::time::Instant;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use cpu_time::ThreadTime;
 use tch::{Device, Tensor};
 
 use crate::local::{cat_channels, head_step, step_units, Exchange, Head, Phase, TailColumn, Unit};
 
-use super::message::{Report, Timing};
+use super::message::{Report, Span, Timing};
 use super::topology::{TailPlacement, Topology};
 use super::transport::{Aborted, Channel, Kind, Transport};
 
@@ -116,6 +116,11 @@ impl Held {
     }
 }
 
+/// Steps of a segment whose compute every node keeps, span by span, for the run's trace: the last
+/// ones (a Gantt chart of the pipeline full shows 3 of them; one more keeps the steps still running at
+/// the start of the window).
+pub const TRACE_STEPS: usize = 4;
+
 /// Where a worker's compute time is being counted: since when, on the wall and the thread CPU clocks.
 struct Clock {
     wall: Instant,
@@ -145,6 +150,11 @@ pub struct Worker<'a> {
     /// Time accounting per node held, by id.
     pub meters: BTreeMap<usize, Timing>,
     clock: Clock,
+    /// An instant and the same moment in seconds since the Unix epoch: spans go on the wall clock
+    /// that every process of the machine shares.
+    anchor: (Instant, f64),
+    /// The step being run.
+    step: usize,
 }
 
 impl<'a> Worker<'a> {
@@ -163,15 +173,33 @@ impl<'a> Worker<'a> {
             fail_at: fail_at.filter(|(id, _)| ids.contains(id)),
             meters: ids.iter().map(|&id| (id, Timing::default())).collect(),
             clock: Clock::now(),
+            anchor: (
+                Instant::now(),
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64()),
+            ),
+            step: 0,
         }
+    }
+
+    fn unix_seconds(&self, t: Instant) -> f64 {
+        self.anchor.1 + t.saturating_duration_since(self.anchor.0).as_secs_f64()
     }
 
     /// Counts the compute since the last charge as node `id`'s, in `phase`.
     fn charge(&mut self, id: usize, phase: Option<Phase>) {
         let now = Clock::now();
+        let span = phase.map(|phase| Span {
+            step: self.step,
+            phase,
+            start: self.unix_seconds(self.clock.wall),
+            end: self.unix_seconds(now.wall),
+        });
         let meter = self.meters.entry(id).or_default();
         meter.add_compute(phase, now.wall.duration_since(self.clock.wall));
         meter.cpu += now.cpu.duration_since(self.clock.cpu);
+        meter.trace.extend(span);
         self.clock = now;
     }
 
@@ -236,6 +264,10 @@ impl<'a> Worker<'a> {
             let start = Instant::now();
             let Ok(work) = feed.recv() else { break };
             self.meters.entry(first).or_default().wait += start.elapsed();
+            self.step = work.step;
+            for meter in self.meters.values_mut() {
+                meter.trace.retain(|s| s.step + TRACE_STEPS > work.step);
+            }
             self.clock = Clock::now();
             if let Some((id, step)) = self.fail_at.filter(|f| f.1 == work.step) {
                 return Err(format!(
@@ -250,7 +282,7 @@ impl<'a> Worker<'a> {
         }
         let collector = self.topo.collector();
         for id in ids {
-            let timing = self.meters.get(&id).copied().unwrap_or_default().encode();
+            let timing = self.meters.get(&id).cloned().unwrap_or_default().encode();
             self.send(id, collector, Kind::Timing, &timing)
                 .map_err(|Aborted(m)| m)?;
         }

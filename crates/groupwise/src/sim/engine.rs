@@ -2,27 +2,9 @@
 
 use std::collections::HashMap;
 
-use crate::local::Phase;
-
 use super::program::{Op, Wire, Writer};
 use super::Setup;
-
-/// One stretch of compute on the timeline.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Interval {
-    /// The worker.
-    pub worker: usize,
-    /// The node.
-    pub node: usize,
-    /// What it computed.
-    pub phase: Phase,
-    /// The step (1-based).
-    pub step: usize,
-    /// Seconds from the start of the segment.
-    pub start: f64,
-    /// Seconds from the start of the segment.
-    pub end: f64,
-}
+use crate::parallel::Interval;
 
 /// Where one worker's time went over the simulated segment.
 #[derive(Clone, Debug, Default, PartialEq)]

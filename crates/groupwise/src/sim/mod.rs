@@ -21,7 +21,8 @@ mod program;
 
 use serde::{Deserialize, Serialize};
 
-pub use engine::{simulate, Interval, Prediction, WorkerLoad};
+pub use crate::parallel::Interval;
+pub use engine::{simulate, Prediction, WorkerLoad};
 pub use program::{placement, Op, Wire};
 
 use crate::parallel::{NodeProfile, Topology};
@@ -176,9 +177,24 @@ impl Setup {
         (processes, workers_per_process): (usize, usize),
         link: Link,
     ) -> Setup {
-        let (workers, process) = placement(&topo, weights, processes, workers_per_process)
+        let workers = placement(&topo, weights, processes, workers_per_process)
             .into_iter()
-            .unzip::<_, _, Vec<_>, Vec<_>>();
+            .map(|(nodes, process)| (process, nodes))
+            .collect();
+        Setup::placed(topo, costs, workers, link)
+    }
+
+    /// The nodes on the given workers (`(process, nodes)` each, as a run's [`Trace`] records
+    /// them), every worker at speed 1, pipeline depth 2, batch 128, 24 steps.
+    ///
+    /// [`Trace`]: crate::parallel::Trace
+    pub fn placed(
+        topo: Topology,
+        costs: Vec<NodeCost>,
+        workers: Vec<(usize, Vec<usize>)>,
+        link: Link,
+    ) -> Setup {
+        let (process, workers): (Vec<usize>, Vec<Vec<usize>>) = workers.into_iter().unzip();
         let n = workers.len();
         Setup {
             topo,

@@ -12,7 +12,7 @@
 //! the step reached, and `--resume` continues from it exactly).
 //!
 //! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where, and its
-//! lock), `session.rs` (one invocation: open the run, the epoch loop, the summary).
+//! lock), [`trace`] (the timeline of an epoch's last steps), `session.rs` (one invocation: open the run, the epoch loop, the summary).
 
 pub mod config;
 mod divergence;
@@ -20,6 +20,7 @@ mod lock;
 pub mod metrics;
 pub mod run_dir;
 mod session;
+pub mod trace;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -38,6 +39,7 @@ pub use config::{ConfigError, RunConfig};
 pub use metrics::{EpochMetrics, Summary, UnitMetrics};
 pub use run_dir::{RunDir, RunDirError, RunState};
 pub use session::run_on;
+pub use trace::TraceFile;
 
 /// Why a run failed.
 #[derive(Debug, Error)]

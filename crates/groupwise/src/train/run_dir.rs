@@ -28,6 +28,7 @@ use tracing::warn;
 
 use super::config::RunConfig;
 use super::metrics::{EpochMetrics, MetricsLog, Summary};
+use super::trace::TraceFile;
 use crate::checkpoint::{self, CheckpointError, Progress};
 
 /// A run-directory file that cannot be read or written, or a directory that cannot take this run.
@@ -108,6 +109,8 @@ impl RunDir {
     pub const CHECKPOINT: &'static str = "checkpoint.safetensors";
     /// Final summary.
     pub const SUMMARY: &'static str = "summary.json";
+    /// The latest epoch's last steps, node by node ([`TraceFile`]).
+    pub const TRACE: &'static str = "trace.json";
     /// The run's log.
     pub const LOG: &'static str = "train.log";
     /// The lock file: held by the process training here, and naming it.
@@ -252,6 +255,19 @@ impl RunDir {
         self.write_json(Self::SUMMARY, summary)
     }
 
+    /// Writes `trace.json` (atomically, replacing the previous epoch's).
+    pub fn write_trace(&self, trace: &TraceFile) -> Result<(), RunDirError> {
+        self.write_json(Self::TRACE, trace)
+    }
+
+    /// The run's `trace.json`; `None` when it has none (a sequential run, or no epoch finished yet).
+    pub fn read_trace(&self) -> Result<Option<TraceFile>, RunDirError> {
+        if !self.file(Self::TRACE).exists() {
+            return Ok(None);
+        }
+        self.read_json(Self::TRACE, "trace").map(Some)
+    }
+
     /// `metrics.jsonl` (empty when it does not exist): its complete lines, and the number of a last
     /// line cut short ([`MetricsLog`]); any other line that does not parse is an error naming it.
     pub fn read_metrics(&self) -> Result<MetricsLog, RunDirError> {
@@ -376,6 +392,7 @@ fn name_of(file: &str) -> &'static str {
     match file {
         RunDir::CONFIG => "config",
         RunDir::SUMMARY => "summary",
+        RunDir::TRACE => "trace",
         _ => "file",
     }
 }

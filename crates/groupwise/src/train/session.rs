@@ -11,13 +11,14 @@ use tracing::info;
 use super::divergence;
 use super::metrics::Accumulator;
 use super::run_dir::{self, RunDir, RunDirError};
+use super::trace::TraceFile;
 use super::TrainError;
 use super::{prepare, ConfigError, Event, Invocation, Outcome, Prepared, RunConfig, Summary};
 use crate::checkpoint::{self, Progress, Restore};
 use crate::data::{Loader, LoaderConfig};
 use crate::eval::evaluate;
 use crate::local::{Network, StepStats};
-use crate::parallel::{Cluster, RuntimeError, Segment};
+use crate::parallel::{Cluster, RuntimeError, Segment, Topology};
 
 /// What the leader found in the run directory.
 #[derive(Default)]
@@ -301,6 +302,15 @@ pub fn run_on(
             let mut metrics = acc.finish(epoch, lr, ran, test_result, secs, lambda, started);
             metrics.nodes = end.timings;
             dir.append_metrics(&metrics)?;
+            if !end.trace.intervals.is_empty() {
+                let trace = TraceFile::new(
+                    &Topology::new(&plan),
+                    &end.trace,
+                    (epoch, ran, config.batch_size),
+                    cluster.describe(),
+                );
+                dir.write_trace(&trace)?;
+            }
             checkpoint::save(&net, at, &dir.checkpoint_path())?;
             info!(
                 "epoch {epoch}: {ran} steps in {secs:.1} s, {:.0} img/s; checkpoint at epoch {epoch}",
