@@ -535,7 +535,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "LATENCY_US,GBPS", requires = "parallel")]
     pub link: Option<String>,
     /// With --parallel: draw each threads and MPI run's last steps above the simulator's timeline of
-    /// the same placement, as DIR/gantt-K<k>-G<g>-<runtime>.png (the directory is created).
+    /// the same placement, as DIR/gantt-K4-G2-threads.png and so on (K, G and the runtime in the
+    /// name; the directory is created).
     #[arg(long, value_name = "DIR", requires = "parallel")]
     pub gantt: Option<PathBuf>,
 }
