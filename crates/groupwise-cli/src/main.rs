@@ -10,6 +10,11 @@ use groupwise_cli::{cmd, report, sweep};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     groupwise_cli::log::init();
+    if groupwise::device::keep_freed_memory() {
+        tracing::debug!(
+            "allocator: freed memory kept for reuse (GROUPWISE_MALLOC=system: glibc's)"
+        );
+    }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a).map(|()| ExitCode::SUCCESS),
