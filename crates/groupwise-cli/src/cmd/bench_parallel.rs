@@ -206,10 +206,22 @@ struct Config {
     predicted: Predicted,
 }
 
-/// Predicted seconds per step of a run: from the profile, and from the run's own node times.
+/// The simulator's predictions of the threads run and the MPI run.
 struct Predicted {
-    threads: (f64, f64),
-    mpi: Option<(f64, f64)>,
+    threads: Prediction,
+    mpi: Option<Prediction>,
+}
+
+/// Seconds per step of one run, predicted and measured.
+#[derive(Clone, Copy)]
+struct Prediction {
+    /// Over the whole run, from the profile.
+    from_profile: f64,
+    /// Over the whole run, from the run's own node times (the schedule alone).
+    from_run: f64,
+    /// Over the run's last 3 steps (its trace): (measured, predicted from the profile); the warm-up
+    /// steps, which the profile leaves out, are not in these.
+    last: (f64, f64),
 }
 
 /// MPI over TCP on the loopback, `LATENCY_US,GBYTES_PER_S`: a conservative bound (the MPI runs'
@@ -398,7 +410,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         // Each run simulated as it was placed (its trace), from the profile and from its own node
         // times.
         let both =
-            |costs: &[NodeCost], m: &Measured, link: Link, mode: &str| -> Result<(f64, f64)> {
+            |costs: &[NodeCost], m: &Measured, link: Link, mode: &str| -> Result<Prediction> {
                 let from_profile = predict(a, &topo, costs, m, link)?;
                 if let Some(dir) = &a.gantt {
                     let png = dir.join(format!("gantt-K{k}-G{g}-{mode}.png"));
@@ -406,10 +418,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
                     eprintln!("wrote {}", png.display());
                 }
                 let from_run = predict(a, &topo, &as_in_run(&topo, costs, m), m, link)?;
-                Ok((
-                    from_profile.prediction.step_seconds,
-                    from_run.prediction.step_seconds,
-                ))
+                Ok(Prediction {
+                    from_profile: from_profile.prediction.step_seconds,
+                    from_run: from_run.prediction.step_seconds,
+                    last: from_profile.step_seconds(),
+                })
             };
         let predicted = Predicted {
             threads: both(&costs, &thr, Link::IN_PROCESS, "threads")?,
@@ -475,12 +488,22 @@ fn predictions(
         out,
         "predicted (groupwise plan --simulate: from the profile; and fed each node's compute time in \
          the run, which leaves only the schedule to the model) vs measured seconds per step, \
-         {workers} workers, MPI link {link} (us, GB/s); error: predicted / measured - 1"
+         {workers} workers, MPI link {link} (us, GB/s); error: predicted / measured - 1; last 3: the \
+         same over the run's last 3 steps (its trace.json; warm-up left out, as in the profile)"
     )?;
     writeln!(
         out,
-        "{:<6} {:<8} {:>11} {:>7} {:>11} {:>7} {:>10}",
-        "K:G", "runtime", "predicted s", "error", "from run s", "error", "measured s"
+        "{:<6} {:<8} {:>11} {:>7} {:>11} {:>7} {:>10}  {:>11} {:>11} {:>7}",
+        "K:G",
+        "runtime",
+        "predicted s",
+        "error",
+        "from run s",
+        "error",
+        "measured s",
+        "last 3 pred",
+        "last 3 meas",
+        "error"
     )?;
     for c in done {
         let runs = std::iter::once(("threads", c.predicted.threads, &c.threads)).chain(
@@ -489,18 +512,22 @@ fn predictions(
                 .zip(c.predicted.mpi)
                 .map(|(m, p)| ("mpi", p, m)),
         );
-        for (mode, (p, r), m) in runs {
+        for (mode, p, m) in runs {
             let err = |x: f64| 100.0 * (x / m.step_seconds - 1.0);
+            let (last_measured, last_predicted) = p.last;
             writeln!(
                 out,
-                "{:<6} {:<8} {:>11.4} {:>+6.1}% {:>11.4} {:>+6.1}% {:>10.4}",
+                "{:<6} {:<8} {:>11.4} {:>+6.1}% {:>11.4} {:>+6.1}% {:>10.4}  {:>11.4} {:>11.4} {:>+6.1}%",
                 c.name,
                 mode,
-                p,
-                err(p),
-                r,
-                err(r),
-                m.step_seconds
+                p.from_profile,
+                err(p.from_profile),
+                p.from_run,
+                err(p.from_run),
+                m.step_seconds,
+                last_predicted,
+                last_measured,
+                100.0 * (last_predicted / last_measured - 1.0)
             )?;
         }
     }

@@ -132,6 +132,8 @@ fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() 
 
 #[test]
 fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
+    let dir = crate::common::scratch("bench-parallel");
+    let gantt = dir.path().join("charts");
     // No mpiexec on PATH: the threads runs only, a note says why.
     let (ok, stdout, stderr) = output(
         groupwise()
@@ -144,10 +146,15 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
                 "--worker-threads",
                 "2",
             ])
-            .args(["--steps", "1", "--warmup", "1", "--batch", "4"]),
+            .args(["--steps", "1", "--warmup", "1", "--batch", "4"])
+            .arg("--gantt")
+            .arg(&gantt),
     );
     assert!(ok, "{stderr}");
     assert!(stderr.contains("no MPI column"), "{stderr}");
+    // The threads run beside its simulation.
+    let png = std::fs::read(gantt.join("gantt-K2-G1-threads.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
     assert!(
         stdout.contains("2 worker threads")
             && stdout.contains("placement by the profile's node times"),
@@ -166,19 +173,20 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
     let one_core: f64 = cells[5].trim_end_matches('x').parse().unwrap();
     assert!((eff - one_core / ideal).abs() < 0.01, "{stdout}");
     // The simulator's prediction of the threads run beside its measured step: from the profile and
-    // from the run's own node times, each with its error = predicted / measured - 1.
+    // from the run's own node times, each with its error = predicted / measured - 1; then the same
+    // over the run's last steps (its trace).
     let line = stdout
         .lines()
-        .find(|l| l.split_whitespace().count() == 7 && l.starts_with("2:1    threads"))
+        .find(|l| l.split_whitespace().count() == 10 && l.starts_with("2:1    threads"))
         .unwrap_or_else(|| panic!("no prediction in {stdout}"));
     let cells: Vec<&str> = line.split_whitespace().collect();
-    let measured: f64 = cells[6].parse().unwrap();
-    for (p, e) in [(2, 3), (4, 5)] {
-        let predicted: f64 = cells[p].parse().unwrap();
-        let error: f64 = cells[e].trim_end_matches('%').parse().unwrap();
+    let value = |i: usize| -> f64 { cells[i].trim_end_matches('%').parse().unwrap() };
+    for (p, e, m) in [(2, 3, 6), (4, 5, 6), (7, 9, 8)] {
+        let (predicted, error, measured) = (value(p), value(e), value(m));
         assert!(predicted > 0.0 && measured > 0.0, "{line}");
+        // (the cells are rounded to 4 decimals: steps of ~0.07 s move the error by up to 0.2 points)
         assert!(
-            (error - 100.0 * (predicted / measured - 1.0)).abs() < 0.1,
+            (error - 100.0 * (predicted / measured - 1.0)).abs() < 0.3,
             "{line}"
         );
     }
