@@ -215,12 +215,13 @@ impl RunDir {
         crate::atomic::write(&path, bytes).map_err(|source| RunDirError::Io { path, source })
     }
 
-    fn read_json<T: DeserializeOwned>(
-        &self,
-        name: &str,
-        what: &'static str,
-    ) -> Result<T, RunDirError> {
-        read_json(&self.file(name), what)
+    /// The JSON file `name` of the run; `None` when it does not exist (yet).
+    fn read_optional<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, RunDirError> {
+        let path = self.file(name);
+        if !path.exists() {
+            return Ok(None);
+        }
+        read_json(&path, name_of(name)).map(Some)
     }
 
     fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), RunDirError> {
@@ -244,10 +245,7 @@ impl RunDir {
 
     /// The run's `summary.json`, once it finished.
     pub fn read_summary(&self) -> Result<Option<Summary>, RunDirError> {
-        if !self.file(Self::SUMMARY).exists() {
-            return Ok(None);
-        }
-        self.read_json(Self::SUMMARY, "summary").map(Some)
+        self.read_optional(Self::SUMMARY)
     }
 
     /// Writes `summary.json`.
@@ -262,10 +260,7 @@ impl RunDir {
 
     /// The run's `trace.json`; `None` when it has none (a sequential run, or no epoch finished yet).
     pub fn read_trace(&self) -> Result<Option<TraceFile>, RunDirError> {
-        if !self.file(Self::TRACE).exists() {
-            return Ok(None);
-        }
-        self.read_json(Self::TRACE, "trace").map(Some)
+        self.read_optional(Self::TRACE)
     }
 
     /// `metrics.jsonl` (empty when it does not exist): its complete lines, and the number of a last
