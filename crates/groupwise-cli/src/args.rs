@@ -4,6 +4,9 @@
 //! These are raw flags; `config` turns them into a validated `RunConfig` and runtime. Real-valued
 //! flags take negative numbers (`--gamma -1`), so that validation names the allowed range instead of
 //! clap reading `-1` as an unknown flag.
+//!
+//! Past 600 lines: it is the whole command line, every flag with its help text, and one file keeps
+//! the flags that several subcommands share next to the subcommands that share them.
 
 use std::path::PathBuf;
 

@@ -245,10 +245,7 @@ impl Prepared {
         let topo = &self.topo;
         let totals: Vec<f64> = self.costs.iter().map(NodeCost::total).collect();
         let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
-        let (processes, per_process) = match args.runtime {
-            SimRuntime::Threads => (1, workers),
-            SimRuntime::Mpi => (workers, 1),
-        };
+        let (processes, per_process) = args.runtime.split(workers);
         let mut best: Option<(f64, &'static str)> = None;
         for (by, weights) in [("time", &totals), ("MACs", &macs)] {
             let s = Setup {

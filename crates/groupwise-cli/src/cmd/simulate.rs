@@ -58,6 +58,17 @@ pub fn node_costs(topo: &Topology, file: &ProfileFile, path: &Path) -> Result<Ve
         .collect()
 }
 
+impl SimRuntime {
+    /// `workers` as (processes, worker threads per process): one process of them all, or a process
+    /// each.
+    pub fn split(self, workers: usize) -> (usize, usize) {
+        match self {
+            SimRuntime::Threads => (1, workers),
+            SimRuntime::Mpi => (workers, 1),
+        }
+    }
+}
+
 /// What one prediction is asked for.
 pub struct Ask {
     /// Worker count.
@@ -76,10 +87,7 @@ pub struct Ask {
 
 /// The setup of `ask` for `topo` with `costs` measured at batch `batch`.
 pub fn setup(topo: &Topology, costs: &[NodeCost], batch: i64, ask: &Ask) -> Result<Setup> {
-    let (processes, per_process) = match ask.runtime {
-        SimRuntime::Threads => (1, ask.workers),
-        SimRuntime::Mpi => (ask.workers, 1),
-    };
+    let (processes, per_process) = ask.runtime.split(ask.workers);
     let mut s = Setup::new(
         topo.clone(),
         costs.to_vec(),

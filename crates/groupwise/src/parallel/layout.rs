@@ -248,24 +248,27 @@ impl Layout {
 
     /// The nodes of this process by worker thread, each in node order.
     pub fn local_workers(&self) -> Vec<Vec<usize>> {
-        let mut out: Vec<Vec<usize>> = vec![Vec::new(); self.worker_count()];
-        for id in self.local() {
-            out[self.workers[id]].push(id);
-        }
-        out
+        self.workers_in(self.rank)
     }
 
     /// Every worker thread of every process, in rank order: its process and its nodes (in node
     /// order). A worker's index here is its row in a run's trace and in the simulator's `Setup`.
     pub fn all_workers(&self) -> Vec<(usize, Vec<usize>)> {
-        let mut out: Vec<(usize, Vec<usize>)> = Vec::new();
-        for rank in 0..self.processes() {
-            let ids = self.nodes_of(rank);
-            let mut here: Vec<Vec<usize>> = vec![Vec::new(); self.workers_of(&ids)];
-            for id in ids {
-                here[self.workers[id]].push(id);
-            }
-            out.extend(here.into_iter().map(|nodes| (rank, nodes)));
+        (0..self.processes())
+            .flat_map(|rank| {
+                self.workers_in(rank)
+                    .into_iter()
+                    .map(move |ids| (rank, ids))
+            })
+            .collect()
+    }
+
+    /// The nodes of process `rank` by worker thread, each in node order.
+    fn workers_in(&self, rank: usize) -> Vec<Vec<usize>> {
+        let ids = self.nodes_of(rank);
+        let mut out: Vec<Vec<usize>> = vec![Vec::new(); self.workers_of(&ids)];
+        for id in ids {
+            out[self.workers[id]].push(id);
         }
         out
     }

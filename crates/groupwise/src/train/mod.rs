@@ -12,7 +12,8 @@
 //! the step reached, and `--resume` continues from it exactly).
 //!
 //! Map: [`config`] (what defines a run), [`metrics`] (what it records), [`run_dir`] (where, and its
-//! lock), [`trace`] (the timeline of an epoch's last steps), `session.rs` (one invocation: open the run, the epoch loop, the summary).
+//! lock), [`trace`] (the timeline of an epoch's last steps), `session.rs` (one invocation: open the
+//! run, the epoch loop, the summary).
 
 pub mod config;
 mod divergence;
