@@ -470,9 +470,18 @@ pub struct PlanArgs {
     /// With --simulate: compare with the run in RUN_DIR (trained on worker threads or MPI ranks; its
     /// trace.json holds its last epoch's last steps): the run's placement, pipeline depth and epoch
     /// simulated, measured vs predicted step and each node's compute in the run vs the profile; with
-    /// --gantt, the run's timeline drawn above the simulated one.
-    #[arg(long, value_name = "RUN_DIR", requires = "simulate", conflicts_with_all = ["workers", "speeds"])]
+    /// --gantt, the run's timeline drawn above the simulated one. The run's own placement, runtime,
+    /// pipeline depth and epoch length are what is simulated, so those flags cannot be given.
+    #[arg(long, value_name = "RUN_DIR", requires = "simulate",
+          conflicts_with_all = ["workers", "speeds", "runtime", "pipeline_depth", "sim_steps"])]
     pub trace: Option<PathBuf>,
+    /// With --simulate: the workers share N cores (one machine, each computing worker keeping the
+    /// profile's intra-op threads busy): while more of them compute than there are cores for, each
+    /// gets its fair share, as train's default thread per node does on fewer cores. Default: every
+    /// worker has cores of its own; with --trace of a run on worker threads, the cores of the machine
+    /// it ran on.
+    #[arg(long, value_name = "N", requires = "simulate")]
+    pub cores: Option<usize>,
 }
 
 /// How simulated workers talk.

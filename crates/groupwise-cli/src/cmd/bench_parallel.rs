@@ -239,7 +239,7 @@ fn predict(
     link: Link,
 ) -> Result<Against> {
     let file = m.trace.clone().context("the run wrote no trace.json")?;
-    trace::against(topo, costs, a.batch, file, link)
+    trace::against(topo, costs, a.batch, file, link, None)
 }
 
 /// `costs` with every node's total set to its compute per step in the run `m` (the phases in the

@@ -83,6 +83,10 @@ pub struct Ask {
     pub steps: usize,
     /// Worker speeds (empty: all 1; one value: all of them).
     pub speeds: Vec<f64>,
+    /// Cores the workers share (`None`: each has its own), each computing worker using `threads`.
+    pub cores: Option<usize>,
+    /// Intra-op threads per worker (the profile's).
+    pub threads: usize,
 }
 
 /// The setup of `ask` for `topo` with `costs` measured at batch `batch`.
@@ -98,6 +102,8 @@ pub fn setup(topo: &Topology, costs: &[NodeCost], batch: i64, ask: &Ask) -> Resu
     s.depth = ask.depth;
     s.steps = ask.steps;
     s.batch = batch as u64;
+    s.cores = ask.cores;
+    s.threads_per_worker = ask.threads;
     let n = s.workers.len();
     s.speed = match ask.speeds.as_slice() {
         [] => vec![1.0; n],
@@ -123,13 +129,14 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
     let file = profile_file::load(path, "--simulate").map_err(anyhow::Error::msg)?;
     let topo = Topology::new(plan);
     let costs = node_costs(&topo, &file, path)?;
-    if args.pipeline_depth == 0 || args.sim_steps == 0 {
-        bail!("--pipeline-depth and --sim-steps must be at least 1");
+    if args.pipeline_depth == 0 || args.sim_steps == 0 || args.cores == Some(0) {
+        bail!("--pipeline-depth, --sim-steps and --cores must be at least 1");
     }
     let link = Link::parse(args.link.as_deref().unwrap_or(MPI_SHARED_MEMORY))
         .map_err(|e| anyhow::anyhow!("--link {e}"))?;
     if let Some(dir) = &args.trace {
-        let run = super::trace::against(&topo, &costs, file.batch, super::trace::read(dir)?, link)?;
+        let trace = super::trace::read(dir)?;
+        let run = super::trace::against(&topo, &costs, file.batch, trace, link, args.cores)?;
         if let Some(png) = &args.gantt {
             run.draw(png, &topo, plan_name)?;
             eprintln!("wrote {}", png.display());
@@ -150,7 +157,8 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
                 String::new()
             }
         )?;
-        return run.print(&mut out, &topo);
+        let epoch_seconds = super::trace::epoch_step_seconds(dir, run.file.epoch)?;
+        return run.print(&mut out, &topo, epoch_seconds);
     }
     let counts = args
         .workers
@@ -168,6 +176,8 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
             depth: args.pipeline_depth,
             steps: args.sim_steps,
             speeds: args.speeds.clone().unwrap_or_default(),
+            cores: args.cores,
+            threads: file.threads,
         })
         .collect();
     let mut rows = Vec::new();
@@ -199,6 +209,7 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
                 serde_json::json!({
                     "workers": n,
                     "workers_used": s.workers.len(),
+                    "cores": s.cores,
                     "step_seconds": p.step_seconds,
                     "steady_step_seconds": p.steady_step_seconds,
                     "images_per_second": s.batch as f64 / p.steady_step_seconds,
@@ -219,10 +230,15 @@ pub fn run(plan: &Plan, plan_name: &str, args: &PlanArgs, path: &Path) -> Result
         writeln!(out, "{}", serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
-    let runtime = match args.runtime {
+    let mut runtime = match args.runtime {
         SimRuntime::Threads => "worker threads of one process".to_string(),
         SimRuntime::Mpi => format!("a process per worker, link {link}"),
     };
+    if let Some(c) = args.cores {
+        runtime.push_str(&format!(
+            "; all workers share {c} cores (busiest: wall time computing, shared time included)"
+        ));
+    }
     writeln!(
         out,
         "PREDICTED (simulation from {}: batch {}, {} intra-op thread(s) per worker): {plan_name}, {} \

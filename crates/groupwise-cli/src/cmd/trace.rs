@@ -39,14 +39,29 @@ pub fn read(dir: &Path) -> Result<TraceFile> {
     })
 }
 
+/// Training seconds per step of `epoch` of the run in `dir` (its `metrics.jsonl`: the pipeline's
+/// fill and drain and any measuring steps included), when the file holds that epoch.
+pub fn epoch_step_seconds(dir: &Path, epoch: usize) -> Result<Option<f64>> {
+    let log = RunDir::new(dir).read_metrics()?;
+    Ok(log
+        .epochs
+        .iter()
+        .rev()
+        .find(|m| m.epoch == epoch && m.steps > 0)
+        .map(|m| m.train_seconds / m.steps as f64))
+}
+
 /// Simulates the run of `file` (its placement, depth and epoch) from `costs`, measured at batch
-/// `batch`; processes talk over `link`.
+/// `batch`; processes talk over `link`. The worker threads of a run on one process share `cores`
+/// (default: the cores of the machine it ran on, when the file says); MPI ranks are taken to have
+/// cores of their own.
 pub fn against(
     topo: &Topology,
     costs: &[NodeCost],
     batch: i64,
     file: TraceFile,
     link: Link,
+    cores: Option<usize>,
 ) -> Result<Against> {
     let trace = file
         .trace(topo)
@@ -66,6 +81,8 @@ pub fn against(
         depth: trace.depth.max(1),
         steps: file.steps.max(1),
         batch: batch as u64,
+        cores: cores.or(file.cores.filter(|_| file.runtime == "threads")),
+        threads_per_worker: trace.threads_per_worker.max(1),
         ..Setup::placed(topo.clone(), costs.to_vec(), trace.workers.clone(), link)
     };
     let prediction = simulate(&setup).map_err(anyhow::Error::msg)?;
@@ -111,13 +128,20 @@ impl Against {
         )
     }
 
-    /// Measured vs simulated step, then every node's compute per step in the run vs the profile.
-    pub fn print(&self, out: &mut Stdout, topo: &Topology) -> Result<()> {
+    /// Measured vs simulated step (over the epoch's last steps, and over the whole epoch when
+    /// `epoch_seconds` gives the run's training seconds per step), then every node's compute per
+    /// step in the run vs the simulation and the profile.
+    pub fn print(
+        &self,
+        out: &mut Stdout,
+        topo: &Topology,
+        epoch_seconds: Option<f64>,
+    ) -> Result<()> {
         let (run, sim) = self.step_seconds();
         writeln!(
             out,
             "run: epoch {} ({} steps) on {}, {} workers, {} intra-op thread(s) each, pipeline depth \
-             {}; the last steps of the epoch: {:.1} ms per step measured, {:.1} ms simulated \
+             {}{}; the last steps of the epoch: {:.1} ms per step measured, {:.1} ms simulated \
              ({:+.1}%)",
             self.file.epoch,
             self.file.steps,
@@ -125,35 +149,75 @@ impl Against {
             self.trace.workers.len(),
             self.trace.threads_per_worker,
             self.trace.depth,
+            match self.setup.cores {
+                Some(c) => format!(", sharing {c} cores"),
+                None => String::new(),
+            },
             run * 1e3,
             sim * 1e3,
             100.0 * (sim - run) / run.max(1e-12)
         )?;
+        if let Some(run) = epoch_seconds {
+            let sim = self.prediction.step_seconds;
+            writeln!(
+                out,
+                "the whole epoch (metrics.jsonl: training seconds / steps, the pipeline's fill and \
+                 drain included): {:.1} ms per step measured, {:.1} ms simulated ({:+.1}%)",
+                run * 1e3,
+                sim * 1e3,
+                100.0 * (sim - run) / run.max(1e-12)
+            )?;
+        }
         writeln!(
             out,
-            "per node, compute per step in the run's traced steps vs the profile:"
+            "per node, compute per step over the run's traced steps, measured and simulated (a \
+             compute sharing its core with others lasts longer than its profile):"
         )?;
         writeln!(
             out,
-            "{:<8} {:>6} {:>9} {:>11} {:>8}",
-            "node", "worker", "run ms", "profile ms", "run/prof"
+            "{:<8} {:>6} {:>9} {:>9} {:>11} {:>8}",
+            "node", "worker", "run ms", "sim ms", "profile ms", "run/sim"
         )?;
+        let first = self
+            .trace
+            .intervals
+            .iter()
+            .map(|i| i.step)
+            .min()
+            .unwrap_or(0);
+        let last = self
+            .trace
+            .intervals
+            .iter()
+            .map(|i| i.step)
+            .max()
+            .unwrap_or(0);
+        // The same steps of both: the run's traced ones (global step numbers) are the epoch's
+        // last, the simulation counts the epoch's steps from 1.
+        let sim_last = self.setup.steps;
+        let sim_first = sim_last.saturating_sub(last - first);
+        let per_step = |intervals: &[groupwise::parallel::Interval], id: usize, (a, b)| {
+            let mine = intervals
+                .iter()
+                .filter(|i| i.node == id && (a..=b).contains(&i.step));
+            let mut steps: Vec<usize> = mine.clone().map(|i| i.step).collect();
+            steps.sort_unstable();
+            steps.dedup();
+            mine.map(|i| i.end - i.start).sum::<f64>() / steps.len().max(1) as f64
+        };
         for (w, (_, ids)) in self.trace.workers.iter().enumerate() {
             for &id in ids {
-                let mine = self.trace.intervals.iter().filter(|i| i.node == id);
-                let mut steps: Vec<usize> = mine.clone().map(|i| i.step).collect();
-                steps.sort_unstable();
-                steps.dedup();
-                let run = mine.map(|i| i.end - i.start).sum::<f64>() / steps.len().max(1) as f64;
-                let prof = self.setup.costs[id].total();
+                let run = per_step(&self.trace.intervals, id, (first, last));
+                let sim = per_step(&self.prediction.timeline, id, (sim_first, sim_last));
                 writeln!(
                     out,
-                    "{:<8} {:>6} {:>9.2} {:>11.2} {:>7.2}x",
+                    "{:<8} {:>6} {:>9.2} {:>9.2} {:>11.2} {:>7.2}x",
                     topo.name(id).to_string(),
                     w,
                     run * 1e3,
-                    prof * 1e3,
-                    run / prof.max(1e-12)
+                    sim * 1e3,
+                    self.setup.costs[id].total() * 1e3,
+                    run / sim.max(1e-12)
                 )?;
             }
         }

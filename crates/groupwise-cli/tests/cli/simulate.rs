@@ -372,9 +372,27 @@ fn simulate_beside_a_real_run_and_its_trace() {
     assert!(ok, "{stderr}");
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
     assert!(stdout.contains("ms per step measured"), "{stdout}");
+    // The whole epoch from metrics.jsonl; the run's workers share the cores it recorded.
+    assert!(stdout.contains("the whole epoch"), "{stdout}");
+    let cores = t["cores"].as_u64().expect("trace.json records the cores");
+    assert!(
+        stdout.contains(&format!("sharing {cores} cores")),
+        "{stdout}"
+    );
     for node in ["m0.g0", "m0.g1", "m1.g0", "m1.g1", "head"] {
         assert!(stdout.contains(node), "{node}: {stdout}");
     }
+    // The run's own runtime, depth and epoch are simulated: those flags are refused beside --trace.
+    let (ok, _, stderr) = output(
+        groupwise()
+            .args(&MODEL[..13])
+            .args(["--plan", "2", "--groups", "2", "--simulate"])
+            .arg(&p)
+            .arg("--trace")
+            .arg(&run)
+            .args(["--sim-steps", "5"]),
+    );
+    assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
     // What is wrong, named: a sequential run has no trace; another input shape; another batch.
     let seq = dir.path().join("seq");
     train(&seq, &["--workers", "sequential"]);

@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use super::program::{Op, Wire, Writer};
 use super::Setup;
+use crate::local::Phase;
 use crate::parallel::Interval;
 
 /// Where one worker's time went over the simulated segment.
@@ -59,6 +60,23 @@ struct Queue {
     taken: Vec<f64>,
 }
 
+/// What a simulated thread is doing.
+#[derive(Clone, Copy)]
+enum State {
+    /// At its next operation: runs it as soon as it can (a receive waits for its message, a send
+    /// for room).
+    Ready,
+    /// Computing `node`'s `phase` since `start`, with `left` seconds of it to go at full speed.
+    Computing {
+        node: usize,
+        phase: Phase,
+        start: f64,
+        left: f64,
+    },
+    /// Sending until `until`; the message arrives `latency` later.
+    Sending { until: f64, latency: f64 },
+}
+
 /// A simulated thread: the feeder (`worker == None`) or a worker.
 struct Thread {
     worker: Option<usize>,
@@ -66,11 +84,34 @@ struct Thread {
     speed: f64,
     step: usize,
     pc: usize,
+    /// When it reached its current operation.
     t: f64,
+    state: State,
+}
+
+impl Thread {
+    /// Moves past the current operation, done at `now`.
+    fn advance(&mut self, now: f64, step_ends: &mut [f64]) {
+        self.pc += 1;
+        self.t = now;
+        self.state = State::Ready;
+        if self.pc == self.ops.len() {
+            if self.worker.is_some() {
+                step_ends[self.step] = step_ends[self.step].max(now);
+            }
+            self.pc = 0;
+            self.step += 1;
+        }
+    }
 }
 
 /// Times `setup`'s segment. An error when the programs cannot all finish (a schedule that deadlocks,
 /// which the runtime's never does).
+///
+/// Simulated time moves from event to event (a compute or a send ends, a message arrives); at each,
+/// every thread runs what it can. Computing workers share [`Setup::cores`] when they would need more:
+/// each then progresses at `cores / (computing workers x threads per worker)` of its speed, the fair
+/// share a kernel scheduler gives threads that want more cores than there are.
 pub fn simulate(setup: &Setup) -> Result<Prediction, String> {
     let writer = Writer {
         topo: &setup.topo,
@@ -78,32 +119,31 @@ pub fn simulate(setup: &Setup) -> Result<Prediction, String> {
         batch: setup.batch,
     };
     let n = setup.workers.len();
+    let thread = |worker: Option<usize>, ops: Vec<Op>, speed: f64| Thread {
+        worker,
+        ops,
+        speed,
+        step: 0,
+        pc: 0,
+        t: 0.0,
+        state: State::Ready,
+    };
     let mut threads: Vec<Thread> = setup
         .workers
         .iter()
         .enumerate()
-        .map(|(w, ids)| Thread {
-            worker: Some(w),
-            ops: writer.program(w, ids),
-            speed: setup.speed.get(w).copied().unwrap_or(1.0),
-            step: 0,
-            pc: 0,
-            t: 0.0,
+        .map(|(w, ids)| {
+            let speed = setup.speed.get(w).copied().unwrap_or(1.0);
+            thread(Some(w), writer.program(w, ids), speed)
         })
         .collect();
-    threads.push(Thread {
-        worker: None,
-        ops: (0..n)
-            .map(|w| Op::Send {
-                wire: Wire::Feed(w),
-                bytes: 0,
-            })
-            .collect(),
-        speed: 1.0,
-        step: 0,
-        pc: 0,
-        t: 0.0,
-    });
+    let feed = (0..n)
+        .map(|w| Op::Send {
+            wire: Wire::Feed(w),
+            bytes: 0,
+        })
+        .collect();
+    threads.push(thread(None, feed, 1.0));
     let worker_of: HashMap<usize, usize> = setup
         .workers
         .iter()
@@ -126,90 +166,168 @@ pub fn simulate(setup: &Setup) -> Result<Prediction, String> {
     let mut step_ends = vec![0.0f64; steps];
     let mut timeline = Vec::new();
     let mut node_busy = vec![0.0f64; setup.topo.len()];
+    let demand = setup.threads_per_worker.max(1) as f64;
+    let mut now = 0.0f64;
     loop {
-        let mut progressed = false;
-        let mut finished = true;
-        for th in threads.iter_mut() {
-            while th.step < steps {
-                finished = false;
-                let op = th.ops[th.pc];
-                match op {
-                    Op::Compute {
-                        node,
-                        phase,
-                        seconds,
-                    } => {
-                        let d = seconds / th.speed;
-                        if let Some(w) = th.worker {
-                            loads[w].busy += d;
-                            node_busy[node] += d;
-                            timeline.push(Interval {
-                                worker: w,
-                                node,
-                                phase,
-                                step: th.step + 1,
-                                start: th.t,
-                                end: th.t + d,
-                            });
-                        }
-                        th.t += d;
-                    }
-                    Op::Send { wire, bytes } => {
-                        let q = queues.entry(wire).or_default();
-                        let i = q.arrivals.len();
-                        let room = match i.checked_sub(depth) {
-                            None => th.t,
-                            Some(j) => match q.taken.get(j) {
-                                Some(&t) => t,
-                                None => break,
-                            },
-                        };
-                        let start = th.t.max(room);
-                        let (cost, latency) = match wire {
-                            Wire::Link(c) if crosses(setup, &worker_of, c.src, c.dst) => {
-                                (setup.link.send_seconds(bytes), setup.link.latency)
+        // Every ready thread runs what it can at `now`; a send or a receive can free another thread.
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for th in threads.iter_mut() {
+                while th.step < steps && matches!(th.state, State::Ready) {
+                    match th.ops[th.pc] {
+                        Op::Compute {
+                            node,
+                            phase,
+                            seconds,
+                        } => {
+                            let left = seconds / th.speed;
+                            if left > 0.0 {
+                                th.state = State::Computing {
+                                    node,
+                                    phase,
+                                    start: now,
+                                    left,
+                                };
+                                moved = true;
+                                break;
                             }
-                            _ => (0.0, 0.0),
-                        };
-                        if let Some(w) = th.worker {
-                            loads[w].wait += start - th.t;
-                            loads[w].comm += cost;
+                            if let Some(w) = th.worker {
+                                timeline.push(Interval {
+                                    worker: w,
+                                    node,
+                                    phase,
+                                    step: th.step + 1,
+                                    start: now,
+                                    end: now,
+                                });
+                            }
                         }
-                        th.t = start + cost;
-                        q.arrivals.push(th.t + latency);
-                    }
-                    Op::Recv { wire } => {
-                        let q = queues.entry(wire).or_default();
-                        let i = q.taken.len();
-                        let Some(&arrival) = q.arrivals.get(i) else {
-                            break;
-                        };
-                        let start = th.t.max(arrival);
-                        if let Some(w) = th.worker {
-                            loads[w].wait += start - th.t;
+                        Op::Send { wire, bytes } => {
+                            let q = queues.entry(wire).or_default();
+                            let i = q.arrivals.len();
+                            if i >= depth && q.taken.len() <= i - depth {
+                                break; // no room yet
+                            }
+                            let (cost, latency) = match wire {
+                                Wire::Link(c) if crosses(setup, &worker_of, c.src, c.dst) => {
+                                    (setup.link.send_seconds(bytes), setup.link.latency)
+                                }
+                                _ => (0.0, 0.0),
+                            };
+                            if let Some(w) = th.worker {
+                                loads[w].wait += now - th.t;
+                                loads[w].comm += cost;
+                            }
+                            if cost > 0.0 {
+                                th.state = State::Sending {
+                                    until: now + cost,
+                                    latency,
+                                };
+                                moved = true;
+                                break;
+                            }
+                            q.arrivals.push(now + latency);
                         }
-                        th.t = start;
-                        q.taken.push(start);
+                        Op::Recv { wire } => {
+                            let q = queues.entry(wire).or_default();
+                            match q.arrivals.get(q.taken.len()) {
+                                Some(&arrival) if arrival <= now => {
+                                    if let Some(w) = th.worker {
+                                        loads[w].wait += now - th.t;
+                                    }
+                                    q.taken.push(now);
+                                }
+                                _ => break, // not here yet
+                            }
+                        }
                     }
-                }
-                progressed = true;
-                th.pc += 1;
-                if th.pc == th.ops.len() {
-                    if th.worker.is_some() {
-                        step_ends[th.step] = step_ends[th.step].max(th.t);
-                    }
-                    th.pc = 0;
-                    th.step += 1;
+                    th.advance(now, &mut step_ends);
+                    moved = true;
                 }
             }
         }
-        if finished {
+        if threads.iter().all(|th| th.step >= steps) {
             break;
         }
-        if !progressed {
+        // The next event: a compute or a send ends, or a message a thread waits for arrives.
+        let computing = threads
+            .iter()
+            .filter(|th| matches!(th.state, State::Computing { .. }))
+            .count();
+        let rate = match setup.cores {
+            Some(cores) if computing > 0 => (cores as f64 / (computing as f64 * demand)).min(1.0),
+            _ => 1.0,
+        };
+        let mut next = f64::INFINITY;
+        for th in &threads {
+            let at = match th.state {
+                State::Computing { left, .. } => now + left / rate,
+                State::Sending { until, .. } => until,
+                State::Ready if th.step < steps => match th.ops[th.pc] {
+                    Op::Recv { wire } => queues
+                        .get(&wire)
+                        .and_then(|q| q.arrivals.get(q.taken.len()))
+                        .copied()
+                        .unwrap_or(f64::INFINITY),
+                    _ => f64::INFINITY,
+                },
+                State::Ready => f64::INFINITY,
+            };
+            next = next.min(at);
+        }
+        if !next.is_finite() {
             return Err(format!(
                 "the simulated schedule deadlocks (pipeline depth {depth}, {n} workers)"
             ));
+        }
+        let dt = next - now;
+        let tolerance = 1e-12 * next.abs().max(1.0);
+        now = next;
+        for th in threads.iter_mut() {
+            match th.state {
+                State::Computing {
+                    node,
+                    phase,
+                    start,
+                    left,
+                } => {
+                    let left = left - dt * rate;
+                    if left * rate > tolerance {
+                        th.state = State::Computing {
+                            node,
+                            phase,
+                            start,
+                            left,
+                        };
+                        continue;
+                    }
+                    if let Some(w) = th.worker {
+                        loads[w].busy += now - start;
+                        node_busy[node] += now - start;
+                        timeline.push(Interval {
+                            worker: w,
+                            node,
+                            phase,
+                            step: th.step + 1,
+                            start,
+                            end: now,
+                        });
+                    }
+                    th.advance(now, &mut step_ends);
+                }
+                State::Sending { until, latency } if until <= now => {
+                    if let Op::Send { wire, .. } = th.ops[th.pc] {
+                        queues
+                            .entry(wire)
+                            .or_default()
+                            .arrivals
+                            .push(until + latency);
+                    }
+                    th.advance(now, &mut step_ends);
+                }
+                _ => {}
+            }
         }
     }
     let segment = step_ends.last().copied().unwrap_or(0.0);

@@ -11,10 +11,12 @@
 //! determined whatever order the simulator evaluates the workers in, exactly like the runtime's
 //! results.
 //!
-//! What the model leaves out, on purpose: a worker is assumed to have its cores to itself (the load
-//! of the other workers on shared caches and memory is in the costs when they were profiled with
-//! `--copies`); a message costs its sender `bytes / bandwidth` and arrives `latency` later; the data
-//! loader is never the bottleneck.
+//! Workers have cores of their own unless [`Setup::cores`] says how many they share: then, while more
+//! of them compute than there are cores for, each computes at its fair share (the kernel's scheduler
+//! running a thread per node on fewer cores). What the model leaves out, on purpose: the load of the
+//! other workers on shared caches and memory (it is in the costs when they were profiled with
+//! `--copies`) and the cost of switching threads; a message costs its sender `bytes / bandwidth` and
+//! arrives `latency` later; the data loader is never the bottleneck.
 
 mod engine;
 mod program;
@@ -151,6 +153,12 @@ pub struct Setup {
     pub batch: u64,
     /// Steps simulated (a segment: the pipeline fills, runs and drains).
     pub steps: usize,
+    /// Cores all the workers share (they run on one machine), or `None`: every worker has cores of
+    /// its own. When more workers compute at once than there are cores for, each computes at its
+    /// fair share (the default runtime's thread per node on a machine with fewer cores).
+    pub cores: Option<usize>,
+    /// Cores a computing worker keeps busy (its intra-op threads; counts only with `cores`).
+    pub threads_per_worker: usize,
 }
 
 impl Setup {
@@ -185,7 +193,7 @@ impl Setup {
     }
 
     /// The nodes on the given workers (`(process, nodes)` each, as a run's [`Trace`] records
-    /// them), every worker at speed 1, pipeline depth 2, batch 128, 24 steps.
+    /// them), every worker at speed 1 on cores of its own, pipeline depth 2, batch 128, 24 steps.
     ///
     /// [`Trace`]: crate::parallel::Trace
     pub fn placed(
@@ -206,6 +214,8 @@ impl Setup {
             depth: 2,
             batch: 128,
             steps: 24,
+            cores: None,
+            threads_per_worker: 1,
         }
     }
 

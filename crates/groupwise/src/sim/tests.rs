@@ -210,3 +210,49 @@ fn links_parse_with_clear_errors() {
         assert!(e.contains("LATENCY_US,GBYTES_PER_S"), "{e}");
     }
 }
+
+#[test]
+fn workers_beyond_the_cores_share_them_fairly() {
+    // DGL K=2, a node per worker, a second each: alone, a step a second once the pipeline is full.
+    let t = topo("2", 1);
+    let costs = vec![trunk(1.0), trunk(1.0), trunk(1.0)];
+    let mut s = setup(t, costs, vec![vec![0], vec![1], vec![2]], false);
+    s.steps = 40;
+    // The pace mid-segment (the drain, with fewer workers busy, runs faster).
+    let steady = |s: &Setup| {
+        let e = simulate(s).unwrap().step_ends;
+        e[21] - e[20]
+    };
+    assert!(close(steady(&s), 1.0));
+    // As many cores as workers: the same.
+    s.cores = Some(3);
+    assert!(close(steady(&s), 1.0));
+    // Two cores: the three stages share them, 1.5 s each per step; one core: the sum.
+    s.cores = Some(2);
+    assert!(close(steady(&s), 1.5), "{}", steady(&s));
+    s.cores = Some(1);
+    assert!(close(steady(&s), 3.0), "{}", steady(&s));
+    // Workers of two intra-op threads each on two cores: one at a time.
+    s.cores = Some(2);
+    s.threads_per_worker = 2;
+    assert!(close(steady(&s), 3.0), "{}", steady(&s));
+    // One step never overlaps itself: the first step runs alone, node after node, on one core.
+    s.steps = 1;
+    s.cores = Some(1);
+    s.threads_per_worker = 1;
+    let p = simulate(&s).unwrap();
+    assert!(close(p.segment_seconds, 3.0), "{}", p.segment_seconds);
+    // A stretched compute is drawn as it ran: m1.g0's step 2 of 2 shares its core with the head's
+    // step 1 for a while, so it spans more than its second.
+    s.steps = 2;
+    s.cores = Some(1);
+    let p = simulate(&s).unwrap();
+    let m1 = p
+        .timeline
+        .iter()
+        .find(|i| i.node == 1 && i.step == 2)
+        .unwrap();
+    assert!(m1.end - m1.start > 1.0 + 1e-9, "{m1:?}");
+    // Work is conserved on one core: 2 steps x 3 seconds.
+    assert!(close(p.segment_seconds, 6.0), "{}", p.segment_seconds);
+}

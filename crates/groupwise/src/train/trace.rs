@@ -54,6 +54,9 @@ pub struct TraceFile {
     pub threads_per_worker: usize,
     /// Messages in flight per channel.
     pub pipeline_depth: usize,
+    /// Cores of the leader's machine (absent in files written before it was recorded).
+    #[serde(default)]
+    pub cores: Option<usize>,
     /// Every worker, over every process in rank order.
     pub workers: Vec<TraceWorker>,
     /// The compute, in order of start.
@@ -77,6 +80,7 @@ impl TraceFile {
             runtime,
             threads_per_worker: trace.threads_per_worker,
             pipeline_depth: trace.depth,
+            cores: Some(crate::parallel::cores()),
             workers: trace
                 .workers
                 .iter()
