@@ -15,6 +15,12 @@ fn main() -> ExitCode {
             "allocator: freed memory kept for reuse (GROUPWISE_MALLOC=system: glibc's)"
         );
     }
+    if groupwise::model::own_batch_norm_kernel() {
+        tracing::debug!(
+            "batch norm: groupwise's kernel for training on the CPU (GROUPWISE_BATCH_NORM=libtorch: \
+             libtorch's)"
+        );
+    }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a).map(|()| ExitCode::SUCCESS),

@@ -8,6 +8,7 @@
 use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
+use super::batch_norm::{batch_norm2d, BatchNorm};
 use super::{Arch, LayerKind, LayerSpec};
 
 /// A bias-free convolution initialised as METHOD.md section 1 says: N(0, sqrt(2 / (k*k*C_out))), where
@@ -73,22 +74,11 @@ fn linear(p: nn::Path, fan_in: i64, fan_out: i64) -> nn::Linear {
     nn::linear(p, fan_in, fan_out, config)
 }
 
-/// Batch norm with gamma 1, beta 0, eps 1e-5, momentum 0.1 (PyTorch's defaults).
-fn bn(p: nn::Path, channels: i64) -> nn::BatchNorm {
-    // tch's default gamma init is U(0, 1), not PyTorch's 1: set both explicitly.
-    let config = nn::BatchNormConfig {
-        ws_init: nn::Init::Const(1.0),
-        bs_init: nn::Init::Const(0.0),
-        ..Default::default()
-    };
-    nn::batch_norm2d(p, channels, config)
-}
-
 /// Group `g`'s slice of the stem: conv3x3 over all input channels to `w0/G` outputs, BN, ReLU.
 #[derive(Debug)]
 pub struct Stem {
     conv: Conv,
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
 }
 
 impl Stem {
@@ -96,7 +86,7 @@ impl Stem {
         let out = spec.out_channels / groups;
         Stem {
             conv: conv(p / "conv", spec.in_channels, out, 3, 1, spec.out_channels),
-            bn: bn(p / "bn", out),
+            bn: batch_norm2d(p / "bn", out),
         }
     }
 
@@ -110,10 +100,10 @@ impl Stem {
 #[derive(Debug)]
 pub struct Block {
     conv1: Conv,
-    bn1: nn::BatchNorm,
+    bn1: BatchNorm,
     conv2: Conv,
-    bn2: nn::BatchNorm,
-    shortcut: Option<(Conv, nn::BatchNorm)>,
+    bn2: BatchNorm,
+    shortcut: Option<(Conv, BatchNorm)>,
     /// `Some(offset)` when the block reads all groups' channels (dense first conv) and its identity
     /// shortcut must pick its own slice `[offset, offset + C/G)` of them.
     dense_offset: Option<i64>,
@@ -140,14 +130,14 @@ impl Block {
             let q = p / "shortcut";
             (
                 conv(&q / "conv", cin, cout, 1, stride, spec.out_channels),
-                bn(&q / "bn", cout),
+                batch_norm2d(&q / "bn", cout),
             )
         });
         Block {
             conv1: conv(p / "conv1", cin, cout, 3, stride, spec.out_channels),
-            bn1: bn(p / "bn1", cout),
+            bn1: batch_norm2d(p / "bn1", cout),
             conv2: conv(p / "conv2", cout, cout, 3, 1, spec.out_channels),
-            bn2: bn(p / "bn2", cout),
+            bn2: batch_norm2d(p / "bn2", cout),
             shortcut,
             dense_offset: dense.then_some(group * cout),
             width: cout,
@@ -244,7 +234,7 @@ impl Column {
 #[derive(Debug)]
 pub struct Classifier1c2f {
     conv: Conv,
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
     fc1: nn::Linear,
     fc2: nn::Linear,
 }
@@ -254,7 +244,7 @@ impl Classifier1c2f {
     pub fn new(p: &nn::Path, cin: i64, hidden: i64, classes: i64) -> Self {
         Classifier1c2f {
             conv: conv(p / "conv", cin, 2 * cin, 3, 2, 2 * cin),
-            bn: bn(p / "bn", 2 * cin),
+            bn: batch_norm2d(p / "bn", 2 * cin),
             fc1: linear(p / "fc1", 2 * cin, hidden),
             fc2: linear(p / "fc2", hidden, classes),
         }
@@ -276,7 +266,7 @@ impl Classifier1c2f {
 #[derive(Debug)]
 pub struct Decoder {
     conv1: nn::Conv2D,
-    bn: nn::BatchNorm,
+    bn: BatchNorm,
     conv2: nn::Conv2D,
     image_size: i64,
 }
@@ -303,7 +293,7 @@ impl Decoder {
         };
         Decoder {
             conv1: conv_bias(p / "conv1", cin, width),
-            bn: bn(p / "bn", width),
+            bn: batch_norm2d(p / "bn", width),
             conv2: conv_bias(p / "conv2", width, image_channels),
             image_size,
         }

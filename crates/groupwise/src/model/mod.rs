@@ -10,8 +10,10 @@
 //! `C` inputs to its `C/G` outputs. The two are the same function (the golden tests check this against
 //! PyTorch's `groups=G` convolutions), and the narrow form lets every group own its parameters outright.
 
+mod batch_norm;
 mod layers;
 
+pub use batch_norm::own_kernel as own_batch_norm_kernel;
 pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
 
 use serde::{Deserialize, Serialize};

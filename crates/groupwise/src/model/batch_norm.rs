@@ -1,0 +1,175 @@
+//! Batch norm of the network (gamma 1, beta 0, eps 1e-5, momentum 0.1: PyTorch's defaults).
+//!
+//! Training on float32 CPU tensors runs groupwise's own kernel (`batch_norm.cpp`, a libtorch autograd
+//! function compiled by `build/groupwise.rs`): libtorch's CPU kernel sums each channel's statistics
+//! and gradient terms in one scalar chain, which made batch norm about 14% of ResNet-32's end-to-end
+//! step (more of a narrow group node's) on one thread. The kernel computes what PyTorch's does (the
+//! same statistics, running averages, output and gradients) summed in another order, deterministic
+//! for any intra-op thread count. Evaluation, other devices and other dtypes use libtorch's.
+//! `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
+//! `scripts/bench_batch_norm.sh`).
+
+use std::ffi::{c_char, CStr};
+use std::sync::OnceLock;
+
+use tch::nn::{self, ModuleT};
+use tch::{Device, Kind, Tensor};
+use torch_sys::C_tensor;
+
+/// PyTorch's default momentum of the running averages.
+const MOMENTUM: f64 = 0.1;
+/// PyTorch's default epsilon under the square root.
+const EPS: f64 = 1e-5;
+
+/// A 2-D batch norm layer; its variables are tch's (`weight`, `bias`, `running_mean`,
+/// `running_var`), so checkpoints are unchanged.
+#[derive(Debug)]
+pub struct BatchNorm {
+    inner: nn::BatchNorm,
+}
+
+/// Batch norm over `channels` channels with gamma 1 and beta 0.
+pub fn batch_norm2d(p: nn::Path, channels: i64) -> BatchNorm {
+    // tch's default gamma init is U(0, 1), not PyTorch's 1: set both explicitly.
+    let config = nn::BatchNormConfig {
+        ws_init: nn::Init::Const(1.0),
+        bs_init: nn::Init::Const(0.0),
+        momentum: MOMENTUM,
+        eps: EPS,
+        ..Default::default()
+    };
+    BatchNorm {
+        inner: nn::batch_norm2d(p, channels, config),
+    }
+}
+
+/// Whether training on the CPU uses groupwise's kernel (not when `GROUPWISE_BATCH_NORM=libtorch`).
+pub fn own_kernel() -> bool {
+    static OWN: OnceLock<bool> = OnceLock::new();
+    *OWN.get_or_init(|| std::env::var("GROUPWISE_BATCH_NORM").as_deref() != Ok("libtorch"))
+}
+
+impl ModuleT for BatchNorm {
+    fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        let bn = &self.inner;
+        let size = x.size();
+        let fits = train
+            && own_kernel()
+            && x.device() == Device::Cpu
+            && x.kind() == Kind::Float
+            && size.len() == 4
+            // One value per channel: libtorch's (its running variance becomes 0 / 0).
+            && size[0] * size[2] * size[3] > 1;
+        match (&bn.ws, &bn.bs) {
+            (Some(w), Some(b)) if fits => train_cpu(x, w, b, &bn.running_mean, &bn.running_var),
+            _ => bn.forward_t(x, train),
+        }
+    }
+}
+
+extern "C" {
+    fn groupwise_batch_norm_train(
+        input: *const C_tensor,
+        weight: *const C_tensor,
+        bias: *const C_tensor,
+        running_mean: *const C_tensor,
+        running_var: *const C_tensor,
+        momentum: f64,
+        eps: f64,
+        error: *mut *mut c_char,
+    ) -> *mut C_tensor;
+}
+
+/// Training-mode batch norm of `x` by `batch_norm.cpp`, updating the running statistics in place.
+// A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
+#[allow(unsafe_code)]
+fn train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, mean: &Tensor, var: &Tensor) -> Tensor {
+    let mut error: *mut c_char = std::ptr::null_mut();
+    // SAFETY: every pointer is a live tensor for the call; the kernel copies the handles it keeps
+    // and returns either a new tensor that the caller owns (tch frees it on drop) or null with a
+    // malloc'd message.
+    unsafe {
+        let out = groupwise_batch_norm_train(
+            x.as_ptr(),
+            w.as_ptr(),
+            b.as_ptr(),
+            mean.as_ptr(),
+            var.as_ptr(),
+            MOMENTUM,
+            EPS,
+            &mut error,
+        );
+        if out.is_null() {
+            let message = CStr::from_ptr(error).to_string_lossy().into_owned();
+            libc::free(error.cast());
+            // The same as any libtorch op that fails (tch panics with libtorch's message).
+            panic!("batch norm: {message}");
+        }
+        Tensor::from_ptr(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel against libtorch's: output, running statistics and every gradient.
+    #[test]
+    fn the_kernel_computes_what_libtorch_computes() {
+        tch::manual_seed(3);
+        for shape in [[8i64, 4, 5, 7], [3, 16, 32, 32], [2, 3, 1, 1]] {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let mut ours = batch_norm2d(vs.root() / "a", shape[1]);
+            let mut theirs = batch_norm2d(vs.root() / "b", shape[1]);
+            let opts = (Kind::Float, Device::Cpu);
+            for bn in [&mut ours, &mut theirs] {
+                tch::no_grad(|| {
+                    let c = shape[1];
+                    let w = bn.inner.ws.as_mut().unwrap();
+                    w.copy_(&Tensor::linspace(0.5, 1.5, c, opts));
+                    let b = bn.inner.bs.as_mut().unwrap();
+                    b.copy_(&Tensor::linspace(-0.2, 0.3, c, opts));
+                });
+            }
+            let x = (Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 3.0 + 1.5)
+                .set_requires_grad(true);
+            let g = Tensor::randn(shape, (Kind::Float, Device::Cpu));
+            let run = |bn: &BatchNorm, own: bool| {
+                let x = x.detach().copy().set_requires_grad(true);
+                let y = if own {
+                    bn.forward_t(&x, true)
+                } else {
+                    bn.inner.forward_t(&x, true)
+                };
+                (&y * &g).sum(Kind::Float).backward();
+                let w = bn.inner.ws.as_ref().unwrap().grad();
+                let b = bn.inner.bs.as_ref().unwrap().grad();
+                (y.detach(), x.grad(), w, b)
+            };
+            let (y1, dx1, dw1, db1) = run(&ours, true);
+            let (y2, dx2, dw2, db2) = run(&theirs, false);
+            let close = |a: &Tensor, b: &Tensor, what: &str| {
+                let diff = (a - b).abs().max().double_value(&[]);
+                let scale = b.abs().max().double_value(&[]).max(1.0);
+                assert!(
+                    diff <= 2e-5 * scale,
+                    "{shape:?} {what}: {diff} (scale {scale})"
+                );
+            };
+            close(&y1, &y2, "output");
+            close(&dx1, &dx2, "input gradient");
+            close(&dw1, &dw2, "weight gradient");
+            close(&db1, &db2, "bias gradient");
+            close(
+                &ours.inner.running_mean,
+                &theirs.inner.running_mean,
+                "running mean",
+            );
+            close(
+                &ours.inner.running_var,
+                &theirs.inner.running_var,
+                "running var",
+            );
+        }
+    }
+}
