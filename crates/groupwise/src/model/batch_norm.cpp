@@ -78,8 +78,18 @@ __attribute__((target_clones("avx2", "default"))) double plane_sq(const float* x
   return s;
 }
 
-// Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each.
+typedef int v8i __attribute__((vector_size(32)));
+
+// v where not v <= 0, else 0: ReLU as libtorch computes it (NaN stays NaN).
+inline v8 relu(v8 v) { return (v8)((v8i)v & ~(v <= v8{})); }
+
+// g where not y <= 0, else 0: the gradient through a ReLU whose output is y (libtorch's rule).
+inline v8 gate(v8 g, v8 y) { return (v8)((v8i)g & ~(y <= v8{})); }
+
+// Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each; with y (the output of a ReLU
+// after the batch norm), g gated by it first.
 __attribute__((target_clones("avx2", "default"))) void plane_grad_sums(const float* g,
+                                                                        const float* y,
                                                                         const float* x,
                                                                         int64_t len, float mean,
                                                                         double* sum_g,
@@ -87,47 +97,75 @@ __attribute__((target_clones("avx2", "default"))) void plane_grad_sums(const flo
   const v8 m = splat(mean);
   v8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
   int64_t i = 0;
-  for (; i + 16 <= len; i += 16) {
-    const v8 g0 = load(g + i), g1 = load(g + i + 8);
-    a0 += g0;
-    a1 += g1;
-    b0 += g0 * (load(x + i) - m);
-    b1 += g1 * (load(x + i + 8) - m);
+  if (y != nullptr) {
+    for (; i + 16 <= len; i += 16) {
+      const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
+      a0 += g0;
+      a1 += g1;
+      b0 += g0 * (load(x + i) - m);
+      b1 += g1 * (load(x + i + 8) - m);
+    }
+  } else {
+    for (; i + 16 <= len; i += 16) {
+      const v8 g0 = load(g + i), g1 = load(g + i + 8);
+      a0 += g0;
+      a1 += g1;
+      b0 += g0 * (load(x + i) - m);
+      b1 += g1 * (load(x + i + 8) - m);
+    }
   }
   double sa = total(a0, a1), sb = total(b0, b1);
   for (; i < len; ++i) {
-    sa += g[i];
-    sb += g[i] * (x[i] - mean);
+    const float gi = (y != nullptr && y[i] <= 0.f) ? 0.f : g[i];
+    sa += gi;
+    sb += gi * (x[i] - mean);
   }
   *sum_g += sa;
   *dot += sb;
 }
 
-// y = x * alpha + beta over one plane.
+// y = x * alpha + beta over one plane, then ReLU when `relu`.
 __attribute__((target_clones("avx2", "default"))) void plane_affine(float* y, const float* x,
                                                                      int64_t len, float alpha,
-                                                                     float beta) {
+                                                                     float beta, bool relu_after) {
   const v8 a = splat(alpha), b = splat(beta);
   int64_t i = 0;
-  for (; i + 8 <= len; i += 8) store(y + i, load(x + i) * a + b);
-  for (; i < len; ++i) y[i] = x[i] * alpha + beta;
+  if (relu_after) {
+    for (; i + 8 <= len; i += 8) store(y + i, relu(load(x + i) * a + b));
+  } else {
+    for (; i + 8 <= len; i += 8) store(y + i, load(x + i) * a + b);
+  }
+  for (; i < len; ++i) {
+    const float v = x[i] * alpha + beta;
+    y[i] = (relu_after && v <= 0.f) ? 0.f : v;
+  }
 }
 
-// dx = (g - grad_mean - (x - mean) * k) * a over one plane.
+// dx = (g - grad_mean - (x - mean) * k) * a over one plane; with y, g gated by the ReLU first.
 __attribute__((target_clones("avx2", "default"))) void plane_input_grad(
-    float* dx, const float* g, const float* x, int64_t len, float mean, float grad_mean, float k,
-    float a) {
+    float* dx, const float* g, const float* y, const float* x, int64_t len, float mean,
+    float grad_mean, float k, float a) {
   const v8 m = splat(mean), gm = splat(grad_mean), kk = splat(k), aa = splat(a);
   int64_t i = 0;
-  for (; i + 8 <= len; i += 8) store(dx + i, (load(g + i) - gm - (load(x + i) - m) * kk) * aa);
-  for (; i < len; ++i) dx[i] = (g[i] - grad_mean - (x[i] - mean) * k) * a;
+  if (y != nullptr) {
+    for (; i + 8 <= len; i += 8) {
+      const v8 gi = gate(load(g + i), load(y + i));
+      store(dx + i, (gi - gm - (load(x + i) - m) * kk) * aa);
+    }
+  } else {
+    for (; i + 8 <= len; i += 8) store(dx + i, (load(g + i) - gm - (load(x + i) - m) * kk) * aa);
+  }
+  for (; i < len; ++i) {
+    const float gi = (y != nullptr && y[i] <= 0.f) ? 0.f : g[i];
+    dx[i] = (gi - grad_mean - (x[i] - mean) * k) * a;
+  }
 }
 
 struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const at::Tensor& bias,
                             at::Tensor running_mean, at::Tensor running_var, double momentum,
-                            double eps) {
+                            double eps, bool relu_after) {
     at::Tensor x = input.contiguous();
     const int64_t n = x.size(0), channels = x.size(1);
     const int64_t plane = x.numel() / (n * channels);
@@ -162,11 +200,12 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float beta = bp[c] - m * alpha;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = (i * channels + c) * plane;
-          plane_affine(yp + at, xp + at, plane, alpha, beta);
+          plane_affine(yp + at, xp + at, plane, alpha, beta, relu_after);
         }
       }
     });
-    ctx->save_for_backward({x, w, mean, invstd});
+    // The output is the ReLU's gate in backward (a ReLU of its own would keep it too).
+    ctx->save_for_backward({x, w, mean, invstd, relu_after ? y : at::Tensor()});
     return y;
   }
 
@@ -176,6 +215,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const at::Tensor& w = saved[1];
     const at::Tensor& mean = saved[2];
     const at::Tensor& invstd = saved[3];
+    const at::Tensor& out = saved[4];
     at::Tensor g = grads[0].contiguous();
     const int64_t n = x.size(0), channels = x.size(1);
     const int64_t plane = x.numel() / (n * channels);
@@ -188,6 +228,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const float* wp = w.const_data_ptr<float>();
     const float* mp = mean.const_data_ptr<float>();
     const float* ip = invstd.const_data_ptr<float>();
+    const float* op = out.defined() ? out.const_data_ptr<float>() : nullptr;
     float* dxp = dx.data_ptr<float>();
     float* dwp = dw.data_ptr<float>();
     float* dbp = db.data_ptr<float>();
@@ -196,7 +237,8 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         double sum = 0, dot = 0;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = (i * channels + c) * plane;
-          plane_grad_sums(gp + at, xp + at, plane, mp[c], &sum, &dot);
+          plane_grad_sums(gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c], &sum,
+                          &dot);
         }
         const double inv = ip[c];
         const float k = static_cast<float>(dot * inv * inv / count);
@@ -204,13 +246,14 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float a = static_cast<float>(inv * wp[c]);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = (i * channels + c) * plane;
-          plane_input_grad(dxp + at, gp + at, xp + at, plane, mp[c], grad_mean, k, a);
+          plane_input_grad(dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane,
+                           mp[c], grad_mean, k, a);
         }
         dwp[c] = static_cast<float>(dot * inv);
         dbp[c] = static_cast<float>(sum);
       }
     });
-    return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -224,18 +267,19 @@ char* copy_message(const char* what) {
 }  // namespace
 
 // Training-mode batch norm of `input` ([N, C, ...], float32, CPU) with `weight` and `bias` ([C],
-// requiring grad) and the running statistics updated in place. On success returns a new tensor
+// requiring grad) and the running statistics updated in place, followed by a ReLU when `relu_after`
+// (one pass instead of two, forward and backward). On success returns a new tensor
 // (owned by the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure
 // returns null and sets *error to a malloc'd message for the caller to free.
 extern "C" at::Tensor* groupwise_batch_norm_train(const at::Tensor* input, const at::Tensor* weight,
                                                   const at::Tensor* bias,
                                                   const at::Tensor* running_mean,
                                                   const at::Tensor* running_var, double momentum,
-                                                  double eps, char** error) {
+                                                  double eps, int relu_after, char** error) {
   *error = nullptr;
   try {
     at::Tensor y = FastBatchNorm::apply(*input, *weight, *bias, *running_mean, *running_var,
-                                        momentum, eps);
+                                        momentum, eps, relu_after != 0);
     return new at::Tensor(std::move(y));
   } catch (const std::exception& e) {
     *error = copy_message(e.what());

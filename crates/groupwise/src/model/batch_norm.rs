@@ -51,6 +51,17 @@ pub fn own_kernel() -> bool {
 
 impl ModuleT for BatchNorm {
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward(x, train, false)
+    }
+}
+
+impl BatchNorm {
+    /// `relu(batch_norm(x))`, in one pass with groupwise's kernel.
+    pub fn forward_relu_t(&self, x: &Tensor, train: bool) -> Tensor {
+        self.forward(x, train, true)
+    }
+
+    fn forward(&self, x: &Tensor, train: bool, relu: bool) -> Tensor {
         let bn = &self.inner;
         let size = x.size();
         let fits = train
@@ -61,7 +72,10 @@ impl ModuleT for BatchNorm {
             // One value per channel: libtorch's (its running variance becomes 0 / 0).
             && size[0] * size[2] * size[3] > 1;
         match (&bn.ws, &bn.bs) {
-            (Some(w), Some(b)) if fits => train_cpu(x, w, b, &bn.running_mean, &bn.running_var),
+            (Some(w), Some(b)) if fits => {
+                train_cpu(x, [w, b, &bn.running_mean, &bn.running_var], relu)
+            }
+            _ if relu => bn.forward_t(x, train).relu(),
             _ => bn.forward_t(x, train),
         }
     }
@@ -76,14 +90,16 @@ extern "C" {
         running_var: *const C_tensor,
         momentum: f64,
         eps: f64,
+        relu_after: i32,
         error: *mut *mut c_char,
     ) -> *mut C_tensor;
 }
 
-/// Training-mode batch norm of `x` by `batch_norm.cpp`, updating the running statistics in place.
+/// Training-mode batch norm of `x` by `batch_norm.cpp` with weight, bias, running mean and running
+/// variance (updated in place), and a ReLU after it when `relu`.
 // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
 #[allow(unsafe_code)]
-fn train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, mean: &Tensor, var: &Tensor) -> Tensor {
+fn train_cpu(x: &Tensor, [w, b, mean, var]: [&Tensor; 4], relu: bool) -> Tensor {
     let mut error: *mut c_char = std::ptr::null_mut();
     // SAFETY: every pointer is a live tensor for the call; the kernel copies the handles it keeps
     // and returns either a new tensor that the caller owns (tch frees it on drop) or null with a
@@ -97,6 +113,7 @@ fn train_cpu(x: &Tensor, w: &Tensor, b: &Tensor, mean: &Tensor, var: &Tensor) ->
             var.as_ptr(),
             MOMENTUM,
             EPS,
+            i32::from(relu),
             &mut error,
         );
         if out.is_null() {
@@ -134,20 +151,19 @@ mod tests {
             let x = (Tensor::randn(shape, (Kind::Float, Device::Cpu)) * 3.0 + 1.5)
                 .set_requires_grad(true);
             let g = Tensor::randn(shape, (Kind::Float, Device::Cpu));
-            let run = |bn: &BatchNorm, own: bool| {
+            let run = |bn: &BatchNorm, own: bool, relu: bool| {
                 let x = x.detach().copy().set_requires_grad(true);
-                let y = if own {
-                    bn.forward_t(&x, true)
-                } else {
-                    bn.inner.forward_t(&x, true)
+                let y = match (own, relu) {
+                    (true, false) => bn.forward_t(&x, true),
+                    (true, true) => bn.forward_relu_t(&x, true),
+                    (false, false) => bn.inner.forward_t(&x, true),
+                    (false, true) => bn.inner.forward_t(&x, true).relu(),
                 };
                 (&y * &g).sum(Kind::Float).backward();
                 let w = bn.inner.ws.as_ref().unwrap().grad();
                 let b = bn.inner.bs.as_ref().unwrap().grad();
                 (y.detach(), x.grad(), w, b)
             };
-            let (y1, dx1, dw1, db1) = run(&ours, true);
-            let (y2, dx2, dw2, db2) = run(&theirs, false);
             let close = |a: &Tensor, b: &Tensor, what: &str| {
                 let diff = (a - b).abs().max().double_value(&[]);
                 let scale = b.abs().max().double_value(&[]).max(1.0);
@@ -156,20 +172,19 @@ mod tests {
                     "{shape:?} {what}: {diff} (scale {scale})"
                 );
             };
-            close(&y1, &y2, "output");
-            close(&dx1, &dx2, "input gradient");
-            close(&dw1, &dw2, "weight gradient");
-            close(&db1, &db2, "bias gradient");
-            close(
-                &ours.inner.running_mean,
-                &theirs.inner.running_mean,
-                "running mean",
-            );
-            close(
-                &ours.inner.running_var,
-                &theirs.inner.running_var,
-                "running var",
-            );
+            // Batch norm alone, then with its ReLU (gradients accumulate: the weights' sums).
+            for relu in [false, true] {
+                let (y1, dx1, dw1, db1) = run(&ours, true, relu);
+                let (y2, dx2, dw2, db2) = run(&theirs, false, relu);
+                close(&y1, &y2, "output");
+                close(&dx1, &dx2, "input gradient");
+                close(&dw1, &dw2, "weight gradient");
+                close(&db1, &db2, "bias gradient");
+                let (m1, m2) = (&ours.inner.running_mean, &theirs.inner.running_mean);
+                close(m1, m2, "running mean");
+                let (v1, v2) = (&ours.inner.running_var, &theirs.inner.running_var);
+                close(v1, v2, "running var");
+            }
         }
     }
 }

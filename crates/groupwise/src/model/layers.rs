@@ -92,7 +92,7 @@ impl Stem {
 
     /// `[B, Cin, H, W] -> [B, w0/G, H, W]`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.bn.forward_t(&x.apply(&self.conv), train).relu()
+        self.bn.forward_relu_t(&x.apply(&self.conv), train)
     }
 }
 
@@ -146,7 +146,7 @@ impl Block {
 
     /// `[B, Cin or Cin/G, H, W] -> [B, Cout/G, H', W']`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let out = self.bn1.forward_t(&x.apply(&self.conv1), train).relu();
+        let out = self.bn1.forward_relu_t(&x.apply(&self.conv1), train);
         let out = self.bn2.forward_t(&out.apply(&self.conv2), train);
         let shortcut = match (&self.shortcut, self.dense_offset) {
             (Some((c, b)), _) => b.forward_t(&x.apply(c), train),
@@ -252,7 +252,7 @@ impl Classifier1c2f {
 
     /// `[B, C, H, W] -> [B, classes]` logits.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.bn.forward_t(&x.apply(&self.conv), train).relu();
+        let h = self.bn.forward_relu_t(&x.apply(&self.conv), train);
         let h = h.mean_dim(&[2i64, 3][..], false, h.kind());
         h.apply(&self.fc1).relu().apply(&self.fc2)
     }
@@ -303,7 +303,7 @@ impl Decoder {
     pub fn forward_t(&self, features: &Tensor, train: bool) -> Tensor {
         let s = self.image_size;
         let up = features.upsample_bilinear2d([s, s], true, None, None);
-        let h = self.bn.forward_t(&up.apply(&self.conv1), train).relu();
+        let h = self.bn.forward_relu_t(&up.apply(&self.conv1), train);
         h.apply(&self.conv2).sigmoid()
     }
 }
