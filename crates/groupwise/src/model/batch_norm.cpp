@@ -27,6 +27,14 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// On x86-64 each kernel is built twice, for AVX2 and for the baseline, and the loader picks one for
+// the CPU; elsewhere once, for the target.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GW_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define GW_CLONES
+#endif
+
 // Eight floats: one AVX2 register, two SSE ones in the default clone.
 typedef float v8 __attribute__((vector_size(32)));
 
@@ -47,7 +55,7 @@ inline double total(v8 a, v8 b) {
 }
 
 // sum(x[i]) over one plane, in 16 lanes.
-__attribute__((target_clones("avx2", "default"))) double plane_sum(const float* x, int64_t len) {
+GW_CLONES double plane_sum(const float* x, int64_t len) {
   v8 a = {}, b = {};
   int64_t i = 0;
   for (; i + 16 <= len; i += 16) {
@@ -60,8 +68,7 @@ __attribute__((target_clones("avx2", "default"))) double plane_sum(const float* 
 }
 
 // sum((x[i] - mean)^2) over one plane, in 16 lanes.
-__attribute__((target_clones("avx2", "default"))) double plane_sq(const float* x, int64_t len,
-                                                                   float mean) {
+GW_CLONES double plane_sq(const float* x, int64_t len, float mean) {
   const v8 m = splat(mean);
   v8 a = {}, b = {};
   int64_t i = 0;
@@ -88,12 +95,8 @@ inline v8 gate(v8 g, v8 y) { return (v8)((v8i)g & ~(y <= v8{})); }
 
 // Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each; with y (the output of a ReLU
 // after the batch norm), g gated by it first.
-__attribute__((target_clones("avx2", "default"))) void plane_grad_sums(const float* g,
-                                                                        const float* y,
-                                                                        const float* x,
-                                                                        int64_t len, float mean,
-                                                                        double* sum_g,
-                                                                        double* dot) {
+GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, int64_t len,
+                               float mean, double* sum_g, double* dot) {
   const v8 m = splat(mean);
   v8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
   int64_t i = 0;
@@ -125,9 +128,8 @@ __attribute__((target_clones("avx2", "default"))) void plane_grad_sums(const flo
 }
 
 // y = x * alpha + beta over one plane, then ReLU when `relu`.
-__attribute__((target_clones("avx2", "default"))) void plane_affine(float* y, const float* x,
-                                                                     int64_t len, float alpha,
-                                                                     float beta, bool relu_after) {
+GW_CLONES void plane_affine(float* y, const float* x, int64_t len, float alpha, float beta,
+                            bool relu_after) {
   const v8 a = splat(alpha), b = splat(beta);
   int64_t i = 0;
   if (relu_after) {
@@ -142,9 +144,8 @@ __attribute__((target_clones("avx2", "default"))) void plane_affine(float* y, co
 }
 
 // dx = (g - grad_mean - (x - mean) * k) * a over one plane; with y, g gated by the ReLU first.
-__attribute__((target_clones("avx2", "default"))) void plane_input_grad(
-    float* dx, const float* g, const float* y, const float* x, int64_t len, float mean,
-    float grad_mean, float k, float a) {
+GW_CLONES void plane_input_grad(float* dx, const float* g, const float* y, const float* x,
+                                int64_t len, float mean, float grad_mean, float k, float a) {
   const v8 m = splat(mean), gm = splat(grad_mean), kk = splat(k), aa = splat(a);
   int64_t i = 0;
   if (y != nullptr) {
