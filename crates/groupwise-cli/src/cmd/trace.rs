@@ -178,20 +178,12 @@ impl Against {
             "{:<8} {:>6} {:>9} {:>9} {:>11} {:>8}",
             "node", "worker", "run ms", "sim ms", "profile ms", "run/sim"
         )?;
-        let first = self
+        let (first, last) = self
             .trace
             .intervals
             .iter()
-            .map(|i| i.step)
-            .min()
-            .unwrap_or(0);
-        let last = self
-            .trace
-            .intervals
-            .iter()
-            .map(|i| i.step)
-            .max()
-            .unwrap_or(0);
+            .fold((usize::MAX, 0), |(a, b), i| (a.min(i.step), b.max(i.step)));
+        let first = first.min(last);
         // The same steps of both: the run's traced ones (global step numbers) are the epoch's
         // last, the simulation counts the epoch's steps from 1.
         let sim_last = self.setup.steps;

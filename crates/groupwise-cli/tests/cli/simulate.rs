@@ -358,17 +358,21 @@ fn simulate_beside_a_real_run_and_its_trace() {
     assert_eq!(t["runtime"], "threads");
     let p = dir.path().join("k2g2.json");
     profile("2", "2", &["--batch", "8"], &p);
+    // `plan --simulate PROFILE --trace RUN` with the model flags `model` and `extra`.
+    let beside = |run: &Path, model: &[&str], profile: &Path, extra: &[&std::ffi::OsStr]| {
+        output(
+            groupwise()
+                .args(model)
+                .args(["--plan", "2", "--groups", "2", "--simulate"])
+                .arg(profile)
+                .arg("--trace")
+                .arg(run)
+                .args(extra),
+        )
+    };
     let png = dir.path().join("beside.png");
-    let (ok, stdout, stderr) = output(
-        groupwise()
-            .args(&MODEL[..13])
-            .args(["--plan", "2", "--groups", "2", "--simulate"])
-            .arg(&p)
-            .arg("--trace")
-            .arg(&run)
-            .arg("--gantt")
-            .arg(&png),
-    );
+    let gantt = [std::ffi::OsStr::new("--gantt"), png.as_os_str()];
+    let (ok, stdout, stderr) = beside(&run, &MODEL[..13], &p, &gantt);
     assert!(ok, "{stderr}");
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
     assert!(stdout.contains("ms per step measured"), "{stdout}");
@@ -383,31 +387,14 @@ fn simulate_beside_a_real_run_and_its_trace() {
         assert!(stdout.contains(node), "{node}: {stdout}");
     }
     // The run's own runtime, depth and epoch are simulated: those flags are refused beside --trace.
-    let (ok, _, stderr) = output(
-        groupwise()
-            .args(&MODEL[..13])
-            .args(["--plan", "2", "--groups", "2", "--simulate"])
-            .arg(&p)
-            .arg("--trace")
-            .arg(&run)
-            .args(["--sim-steps", "5"]),
-    );
+    let steps = ["--sim-steps", "5"].map(std::ffi::OsStr::new);
+    let (ok, _, stderr) = beside(&run, &MODEL[..13], &p, &steps);
     assert!(!ok && stderr.contains("cannot be used with"), "{stderr}");
     // What is wrong, named: a sequential run has no trace; another input shape; another batch.
     let seq = dir.path().join("seq");
     train(&seq, &["--workers", "sequential"]);
     assert!(!seq.join("trace.json").exists());
-    let beside = |run: &Path, model: &[&str], profile: &Path| {
-        output(
-            groupwise()
-                .args(model)
-                .args(["--plan", "2", "--groups", "2", "--simulate"])
-                .arg(profile)
-                .arg("--trace")
-                .arg(run),
-        )
-    };
-    let (ok, _, stderr) = beside(&seq, &MODEL[..13], &p);
+    let (ok, _, stderr) = beside(&seq, &MODEL[..13], &p, &[]);
     assert!(!ok && stderr.contains("has no trace.json"), "{stderr}");
     let mut other = MODEL[..13].to_vec();
     other[10] = "16";
@@ -420,14 +407,14 @@ fn simulate_beside_a_real_run_and_its_trace() {
     );
     assert!(ok, "{stderr}");
     std::fs::write(&p16, stdout).unwrap();
-    let (ok, _, stderr) = beside(&run, &other, &p16);
+    let (ok, _, stderr) = beside(&run, &other, &p16, &[]);
     assert!(
         !ok && stderr.contains("another architecture or input shape"),
         "{stderr}"
     );
     let p4 = dir.path().join("k2g2-b4.json");
     profile("2", "2", &[], &p4);
-    let (ok, _, stderr) = beside(&run, &MODEL[..13], &p4);
+    let (ok, _, stderr) = beside(&run, &MODEL[..13], &p4, &[]);
     assert!(
         !ok && stderr.contains("the run trained batches of 8 images"),
         "{stderr}"

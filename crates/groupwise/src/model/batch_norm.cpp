@@ -162,15 +162,25 @@ GW_CLONES void plane_input_grad(float* dx, const float* g, const float* y, const
   }
 }
 
+// How an [N, C, ...] contiguous tensor splits into (image, channel) planes.
+struct Planes {
+  int64_t n, channels, plane;
+  explicit Planes(const at::Tensor& x)
+      : n(x.size(0)), channels(x.size(1)), plane(x.numel() / (x.size(0) * x.size(1))) {}
+  // Values per channel over the batch.
+  int64_t count() const { return n * plane; }
+  // Offset of image i's plane of channel c.
+  int64_t at(int64_t i, int64_t c) const { return (i * channels + c) * plane; }
+};
+
 struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const at::Tensor& bias,
                             at::Tensor running_mean, at::Tensor running_var, double momentum,
                             double eps, bool relu_after) {
     at::Tensor x = input.contiguous();
-    const int64_t n = x.size(0), channels = x.size(1);
-    const int64_t plane = x.numel() / (n * channels);
-    const int64_t count = n * plane;
+    const Planes p(x);
+    const int64_t n = p.n, channels = p.channels, plane = p.plane, count = p.count();
     at::Tensor y = at::empty_like(x);
     at::Tensor mean = at::empty({channels}, x.options());
     at::Tensor invstd = at::empty({channels}, x.options());
@@ -186,10 +196,10 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         double sum = 0;
-        for (int64_t i = 0; i < n; ++i) sum += plane_sum(xp + (i * channels + c) * plane, plane);
+        for (int64_t i = 0; i < n; ++i) sum += plane_sum(xp + p.at(i, c), plane);
         const float m = static_cast<float>(sum / count);
         double var_sum = 0;
-        for (int64_t i = 0; i < n; ++i) var_sum += plane_sq(xp + (i * channels + c) * plane, plane, m);
+        for (int64_t i = 0; i < n; ++i) var_sum += plane_sq(xp + p.at(i, c), plane, m);
         const double inv = 1.0 / std::sqrt(var_sum / count + eps);
         mp[c] = m;
         ip[c] = static_cast<float>(inv);
@@ -200,7 +210,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float alpha = ip[c] * wp[c];
         const float beta = bp[c] - m * alpha;
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t at = (i * channels + c) * plane;
+          const int64_t at = p.at(i, c);
           plane_affine(yp + at, xp + at, plane, alpha, beta, relu_after);
         }
       }
@@ -218,9 +228,8 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const at::Tensor& invstd = saved[3];
     const at::Tensor& out = saved[4];
     at::Tensor g = grads[0].contiguous();
-    const int64_t n = x.size(0), channels = x.size(1);
-    const int64_t plane = x.numel() / (n * channels);
-    const int64_t count = n * plane;
+    const Planes p(x);
+    const int64_t n = p.n, channels = p.channels, plane = p.plane, count = p.count();
     at::Tensor dx = at::empty_like(x);
     at::Tensor dw = at::empty({channels}, x.options());
     at::Tensor db = at::empty({channels}, x.options());
@@ -237,7 +246,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
       for (int64_t c = begin; c < end; ++c) {
         double sum = 0, dot = 0;
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t at = (i * channels + c) * plane;
+          const int64_t at = p.at(i, c);
           plane_grad_sums(gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c], &sum,
                           &dot);
         }
@@ -246,7 +255,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float grad_mean = static_cast<float>(sum / count);
         const float a = static_cast<float>(inv * wp[c]);
         for (int64_t i = 0; i < n; ++i) {
-          const int64_t at = (i * channels + c) * plane;
+          const int64_t at = p.at(i, c);
           plane_input_grad(dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane,
                            mp[c], grad_mean, k, a);
         }
