@@ -1,6 +1,6 @@
-//! Build script of the library: the shared rpath step, then `src/model/batch_norm.cpp` (batch norm's
-//! training kernel as a libtorch autograd function, see `model/batch_norm.rs`) compiled against the
-//! libtorch that torch-sys links, with its C++ ABI.
+//! Build script of the library: the shared rpath step, then groupwise's CPU kernels (libtorch autograd
+//! functions: `src/model/batch_norm.cpp`, see `model/batch_norm.rs`; `src/model/conv.cpp`, see
+//! `model/conv.rs`) compiled against the libtorch that torch-sys links, with its C++ ABI.
 
 #[path = "rpath.rs"]
 mod rpath;
@@ -9,8 +9,10 @@ use std::path::PathBuf;
 
 fn main() {
     rpath::main();
-    let source = "src/model/batch_norm.cpp";
-    println!("cargo:rerun-if-changed={source}");
+    let sources = ["src/model/batch_norm.cpp", "src/model/conv.cpp"];
+    for file in sources.iter().chain(&["src/model/kernels.h"]) {
+        println!("cargo:rerun-if-changed={file}");
+    }
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
         .expect("torch-sys publishes the libtorch it links (DEP_TCH_LIBTORCH_LIB)");
@@ -22,7 +24,7 @@ fn main() {
     let abi = std::env::var("LIBTORCH_CXX11_ABI").unwrap_or_else(|_| "1".into());
     cc::Build::new()
         .cpp(true)
-        .file(source)
+        .files(sources)
         .include(root.join("include"))
         .include(root.join("include/torch/csrc/api/include"))
         .flag("-std=c++17")

@@ -5,7 +5,8 @@ Backends: oneDNN on NCHW (`F.conv2d`, what libtorch picks for a batch of 128), o
 the same with the conversions from and back to NCHW (what one channels-last layer costs in an NCHW
 network: batch norm on CPU is slow on channels-last tensors with few channels), and im2col + GEMM (`torch._C._nn.thnn_conv2d`, libtorch's slow_conv2d). Rounds are interleaved
 (backend A, B, C, A, B, C, ...) and the median is printed, with GMAC/s counting 3 x forward MACs.
-What groupwise's per-layer convolution rule (model/conv.rs) was chosen from.
+What groupwise's per-layer convolution rule (crates/groupwise/src/model/conv.rs) was chosen from; that rule
+now runs its own kernel for narrow stride-1 layers, which this script does not time.
 
 Usage: python3 scripts/bench_conv.py [--threads 1] [--batch 128] [--rounds 5]
 """

@@ -21,6 +21,12 @@ fn main() -> ExitCode {
              libtorch's)"
         );
     }
+    if groupwise::model::own_conv_kernel() {
+        tracing::debug!(
+            "convolutions: groupwise's kernel for narrow 3x3 ones on the CPU (GROUPWISE_CONV=libtorch: \
+             libtorch's)"
+        );
+    }
     let result = match cli.command {
         Command::Train(a) => cmd::train::run(*a),
         Command::Eval(a) => cmd::eval::run(a).map(|()| ExitCode::SUCCESS),

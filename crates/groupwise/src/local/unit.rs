@@ -82,8 +82,16 @@ impl Unit {
         }
     }
 
-    /// `aux[k][g]` logits `[B, classes]`.
+    /// `aux[k][g]` logits `[B, classes]` from [`Unit::aux_input`]: only this group's window carries a
+    /// gradient, so only its part of the input gradient is computed.
     pub fn forward_aux(&self, aux_input: &Tensor, train: bool) -> Tensor {
+        let mut start = 0;
+        for &(h, _, len) in &self.windows {
+            if h as usize == self.group {
+                return self.aux.forward_own_slice_t(aux_input, start, len, train);
+            }
+            start += len;
+        }
         self.aux.forward_t(aux_input, train)
     }
 

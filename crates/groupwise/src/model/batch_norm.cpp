@@ -16,10 +16,10 @@
 #include <ATen/Parallel.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "kernels.h"
+
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
 namespace {
@@ -27,26 +27,11 @@ namespace {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// On x86-64 each kernel is built twice, for AVX2 and for the baseline, and the loader picks one for
-// the CPU; elsewhere once, for the target.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define GW_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define GW_CLONES
-#endif
-
-// Eight floats: one AVX2 register, two SSE ones in the default clone.
-typedef float v8 __attribute__((vector_size(32)));
-
-inline v8 load(const float* p) {
-  v8 v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline void store(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
-
-inline v8 splat(float x) { return v8{} + x; }
+using groupwise::load;
+using groupwise::splat;
+using groupwise::store;
+using groupwise::v8;
+using groupwise::v8i;
 
 inline double total(v8 a, v8 b) {
   double s = 0;
@@ -84,8 +69,6 @@ GW_CLONES double plane_sq(const float* x, int64_t len, float mean) {
   }
   return s;
 }
-
-typedef int v8i __attribute__((vector_size(32)));
 
 // v where not v <= 0, else 0: ReLU as libtorch computes it (NaN stays NaN).
 inline v8 relu(v8 v) { return (v8)((v8i)v & ~(v <= v8{})); }
@@ -267,13 +250,6 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
   }
 };
 
-char* copy_message(const char* what) {
-  const size_t len = std::strlen(what) + 1;
-  char* out = static_cast<char*>(std::malloc(len));
-  if (out != nullptr) std::memcpy(out, what, len);
-  return out;
-}
-
 }  // namespace
 
 // Training-mode batch norm of `input` ([N, C, ...], float32, CPU) with `weight` and `bias` ([C],
@@ -292,9 +268,9 @@ extern "C" at::Tensor* groupwise_batch_norm_train(const at::Tensor* input, const
                                         momentum, eps, relu_after != 0);
     return new at::Tensor(std::move(y));
   } catch (const std::exception& e) {
-    *error = copy_message(e.what());
+    *error = groupwise::copy_message(e.what());
   } catch (...) {
-    *error = copy_message("unknown C++ exception in groupwise_batch_norm_train");
+    *error = groupwise::copy_message("unknown C++ exception in groupwise_batch_norm_train");
   }
   return nullptr;
 }

@@ -10,7 +10,7 @@
 //! `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
 //! `scripts/bench_batch_norm.sh`).
 
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 use std::sync::OnceLock;
 
 use tch::nn::{self, ModuleT};
@@ -101,30 +101,22 @@ extern "C" {
 // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
 #[allow(unsafe_code)]
 fn train_cpu(x: &Tensor, [w, b, mean, var]: [&Tensor; 4], relu: bool) -> Tensor {
-    let mut error: *mut c_char = std::ptr::null_mut();
-    // SAFETY: every pointer is a live tensor for the call; the kernel copies the handles it keeps
-    // and returns either a new tensor that the caller owns (tch frees it on drop) or null with a
-    // malloc'd message.
-    unsafe {
-        let out = groupwise_batch_norm_train(
-            x.as_ptr(),
-            w.as_ptr(),
-            b.as_ptr(),
-            mean.as_ptr(),
-            var.as_ptr(),
-            MOMENTUM,
-            EPS,
-            i32::from(relu),
-            &mut error,
-        );
-        if out.is_null() {
-            let message = CStr::from_ptr(error).to_string_lossy().into_owned();
-            libc::free(error.cast());
-            // The same as any libtorch op that fails (tch panics with libtorch's message).
-            panic!("batch norm: {message}");
+    super::ffi::tensor("batch norm", |error| {
+        // SAFETY: every pointer is a live tensor for the call; the kernel copies the handles it keeps.
+        unsafe {
+            groupwise_batch_norm_train(
+                x.as_ptr(),
+                w.as_ptr(),
+                b.as_ptr(),
+                mean.as_ptr(),
+                var.as_ptr(),
+                MOMENTUM,
+                EPS,
+                i32::from(relu),
+                error,
+            )
         }
-        Tensor::from_ptr(out)
-    }
+    })
 }
 
 #[cfg(test)]

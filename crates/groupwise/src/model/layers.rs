@@ -9,54 +9,14 @@ use tch::nn::{self, ModuleT};
 use tch::Tensor;
 
 use super::batch_norm::{batch_norm2d, BatchNorm};
+use super::conv::{conv2d, Conv};
 use super::{Arch, LayerKind, LayerSpec};
 
 /// A bias-free convolution initialised as METHOD.md section 1 says: N(0, sqrt(2 / (k*k*C_out))), where
 /// `C_out` is the output width of the *whole* layer (all groups), as in the reference.
 fn conv(p: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, layer_out: i64) -> Conv {
     let stdev = (2.0 / (kernel * kernel * layer_out) as f64).sqrt();
-    let config = nn::ConvConfig {
-        stride,
-        padding: kernel / 2,
-        bias: false,
-        ws_init: nn::Init::Randn { mean: 0.0, stdev },
-        ..Default::default()
-    };
-    Conv {
-        inner: nn::conv2d(p, cin, cout, kernel, config),
-        channels_last: kernel == 3 && cout <= NARROW,
-    }
-}
-
-/// Output channels up to which a 3x3 convolution runs on channels-last memory (see [`Conv`]).
-const NARROW: i64 = 8;
-
-/// A convolution of the network, in the memory layout that is fastest for its shape on libtorch's CPU
-/// kernels (oneDNN).
-///
-/// Activations stay NCHW (contiguous): batch norm on CPU vectorises over channels on channels-last
-/// tensors, which with a group's 4-8 channels is several times slower than on NCHW. A narrow 3x3
-/// convolution (at most [`NARROW`] output channels, the layers of G >= 2 groups in the first stages) runs
-/// on a channels-last copy of its input and hands back an NCHW copy of its output: with both copies,
-/// forward and backward, it takes 0.55-0.85x the time of the NCHW convolution at batch 128 on one thread,
-/// while wider layers gain nothing or lose (`scripts/bench_conv.py`). Same values up to float rounding
-/// (oneDNN sums in another order); the choice depends only on the shape, so every run of a config
-/// computes the same numbers.
-#[derive(Debug)]
-pub struct Conv {
-    inner: nn::Conv2D,
-    channels_last: bool,
-}
-
-impl nn::Module for Conv {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        if !self.channels_last {
-            return x.apply(&self.inner);
-        }
-        // NHWC strides on the same logical tensor: libtorch's convolution follows the input's layout.
-        let nhwc = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
-        nhwc.apply(&self.inner).contiguous()
-    }
+    conv2d(p, cin, cout, kernel, stride, stdev)
 }
 
 /// A linear layer with weight and bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -252,7 +212,15 @@ impl Classifier1c2f {
 
     /// `[B, C, H, W] -> [B, classes]` logits.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        let h = self.bn.forward_relu_t(&x.apply(&self.conv), train);
+        self.forward_own_slice_t(x, 0, x.size()[1], train)
+    }
+
+    /// [`Classifier1c2f::forward_t`] of an input whose channels outside `[start, start + len)` are
+    /// detached (the other groups' slices of a stop-gradient input): the backward pass computes the
+    /// input gradient of those channels only (see [`Conv::forward_own_slice`]).
+    pub fn forward_own_slice_t(&self, x: &Tensor, start: i64, len: i64, train: bool) -> Tensor {
+        let h = self.conv.forward_own_slice(x, start, len);
+        let h = self.bn.forward_relu_t(&h, train);
         let h = h.mean_dim(&[2i64, 3][..], false, h.kind());
         h.apply(&self.fc1).relu().apply(&self.fc2)
     }

@@ -11,9 +11,12 @@
 //! PyTorch's `groups=G` convolutions), and the narrow form lets every group own its parameters outright.
 
 mod batch_norm;
+mod conv;
+mod ffi;
 mod layers;
 
 pub use batch_norm::own_kernel as own_batch_norm_kernel;
+pub use conv::own_kernel as own_conv_kernel;
 pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
 
 use serde::{Deserialize, Serialize};

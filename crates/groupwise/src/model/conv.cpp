@@ -1,0 +1,327 @@
+// A narrow 3x3 convolution (stride 1, padding 1, no bias) for float32 NCHW tensors on the CPU, as a
+// libtorch autograd function: the layers of a neuron group with few channels (see `model/conv.rs`).
+//
+// Why: libtorch's CPU convolutions (oneDNN) are built for wide layers; with the 4-8 channels of a
+// group's slice they run at a fraction of their speed on wide ones (`scripts/bench_conv.py`). Here one
+// image at a time is copied into a zero-bordered buffer and every output row is computed directly:
+// eight output columns per vector, up to four output channels at once, so each loaded input vector
+// feeds as many multiply-adds as there are output channels in the block. The input gradient is the
+// same convolution of the output gradient with the kernel flipped and transposed; the weight gradient
+// sums, per image, the products of output gradient and shifted input in vector lanes, then the images
+// in double in a fixed order. Images are split over libtorch's intra-op threads, and nothing depends
+// on how: the result is the same for any thread count.
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "kernels.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using groupwise::load;
+using groupwise::splat;
+using groupwise::store;
+using groupwise::v8;
+
+#define GW_INLINE __attribute__((always_inline)) inline
+
+// One image's planes in a zero border: value (c, i, j) of a [channels, h, w] image at
+// (c, i + 1, j + 1) of [channels, h + 2, row]. `row` is the width rounded up to whole vectors plus the
+// two border columns, so an eight-float load at any output column chunk plus a kernel offset stays
+// inside the row and reads zeros past the image.
+struct Padded {
+  int64_t channels, h, w, row, plane;
+  Padded(int64_t channels, int64_t h, int64_t w)
+      : channels(channels), h(h), w(w), row(vector_width(w) + 2), plane((h + 2) * row) {}
+  // The width rounded up to whole vectors: the output columns computed per row.
+  static int64_t vector_width(int64_t w) { return (w + 7) / 8 * 8; }
+  int64_t size() const { return channels * plane; }
+  // A zeroed buffer for one image.
+  std::vector<float> buffer() const { return std::vector<float>(size(), 0.f); }
+  // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
+  void fill(float* buf, const float* src) const {
+    for (int64_t c = 0; c < channels; ++c)
+      for (int64_t i = 0; i < h; ++i)
+        std::memcpy(buf + c * plane + (i + 1) * row + 1, src + (c * h + i) * w, w * sizeof(float));
+  }
+};
+
+// Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i:
+// out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw] * in(c, i + kh - 1, j' + kw - 1).
+template <int OB, int NV>
+GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, const float* wt,
+                              int64_t o0, float* out, int64_t i, int64_t j) {
+  v8 acc[OB][NV] = {};
+  for (int64_t c = 0; c < ci; ++c) {
+    const float* base = in + c * p.plane + i * p.row + j;
+    for (int kh = 0; kh < 3; ++kh) {
+      const float* r = base + kh * p.row;
+      v8 x[NV][3];
+      for (int v = 0; v < NV; ++v)
+        for (int kw = 0; kw < 3; ++kw) x[v][kw] = load(r + 8 * v + kw);
+      for (int o = 0; o < OB; ++o) {
+        const float* k = wt + ((o0 + o) * ci + c) * 9 + kh * 3;
+        for (int kw = 0; kw < 3; ++kw) {
+          const v8 s = splat(k[kw]);
+          for (int v = 0; v < NV; ++v) acc[o][v] += s * x[v][kw];
+        }
+      }
+    }
+  }
+  const int64_t h = p.h, w = p.w;
+  for (int o = 0; o < OB; ++o)
+    for (int v = 0; v < NV; ++v) {
+      const int64_t col = j + 8 * v;
+      float* dst = out + ((o0 + o) * h + i) * w + col;
+      if (col + 8 <= w) {
+        store(dst, acc[o][v]);
+      } else {
+        for (int64_t t = 0; t < w - col; ++t) dst[t] = acc[o][v][t];
+      }
+    }
+}
+
+template <int OB>
+GW_INLINE void conv_channels(const float* in, const Padded& p, int64_t ci, const float* wt,
+                             int64_t o0, float* out) {
+  const int64_t wv = Padded::vector_width(p.w);
+  for (int64_t i = 0; i < p.h; ++i) {
+    int64_t j = 0;
+    for (; j + 16 <= wv; j += 16) conv_row_block<OB, 2>(in, p, ci, wt, o0, out, i, j);
+    for (; j < wv; j += 8) conv_row_block<OB, 1>(in, p, ci, wt, o0, out, i, j);
+  }
+}
+
+// out ([co, h, w]) = the convolution of one padded image `in` (p.channels = ci) with wt ([co, ci, 3, 3]).
+GW_CLONES void conv_image(const float* in, const Padded& p, const float* wt, int64_t co,
+                          float* out) {
+  const int64_t ci = p.channels;
+  int64_t o0 = 0;
+  for (; o0 + 4 <= co; o0 += 4) conv_channels<4>(in, p, ci, wt, o0, out);
+  switch (co - o0) {
+    case 3: conv_channels<3>(in, p, ci, wt, o0, out); break;
+    case 2: conv_channels<2>(in, p, ci, wt, o0, out); break;
+    case 1: conv_channels<1>(in, p, ci, wt, o0, out); break;
+    default: break;
+  }
+}
+
+inline double lanes(v8 a) {
+  double s = 0;
+  for (int t = 0; t < 8; ++t) s += a[t];
+  return s;
+}
+
+// Adds to part ([co, ci, 3, 3], double) one image's weight gradient for output channels
+// [o0, o0 + OB): the sums over its pixels of dy(o, i, j) * x(c, i + kh - 1, j + kw - 1), from the
+// padded input `x` and the padded output gradient `dy` (zero past the image, so whole vectors can be
+// summed).
+template <int OB>
+GW_INLINE void weight_channels(const float* x, const Padded& px, const float* dy,
+                               const Padded& pd, int64_t o0, double* part) {
+  const int64_t ci = px.channels, wv = Padded::vector_width(px.w);
+  for (int64_t c = 0; c < ci; ++c)
+    for (int kh = 0; kh < 3; ++kh) {
+      v8 acc[OB][3] = {};
+      for (int64_t i = 0; i < px.h; ++i) {
+        const float* r = x + c * px.plane + (i + kh) * px.row;
+        const float* g = dy + o0 * pd.plane + (i + 1) * pd.row + 1;
+        for (int64_t j = 0; j < wv; j += 8) {
+          const v8 x0 = load(r + j), x1 = load(r + j + 1), x2 = load(r + j + 2);
+          for (int o = 0; o < OB; ++o) {
+            const v8 go = load(g + o * pd.plane + j);
+            acc[o][0] += go * x0;
+            acc[o][1] += go * x1;
+            acc[o][2] += go * x2;
+          }
+        }
+      }
+      for (int o = 0; o < OB; ++o)
+        for (int kw = 0; kw < 3; ++kw) part[((o0 + o) * ci + c) * 9 + kh * 3 + kw] += lanes(acc[o][kw]);
+    }
+}
+
+GW_CLONES void weight_image(const float* x, const Padded& px, const float* dy, const Padded& pd,
+                            double* part) {
+  const int64_t co = pd.channels;
+  int64_t o0 = 0;
+  for (; o0 + 4 <= co; o0 += 4) weight_channels<4>(x, px, dy, pd, o0, part);
+  switch (co - o0) {
+    case 3: weight_channels<3>(x, px, dy, pd, o0, part); break;
+    case 2: weight_channels<2>(x, px, dy, pd, o0, part); break;
+    case 1: weight_channels<1>(x, px, dy, pd, o0, part); break;
+    default: break;
+  }
+}
+
+void check(const at::Tensor& x, const at::Tensor& w) {
+  TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
+              "narrow convolution: input must be a float32 CPU tensor [N, C, H, W], got ",
+              x.sizes(), " ", x.scalar_type(), " on ", x.device());
+  TORCH_CHECK(w.dim() == 4 && w.size(1) == x.size(1) && w.size(2) == 3 && w.size(3) == 3 &&
+                  w.scalar_type() == at::kFloat && w.device().is_cpu(),
+              "narrow convolution: weight must be a float32 CPU tensor [C_out, ", x.size(1),
+              ", 3, 3], got ", w.sizes());
+}
+
+struct NarrowConv : public torch::autograd::Function<NarrowConv> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
+                            const at::Tensor& weight) {
+    check(input, weight);
+    at::Tensor x = input.contiguous(), w = weight.contiguous();
+    const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
+    at::Tensor y = at::empty({n, co, h, wd}, x.options());
+    const float* xp = x.const_data_ptr<float>();
+    const float* wp = w.const_data_ptr<float>();
+    float* yp = y.data_ptr<float>();
+    const Padded p(ci, h, wd);
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> buf = p.buffer();
+      for (int64_t b = begin; b < end; ++b) {
+        p.fill(buf.data(), xp + b * ci * h * wd);
+        conv_image(buf.data(), p, wp, co, yp + b * co * h * wd);
+      }
+    });
+    ctx->save_for_backward({x, w});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& w = saved[1];
+    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
+    at::Tensor g = grads[0].contiguous();
+    const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
+    // The input gradient convolves the output gradient with wf[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw].
+    at::Tensor flipped = w.flip({2, 3}).transpose(0, 1).contiguous();
+    at::Tensor dx = need_input ? at::empty_like(x) : at::Tensor();
+    at::Tensor part = need_weight ? at::zeros({n, co * ci * 9}, x.options().dtype(at::kDouble))
+                                  : at::Tensor();
+    const float* xp = x.const_data_ptr<float>();
+    const float* gp = g.const_data_ptr<float>();
+    const float* fp = flipped.const_data_ptr<float>();
+    float* dxp = need_input ? dx.data_ptr<float>() : nullptr;
+    double* pp = need_weight ? part.data_ptr<double>() : nullptr;
+    const Padded px(ci, h, wd), pd(co, h, wd);
+    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> gbuf = pd.buffer();
+      std::vector<float> xbuf = need_weight ? px.buffer() : std::vector<float>();
+      for (int64_t b = begin; b < end; ++b) {
+        pd.fill(gbuf.data(), gp + b * co * h * wd);
+        if (need_input) conv_image(gbuf.data(), pd, fp, ci, dxp + b * ci * h * wd);
+        if (need_weight) {
+          px.fill(xbuf.data(), xp + b * ci * h * wd);
+          weight_image(xbuf.data(), px, gbuf.data(), pd, pp + b * co * ci * 9);
+        }
+      }
+    });
+    at::Tensor dw;
+    if (need_weight) {
+      // Images added in order, whatever the threads did.
+      const int64_t k = co * ci * 9;
+      std::vector<double> sum(k, 0.0);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t t = 0; t < k; ++t) sum[t] += pp[b * k + t];
+      dw = at::empty_like(w);
+      float* dwp = dw.data_ptr<float>();
+      for (int64_t t = 0; t < k; ++t) dwp[t] = static_cast<float>(sum[t]);
+    }
+    return {dx, dw};
+  }
+};
+
+// A convolution whose input gradient is wanted for one run of input channels only: an auxiliary
+// classifier's stop-gradient input, where the other groups' slices are detached. The weight gradient is
+// libtorch's; the input gradient convolves back through the own channels' part of the weight only
+// (libtorch would compute every channel's and the concatenation would drop the rest), and the others'
+// channels of it are zero.
+struct OwnSliceConv : public torch::autograd::Function<OwnSliceConv> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            int64_t start, int64_t len, int64_t stride, int64_t padding) {
+    TORCH_CHECK(input.dim() == 4 && weight.dim() == 4 && weight.size(1) == input.size(1),
+                "own-slice convolution: input [N, C, H, W] and weight [C_out, C, k, k] expected, got ",
+                input.sizes(), " and ", weight.sizes());
+    TORCH_CHECK(start >= 0 && len > 0 && start + len <= input.size(1),
+                "own-slice convolution: channels [", start, ", ", start + len, ") outside ",
+                input.size(1));
+    ctx->save_for_backward({input, weight});
+    ctx->saved_data["start"] = start;
+    ctx->saved_data["len"] = len;
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["padding"] = padding;
+    return at::convolution(input, weight, {}, {stride, stride}, {padding, padding}, {1, 1}, false,
+                           {0, 0}, 1);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto saved = ctx->get_saved_variables();
+    const at::Tensor& x = saved[0];
+    const at::Tensor& w = saved[1];
+    const int64_t start = ctx->saved_data["start"].toInt(), len = ctx->saved_data["len"].toInt();
+    const int64_t stride = ctx->saved_data["stride"].toInt();
+    const int64_t padding = ctx->saved_data["padding"].toInt();
+    const at::Tensor& g = grads[0];
+    const std::vector<int64_t> strides{stride, stride}, pads{padding, padding}, dilation{1, 1},
+        out_pad{0, 0};
+    at::Tensor dx, dw;
+    if (ctx->needs_input_grad(1)) {
+      dw = std::get<1>(at::convolution_backward(g, x, w, std::nullopt, strides, pads, dilation,
+                                                false, out_pad, 1, {false, true, false}));
+    }
+    if (ctx->needs_input_grad(0)) {
+      const at::Tensor own = x.narrow(1, start, len);
+      at::Tensor d = std::get<0>(at::convolution_backward(g, own, w.narrow(1, start, len),
+                                                          std::nullopt, strides, pads, dilation,
+                                                          false, out_pad, 1, {true, false, false}));
+      dx = at::zeros_like(x, at::MemoryFormat::Contiguous);
+      dx.narrow(1, start, len).copy_(d);
+    }
+    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+// The 3x3 convolution (stride 1, padding 1, no bias) of `input` ([N, C_in, H, W], float32, CPU) with
+// `weight` ([C_out, C_in, 3, 3]), differentiable in both. On success returns a new tensor (owned by
+// the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure returns null
+// and sets *error to a malloc'd message for the caller to free.
+extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tensor* weight,
+                                         char** error) {
+  *error = nullptr;
+  try {
+    return new at::Tensor(NarrowConv::apply(*input, *weight));
+  } catch (const std::exception& e) {
+    *error = groupwise::copy_message(e.what());
+  } catch (...) {
+    *error = groupwise::copy_message("unknown C++ exception in groupwise_conv3x3");
+  }
+  return nullptr;
+}
+
+// The convolution of `input` ([N, C, H, W]) with `weight` ([C_out, C, k, k]; stride and padding
+// given, no bias) whose input gradient is computed for channels [start, start + len) only (zero for
+// the others). Returns and reports errors like `groupwise_conv3x3`.
+extern "C" at::Tensor* groupwise_conv_own_slice(const at::Tensor* input, const at::Tensor* weight,
+                                                int64_t start, int64_t len, int64_t stride,
+                                                int64_t padding, char** error) {
+  *error = nullptr;
+  try {
+    return new at::Tensor(OwnSliceConv::apply(*input, *weight, start, len, stride, padding));
+  } catch (const std::exception& e) {
+    *error = groupwise::copy_message(e.what());
+  } catch (...) {
+    *error = groupwise::copy_message("unknown C++ exception in groupwise_conv_own_slice");
+  }
+  return nullptr;
+}

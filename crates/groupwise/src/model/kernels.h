@@ -1,0 +1,41 @@
+// What groupwise's CPU kernels (batch_norm.cpp, conv.cpp) share: eight-float GCC vectors, the
+// per-CPU clones and the C entry points' error hand-over.
+
+#pragma once
+
+#include <cstdlib>
+#include <cstring>
+
+namespace groupwise {
+
+// On x86-64 each kernel is built twice, for x86-64-v3 (AVX2 and FMA) and for the baseline, and the
+// loader picks one for the CPU; elsewhere once, for the target.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define GW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define GW_CLONES
+#endif
+
+// Eight floats: one AVX2 register, two SSE ones in the default clone.
+typedef float v8 __attribute__((vector_size(32)));
+typedef int v8i __attribute__((vector_size(32)));
+
+inline v8 load(const float* p) {
+  v8 v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+inline v8 splat(float x) { return v8{} + x; }
+
+// A malloc'd copy of `what`, for a C caller to free: how an entry point hands back an error.
+inline char* copy_message(const char* what) {
+  const size_t len = std::strlen(what) + 1;
+  char* out = static_cast<char*>(std::malloc(len));
+  if (out != nullptr) std::memcpy(out, what, len);
+  return out;
+}
+
+}  // namespace groupwise
