@@ -32,8 +32,14 @@ fn main() {
         .flag("-DGLOG_USE_GLOG_EXPORT")
         // GCC vectors wider than the default target pass by another ABI: only inside this file.
         .flag("-Wno-psabi")
+        // ATen's parallel_for is OpenMP inlined into the caller: without it the kernels run on one
+        // thread whatever the intra-op thread count.
+        .flag("-fopenmp")
         // The kernel's loops are written to be vectorised: optimised in every profile.
         .opt_level(3)
         .warnings(false)
         .compile("groupwise_kernels");
+    // The OpenMP runtime that libtorch loads (its own libgomp.so.1, found through the rpath at run
+    // time); linked by name so the kernels' OpenMP calls resolve to it.
+    println!("cargo:rustc-link-lib=dylib=gomp");
 }

@@ -7,8 +7,8 @@
 // eight output columns per vector, up to four output channels at once, so each loaded input vector
 // feeds as many multiply-adds as there are output channels in the block. The input gradient is the
 // same convolution of the output gradient with the kernel flipped and transposed; the weight gradient
-// sums, per image, the products of output gradient and shifted input in vector lanes, then the images
-// in double in a fixed order. Images are split over libtorch's intra-op threads, and nothing depends
+// sums the products of output gradient and shifted input in vector lanes over four images at a time,
+// then those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and nothing depends
 // on how: the result is the same for any thread count.
 
 #include <ATen/ATen.h>
@@ -19,7 +19,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstring>
 #include <vector>
 
 namespace {
@@ -33,6 +32,9 @@ using groupwise::store;
 using groupwise::v8;
 
 #define GW_INLINE __attribute__((always_inline)) inline
+
+GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
+                         int64_t row);
 
 // One image's planes in a zero border: value (c, i, j) of a [channels, h, w] image at
 // (c, i + 1, j + 1) of [channels, h + 2, row]. `row` is the width rounded up to whole vectors plus the
@@ -48,12 +50,22 @@ struct Padded {
   // A zeroed buffer for one image.
   std::vector<float> buffer() const { return std::vector<float>(size(), 0.f); }
   // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
-  void fill(float* buf, const float* src) const {
-    for (int64_t c = 0; c < channels; ++c)
-      for (int64_t i = 0; i < h; ++i)
-        std::memcpy(buf + c * plane + (i + 1) * row + 1, src + (c * h + i) * w, w * sizeof(float));
-  }
+  void fill(float* buf, const float* src) const { fill_rows(buf, src, channels * h, h, w, row); }
 };
+
+// The rows of Padded::fill, in vectors (a call to memcpy per row of 8-32 floats costs more than the
+// copy).
+GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
+                         int64_t row) {
+  for (int64_t r = 0; r < rows; ++r) {
+    // Row i of channel c goes to padded row i + 1 of that channel's h + 2.
+    float* dst = buf + (r / h * (h + 2) + r % h + 1) * row + 1;
+    const float* s = src + r * w;
+    int64_t j = 0;
+    for (; j + 8 <= w; j += 8) store(dst + j, load(s + j));
+    for (; j < w; ++j) dst[j] = s[j];
+  }
+}
 
 // Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i:
 // out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw] * in(c, i + kh - 1, j' + kw - 1).
@@ -115,50 +127,56 @@ GW_CLONES void conv_image(const float* in, const Padded& p, const float* wt, int
   }
 }
 
+// Images whose weight gradients are summed together in vector lanes before the lanes are added up:
+// fixed, so that the sum does not depend on how images are split over threads.
+constexpr int64_t kImagesPerPart = 4;
+
 inline double lanes(v8 a) {
-  double s = 0;
-  for (int t = 0; t < 8; ++t) s += a[t];
+  float s = 0;
+  for (int t = 0; t < 4; ++t) s += a[t] + a[t + 4];
   return s;
 }
 
-// Adds to part ([co, ci, 3, 3], double) one image's weight gradient for output channels
-// [o0, o0 + OB): the sums over its pixels of dy(o, i, j) * x(c, i + kh - 1, j + kw - 1), from the
-// padded input `x` and the padded output gradient `dy` (zero past the image, so whole vectors can be
-// summed).
+// Adds to part ([co, ci, 3, 3], double) the weight gradient of `images` padded images for output
+// channels [o0, o0 + OB): the sums over their pixels of dy(o, i, j) * x(c, i + kh - 1, j + kw - 1),
+// from the padded inputs `x` and the padded output gradients `dy` (zero past the image, so whole
+// vectors can be summed), one image after the other in each buffer.
 template <int OB>
 GW_INLINE void weight_channels(const float* x, const Padded& px, const float* dy,
-                               const Padded& pd, int64_t o0, double* part) {
+                               const Padded& pd, int64_t images, int64_t o0, double* part) {
   const int64_t ci = px.channels, wv = Padded::vector_width(px.w);
   for (int64_t c = 0; c < ci; ++c)
     for (int kh = 0; kh < 3; ++kh) {
       v8 acc[OB][3] = {};
-      for (int64_t i = 0; i < px.h; ++i) {
-        const float* r = x + c * px.plane + (i + kh) * px.row;
-        const float* g = dy + o0 * pd.plane + (i + 1) * pd.row + 1;
-        for (int64_t j = 0; j < wv; j += 8) {
-          const v8 x0 = load(r + j), x1 = load(r + j + 1), x2 = load(r + j + 2);
-          for (int o = 0; o < OB; ++o) {
-            const v8 go = load(g + o * pd.plane + j);
-            acc[o][0] += go * x0;
-            acc[o][1] += go * x1;
-            acc[o][2] += go * x2;
+      for (int64_t b = 0; b < images; ++b)
+        for (int64_t i = 0; i < px.h; ++i) {
+          const float* r = x + b * px.size() + c * px.plane + (i + kh) * px.row;
+          const float* g = dy + b * pd.size() + o0 * pd.plane + (i + 1) * pd.row + 1;
+          for (int64_t j = 0; j < wv; j += 8) {
+            const v8 x0 = load(r + j), x1 = load(r + j + 1), x2 = load(r + j + 2);
+            for (int o = 0; o < OB; ++o) {
+              const v8 go = load(g + o * pd.plane + j);
+              acc[o][0] += go * x0;
+              acc[o][1] += go * x1;
+              acc[o][2] += go * x2;
+            }
           }
         }
-      }
       for (int o = 0; o < OB; ++o)
-        for (int kw = 0; kw < 3; ++kw) part[((o0 + o) * ci + c) * 9 + kh * 3 + kw] += lanes(acc[o][kw]);
+        for (int kw = 0; kw < 3; ++kw)
+          part[((o0 + o) * ci + c) * 9 + kh * 3 + kw] += lanes(acc[o][kw]);
     }
 }
 
-GW_CLONES void weight_image(const float* x, const Padded& px, const float* dy, const Padded& pd,
-                            double* part) {
+GW_CLONES void weight_images(const float* x, const Padded& px, const float* dy, const Padded& pd,
+                             int64_t images, double* part) {
   const int64_t co = pd.channels;
   int64_t o0 = 0;
-  for (; o0 + 4 <= co; o0 += 4) weight_channels<4>(x, px, dy, pd, o0, part);
+  for (; o0 + 4 <= co; o0 += 4) weight_channels<4>(x, px, dy, pd, images, o0, part);
   switch (co - o0) {
-    case 3: weight_channels<3>(x, px, dy, pd, o0, part); break;
-    case 2: weight_channels<2>(x, px, dy, pd, o0, part); break;
-    case 1: weight_channels<1>(x, px, dy, pd, o0, part); break;
+    case 3: weight_channels<3>(x, px, dy, pd, images, o0, part); break;
+    case 2: weight_channels<2>(x, px, dy, pd, images, o0, part); break;
+    case 1: weight_channels<1>(x, px, dy, pd, images, o0, part); break;
     default: break;
   }
 }
@@ -205,32 +223,38 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     // The input gradient convolves the output gradient with wf[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw].
     at::Tensor flipped = w.flip({2, 3}).transpose(0, 1).contiguous();
     at::Tensor dx = need_input ? at::empty_like(x) : at::Tensor();
-    at::Tensor part = need_weight ? at::zeros({n, co * ci * 9}, x.options().dtype(at::kDouble))
-                                  : at::Tensor();
+    const int64_t parts = (n + kImagesPerPart - 1) / kImagesPerPart;
+    at::Tensor part =
+        need_weight ? at::zeros({parts, co * ci * 9}, x.options().dtype(at::kDouble)) : at::Tensor();
     const float* xp = x.const_data_ptr<float>();
     const float* gp = g.const_data_ptr<float>();
     const float* fp = flipped.const_data_ptr<float>();
     float* dxp = need_input ? dx.data_ptr<float>() : nullptr;
     double* pp = need_weight ? part.data_ptr<double>() : nullptr;
     const Padded px(ci, h, wd), pd(co, h, wd);
-    at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> gbuf = pd.buffer();
-      std::vector<float> xbuf = need_weight ? px.buffer() : std::vector<float>();
-      for (int64_t b = begin; b < end; ++b) {
-        pd.fill(gbuf.data(), gp + b * co * h * wd);
-        if (need_input) conv_image(gbuf.data(), pd, fp, ci, dxp + b * ci * h * wd);
-        if (need_weight) {
-          px.fill(xbuf.data(), xp + b * ci * h * wd);
-          weight_image(xbuf.data(), px, gbuf.data(), pd, pp + b * co * ci * 9);
+    at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
+      std::vector<float> gbuf(kImagesPerPart * pd.size(), 0.f);
+      std::vector<float> xbuf(need_weight ? kImagesPerPart * px.size() : 0, 0.f);
+      for (int64_t part_index = begin; part_index < end; ++part_index) {
+        const int64_t first = part_index * kImagesPerPart;
+        const int64_t images = std::min(kImagesPerPart, n - first);
+        for (int64_t k = 0; k < images; ++k) {
+          const int64_t b = first + k;
+          float* gk = gbuf.data() + k * pd.size();
+          pd.fill(gk, gp + b * co * h * wd);
+          if (need_input) conv_image(gk, pd, fp, ci, dxp + b * ci * h * wd);
+          if (need_weight) px.fill(xbuf.data() + k * px.size(), xp + b * ci * h * wd);
         }
+        if (need_weight)
+          weight_images(xbuf.data(), px, gbuf.data(), pd, images, pp + part_index * co * ci * 9);
       }
     });
     at::Tensor dw;
     if (need_weight) {
-      // Images added in order, whatever the threads did.
+      // Parts added in order, whatever the threads did.
       const int64_t k = co * ci * 9;
       std::vector<double> sum(k, 0.0);
-      for (int64_t b = 0; b < n; ++b)
+      for (int64_t b = 0; b < parts; ++b)
         for (int64_t t = 0; t < k; ++t) sum[t] += pp[b * k + t];
       dw = at::empty_like(w);
       float* dwp = dw.data_ptr<float>();

@@ -28,7 +28,12 @@ inline v8 load(const float* p) {
 
 inline void store(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
 
-inline v8 splat(float x) { return v8{} + x; }
+// x in every lane: one broadcast (`v8{} + x` adds to zero first, which the compiler must keep for -0;
+// `v8{x, x, ...}` builds the vector on the stack under target_clones).
+inline v8 splat(float x) {
+  const v8 v = {x};
+  return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
+}
 
 // A malloc'd copy of `what`, for a C caller to free: how an entry point hands back an error.
 inline char* copy_message(const char* what) {
