@@ -33,8 +33,19 @@ using groupwise::v8;
 
 #define GW_INLINE __attribute__((always_inline)) inline
 
+// Copies `rows` rows of w floats from src into the padded layout of Padded (below) whose planes have
+// h rows of `row` floats, in vectors (a call to memcpy per row of 8-32 floats costs more than the copy).
 GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
-                         int64_t row);
+                         int64_t row) {
+  for (int64_t r = 0; r < rows; ++r) {
+    // Row i of channel c goes to padded row i + 1 of that channel's h + 2.
+    float* dst = buf + (r / h * (h + 2) + r % h + 1) * row + 1;
+    const float* s = src + r * w;
+    int64_t j = 0;
+    for (; j + 8 <= w; j += 8) store(dst + j, load(s + j));
+    for (; j < w; ++j) dst[j] = s[j];
+  }
+}
 
 // One image's planes in a zero border: value (c, i, j) of a [channels, h, w] image at
 // (c, i + 1, j + 1) of [channels, h + 2, row]. `row` is the width rounded up to whole vectors plus the
@@ -52,20 +63,6 @@ struct Padded {
   // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
   void fill(float* buf, const float* src) const { fill_rows(buf, src, channels * h, h, w, row); }
 };
-
-// The rows of Padded::fill, in vectors (a call to memcpy per row of 8-32 floats costs more than the
-// copy).
-GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
-                         int64_t row) {
-  for (int64_t r = 0; r < rows; ++r) {
-    // Row i of channel c goes to padded row i + 1 of that channel's h + 2.
-    float* dst = buf + (r / h * (h + 2) + r % h + 1) * row + 1;
-    const float* s = src + r * w;
-    int64_t j = 0;
-    for (; j + 8 <= w; j += 8) store(dst + j, load(s + j));
-    for (; j < w; ++j) dst[j] = s[j];
-  }
-}
 
 // Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i:
 // out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw] * in(c, i + kh - 1, j' + kw - 1).

@@ -217,7 +217,7 @@ impl Classifier1c2f {
 
     /// [`Classifier1c2f::forward_t`] of an input whose channels outside `[start, start + len)` are
     /// detached (the other groups' slices of a stop-gradient input): the backward pass computes the
-    /// input gradient of those channels only (see [`Conv::forward_own_slice`]).
+    /// input gradient of those channels only (a convolution of its own in `conv.cpp`).
     pub fn forward_own_slice_t(&self, x: &Tensor, start: i64, len: i64, train: bool) -> Tensor {
         let h = self.conv.forward_own_slice(x, start, len);
         let h = self.bn.forward_relu_t(&h, train);
