@@ -180,4 +180,36 @@ mod tests {
             }
         }
     }
+
+    /// Channels are split over the intra-op threads: the output, the running statistics and every
+    /// gradient are the same bits on one thread and on three.
+    #[test]
+    fn the_kernel_gives_the_same_bits_on_any_thread_count() {
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([6, 7, 9, 9], opts) * 2.0 + 0.5;
+        let g = Tensor::randn([6, 7, 9, 9], opts);
+        let run = |threads: usize| {
+            crate::device::set_intra_op_threads(threads);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let bn = batch_norm2d(vs.root(), 7);
+            let x = x.copy().set_requires_grad(true);
+            let y = bn.forward_relu_t(&x, true);
+            (&y * &g).sum(Kind::Float).backward();
+            let w = bn.inner.ws.as_ref().unwrap().grad();
+            let b = bn.inner.bs.as_ref().unwrap().grad();
+            let stats = [bn.inner.running_mean.copy(), bn.inner.running_var.copy()];
+            [
+                y.detach(),
+                x.grad(),
+                w,
+                b,
+                stats[0].shallow_clone(),
+                stats[1].shallow_clone(),
+            ]
+        };
+        let (one, three) = (run(1), run(3));
+        for (a, b) in one.iter().zip(&three) {
+            assert!(a.equal(b));
+        }
+    }
 }

@@ -284,6 +284,28 @@ mod tests {
         }
     }
 
+    /// The kernel splits images over the intra-op threads: the output and both gradients are the same
+    /// bits on one thread and on three.
+    #[test]
+    fn the_kernel_gives_the_same_bits_on_any_thread_count() {
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([9, 5, 12, 12], opts);
+        let w = Tensor::randn([6, 5, 3, 3], opts);
+        let g = Tensor::randn([9, 6, 12, 12], opts);
+        let run = |threads: usize| {
+            crate::device::set_intra_op_threads(threads);
+            let x = x.copy().set_requires_grad(true);
+            let w = w.copy().set_requires_grad(true);
+            let y = conv3x3_cpu(&x, &w);
+            (&y * &g).sum(Kind::Float).backward();
+            [y.detach(), x.grad(), w.grad()]
+        };
+        let (one, three) = (run(1), run(3));
+        for (a, b) in one.iter().zip(&three) {
+            assert!(a.equal(b));
+        }
+    }
+
     /// A wrong shape is libtorch's kind of error, not a crash.
     #[test]
     fn a_wrong_weight_is_an_error() {
