@@ -5,13 +5,14 @@
 //! (`scripts/bench_conv.py`). So, by shape alone (every run of a config computes the same numbers):
 //! - a 3x3 stride-1 convolution to at most [`NARROW`] output channels, or to at most [`OWN_WIDE`] on
 //!   images of at least [`OWN_WIDE_PIXELS`] pixels, runs groupwise's own kernel (`conv.cpp`, a
-//!   libtorch autograd function built by `build/groupwise.rs`) on float32 CPU tensors. Measured
-//!   forward + backward at batch 128 against oneDNN on NCHW, own / oneDNN, 1 and 2 intra-op threads:
-//!   4->4 at 32x32 0.33 / 0.34, 3->16 at 32x32 0.52 / 0.81, 16->16 at 32x32 0.63 / 0.76, at 28x28
-//!   0.97 / 0.86, at 16x16 0.85 / 0.87, at 14x14 0.95 / 0.97, at 8x8 1.32 / 1.11, 8->8 at 8x8
-//!   0.92 / 0.79. (With 16 channels also at 16x16, one of the float32 golden test's nudged runs of
-//!   end-to-end lands on another branch of its step-2 knife edge, which libtorch's kernels reach too
-//!   with other nudges: a gain of 13-15% on those layers was not worth loosening that test.)
+//!   libtorch autograd function built by `build/groupwise.rs`) on float32 CPU tensors. Forward +
+//!   backward at batch 128, ours / oneDNN on NCHW, 1 and 2 intra-op threads (`cargo run --release -p
+//!   groupwise --example bench_conv_layers`): 4->4 at 32x32 0.30 / 0.33, 16->4 0.45 / 0.45, 16->16 at
+//!   32x32 0.79 / 0.76, 8->8 at 8x8 0.79 / 0.71. With the kernel forced on for every shape (a scratch
+//!   build), 16->16 at 16x16 gained only 13-15%, at 8x8 it lost (1.32 / 1.11), as did 32 and 64 channels
+//!   at 8x8 (1.4-1.7); and with 16 channels also at 16x16, one of the float32 golden test's nudged runs
+//!   of end-to-end landed on another branch of its step-2 knife edge (which libtorch's kernels reach too
+//!   with other nudges), so the rule keeps 16 channels to 32x32;
 //! - another narrow 3x3 convolution (stride 2) runs oneDNN on a channels-last copy of its input and
 //!   hands back an NCHW copy of its output: with both copies, forward and backward, 0.55-0.85x the time
 //!   of the NCHW convolution at batch 128 on one thread. Activations stay NCHW: batch norm on CPU
@@ -89,6 +90,11 @@ pub fn own_kernel() -> bool {
 }
 
 impl Conv {
+    /// The weight, `[C_out, C_in, k, k]`.
+    pub fn weight(&self) -> &Tensor {
+        &self.inner.ws
+    }
+
     /// The convolution of `x`, whose input gradient is wanted only for channels
     /// `[start, start + len)`: the others are detached (an auxiliary classifier's stop-gradient input,
     /// where they are the other groups' slices). Computes only that part of the input gradient (zero

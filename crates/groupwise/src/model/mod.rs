@@ -16,7 +16,7 @@ mod ffi;
 mod layers;
 
 pub use batch_norm::own_kernel as own_batch_norm_kernel;
-pub use conv::own_kernel as own_conv_kernel;
+pub use conv::{conv2d, own_kernel as own_conv_kernel, Conv};
 pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
 
 use serde::{Deserialize, Serialize};
