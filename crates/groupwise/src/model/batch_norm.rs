@@ -121,6 +121,7 @@ fn train_cpu(x: &Tensor, [w, b, mean, var]: [&Tensor; 4], relu: bool) -> Tensor 
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::assert_close;
     use super::*;
 
     /// The kernel against libtorch's: output, running statistics and every gradient.
@@ -158,12 +159,7 @@ mod tests {
                 (y.detach(), x.grad(), w, b)
             };
             let close = |a: &Tensor, b: &Tensor, what: &str| {
-                let diff = (a - b).abs().max().double_value(&[]);
-                let scale = b.abs().max().double_value(&[]).max(1.0);
-                assert!(
-                    diff <= 2e-5 * scale,
-                    "{shape:?} {what}: {diff} (scale {scale})"
-                );
+                assert_close(a, b, 2e-5, &format!("{shape:?} {what}"));
             };
             // Batch norm alone, then with its ReLU (gradients accumulate: the weights' sums).
             for relu in [false, true] {

@@ -8,8 +8,8 @@
 // feeds as many multiply-adds as there are output channels in the block. The input gradient is the
 // same convolution of the output gradient with the kernel flipped and transposed; the weight gradient
 // sums the products of output gradient and shifted input in vector lanes over four images at a time,
-// then those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and nothing depends
-// on how: the result is the same for any thread count.
+// then those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and
+// nothing depends on how: the result is the same for any thread count.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -58,8 +58,10 @@ struct Padded {
   // The width rounded up to whole vectors: the output columns computed per row.
   static int64_t vector_width(int64_t w) { return (w + 7) / 8 * 8; }
   int64_t size() const { return channels * plane; }
-  // A zeroed buffer for one image.
-  std::vector<float> buffer() const { return std::vector<float>(size(), 0.f); }
+  // A zeroed buffer for `images` images, one after the other.
+  std::vector<float> buffer(int64_t images = 1) const {
+    return std::vector<float>(images * size(), 0.f);
+  }
   // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
   void fill(float* buf, const float* src) const { fill_rows(buf, src, channels * h, h, w, row); }
 };
@@ -230,8 +232,8 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     double* pp = need_weight ? part.data_ptr<double>() : nullptr;
     const Padded px(ci, h, wd), pd(co, h, wd);
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
-      std::vector<float> gbuf(kImagesPerPart * pd.size(), 0.f);
-      std::vector<float> xbuf(need_weight ? kImagesPerPart * px.size() : 0, 0.f);
+      std::vector<float> gbuf = pd.buffer(kImagesPerPart);
+      std::vector<float> xbuf = px.buffer(need_weight ? kImagesPerPart : 0);
       for (int64_t part_index = begin; part_index < end; ++part_index) {
         const int64_t first = part_index * kImagesPerPart;
         const int64_t images = std::min(kImagesPerPart, n - first);

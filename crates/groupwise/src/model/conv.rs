@@ -170,6 +170,7 @@ fn conv3x3_cpu(x: &Tensor, w: &Tensor) -> Tensor {
 
 #[cfg(test)]
 mod tests {
+    use super::super::test_util::assert_close;
     use super::*;
 
     /// The kernel against libtorch's convolution: output, input and weight gradients, on shapes with
@@ -208,13 +209,8 @@ mod tests {
                 ("input gradient", &dx1, &dx2),
                 ("weight gradient", &dw1, &dw2),
             ] {
-                assert_eq!(a.size(), b.size(), "{what}");
-                let diff = (a - b).abs().max().double_value(&[]);
-                let scale = b.abs().max().double_value(&[]).max(1.0);
-                assert!(
-                    diff <= 1e-5 * scale,
-                    "{n}x{cin}->{cout} at {size}: {what} off by {diff} (scale {scale})"
-                );
+                let what = format!("{n}x{cin}->{cout} at {size}: {what}");
+                assert_close(a, b, 1e-5, &what);
             }
         }
     }
@@ -281,11 +277,7 @@ mod tests {
                 ("own gradient", &dx1, &dx2),
                 ("weight gradient", &dw1, &dw2),
             ] {
-                let diff = (a - b).abs().max().double_value(&[]);
-                assert!(
-                    diff <= 1e-5 * b.abs().max().double_value(&[]).max(1.0),
-                    "stride {stride}: {what} off by {diff}"
-                );
+                assert_close(a, b, 1e-5, &format!("stride {stride}: {what}"));
             }
         }
     }

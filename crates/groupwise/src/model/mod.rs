@@ -15,6 +15,9 @@ mod conv;
 mod ffi;
 mod layers;
 
+#[cfg(test)]
+mod test_util;
+
 pub use batch_norm::own_kernel as own_batch_norm_kernel;
 pub use conv::{conv2d, own_kernel as own_conv_kernel, Conv};
 pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
