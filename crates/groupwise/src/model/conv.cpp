@@ -1,15 +1,19 @@
-// A narrow 3x3 convolution (stride 1, padding 1, no bias) for float32 NCHW tensors on the CPU, as a
-// libtorch autograd function: the layers of a neuron group with few channels (see `model/conv.rs`).
+// A narrow 3x3 convolution (stride 1 or 2, padding 1, no bias) for float32 NCHW tensors on the CPU,
+// as a libtorch autograd function: the layers of a neuron group with few channels and the auxiliary
+// classifiers' stride-2 convolutions (see `model/conv.rs`).
 //
 // Why: libtorch's CPU convolutions (oneDNN) are built for wide layers; with the 4-8 channels of a
 // group's slice they run at a fraction of their speed on wide ones (`scripts/bench_conv.py`). Here one
-// image at a time is copied into a zero-bordered buffer and every output row is computed directly:
-// eight output columns per vector, up to four output channels at once, so each loaded input vector
-// feeds as many multiply-adds as there are output channels in the block. The input gradient is the
-// same convolution of the output gradient with the kernel flipped and transposed; the weight gradient
-// sums the products of output gradient and shifted input in vector lanes over four images at a time,
-// then those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and
-// nothing depends on how: the result is the same for any thread count.
+// image at a time is copied into a zero-bordered buffer (at stride 2 with each row's even and odd
+// columns apart) and every output row is computed directly: eight output columns per vector, up to
+// four output channels at once, so each loaded input vector feeds as many multiply-adds as there are
+// output channels in the block. The input gradient is the convolution of the output gradient with
+// the kernel flipped and transposed (at stride 2, each parity of input row and column from the taps
+// that reach it, interleaved), computed only for the input channels that want it (an auxiliary
+// classifier's stop-gradient input wants its own group's slice); the weight gradient sums the products of output gradient and shifted
+// input in vector lanes over four images at a time, then those parts in double in a fixed order.
+// Images are split over libtorch's intra-op threads, and nothing depends on how: the result is the
+// same for any thread count.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -33,8 +37,47 @@ using groupwise::v8;
 
 #define GW_INLINE __attribute__((always_inline)) inline
 
-// Copies `rows` rows of w floats from src into the padded layout of Padded (below) whose planes have
-// h rows of `row` floats, in vectors (a call to memcpy per row of 8-32 floats costs more than the copy).
+// One image's planes in a zero border, laid out for a 3x3 convolution (padding 1) of stride 1 or 2,
+// so that the input under each kernel column of eight consecutive output columns is one vector load.
+// Stride 1: value (c, i, j) of a [channels, h, w] image at (c, i + 1, j + 1) of
+// [channels, h + 2, row], `row` the output width rounded up to whole vectors plus the two border
+// columns. Stride 2: each padded row (column X = j + 1) split into its even columns, X / 2 at
+// [0, half), and its odd ones, at half + X / 2, so that output column j's kernel columns 0, 1, 2
+// (padded columns 2j, 2j + 1, 2j + 2) are at j, half + j and j + 1. Either way a vector load at any
+// output column chunk plus a kernel column's offset stays inside the row and reads zeros past the image.
+struct Padded {
+  int64_t channels, h, w, stride, ho, wo, half, row, plane;
+  Padded(int64_t channels, int64_t h, int64_t w, int64_t stride = 1)
+      : channels(channels),
+        h(h),
+        w(w),
+        stride(stride),
+        ho((h - 1) / stride + 1),
+        wo((w - 1) / stride + 1),
+        half(stride == 1 ? 0 : vector_width(wo) + 1),
+        row(stride == 1 ? vector_width(w) + 2 : 2 * half),
+        plane((h + 2) * row) {}
+  // A width rounded up to whole vectors: the output columns computed per row.
+  static int64_t vector_width(int64_t w) { return (w + 7) / 8 * 8; }
+  int64_t size() const { return channels * plane; }
+  // A zeroed buffer for `images` images, one after the other.
+  std::vector<float> buffer(int64_t images = 1) const {
+    return std::vector<float>(images * size(), 0.f);
+  }
+  // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
+  void fill(float* buf, const float* src) const;
+};
+
+// The offsets of the three kernel columns from an output column in a Padded row of stride S.
+template <int S>
+GW_INLINE void taps(const Padded& p, int64_t (&t)[3]) {
+  t[0] = 0;
+  t[1] = S == 1 ? 1 : p.half;
+  t[2] = S == 1 ? 2 : 1;
+}
+
+// Padded::fill for stride 1: `rows` rows of w floats from src into padded planes of h rows of `row`
+// floats, in vectors (a call to memcpy per row of 8-32 floats costs more than the copy).
 GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
                          int64_t row) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -47,38 +90,47 @@ GW_CLONES void fill_rows(float* buf, const float* src, int64_t rows, int64_t h, 
   }
 }
 
-// One image's planes in a zero border: value (c, i, j) of a [channels, h, w] image at
-// (c, i + 1, j + 1) of [channels, h + 2, row]. `row` is the width rounded up to whole vectors plus the
-// two border columns, so an eight-float load at any output column chunk plus a kernel offset stays
-// inside the row and reads zeros past the image.
-struct Padded {
-  int64_t channels, h, w, row, plane;
-  Padded(int64_t channels, int64_t h, int64_t w)
-      : channels(channels), h(h), w(w), row(vector_width(w) + 2), plane((h + 2) * row) {}
-  // The width rounded up to whole vectors: the output columns computed per row.
-  static int64_t vector_width(int64_t w) { return (w + 7) / 8 * 8; }
-  int64_t size() const { return channels * plane; }
-  // A zeroed buffer for `images` images, one after the other.
-  std::vector<float> buffer(int64_t images = 1) const {
-    return std::vector<float>(images * size(), 0.f);
+// Padded::fill for stride 2: image column j is padded column j + 1, so even j go to the odd half
+// (half + j / 2) and odd j to the even one ((j + 1) / 2).
+GW_CLONES void fill_rows_split(float* buf, const float* src, int64_t rows, int64_t h, int64_t w,
+                               int64_t row, int64_t half) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* dst = buf + (r / h * (h + 2) + r % h + 1) * row;
+    const float* s = src + r * w;
+    int64_t j = 0;
+    for (; j + 16 <= w; j += 16) {
+      const v8 a = load(s + j), b = load(s + j + 8);
+      store(dst + half + j / 2, __builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14));
+      store(dst + 1 + j / 2, __builtin_shufflevector(a, b, 1, 3, 5, 7, 9, 11, 13, 15));
+    }
+    for (; j < w; ++j) dst[j % 2 == 0 ? half + j / 2 : (j + 1) / 2] = s[j];
   }
-  // Copies image `src` ([channels, h, w]) inside the border of `buf`; the border stays zero.
-  void fill(float* buf, const float* src) const { fill_rows(buf, src, channels * h, h, w, row); }
-};
+}
 
-// Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i:
-// out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw] * in(c, i + kh - 1, j' + kw - 1).
-template <int OB, int NV>
+void Padded::fill(float* buf, const float* src) const {
+  if (stride == 1) {
+    fill_rows(buf, src, channels * h, h, w, row);
+  } else {
+    fill_rows_split(buf, src, channels * h, h, w, row, half);
+  }
+}
+
+// Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i, stride S:
+// out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw]
+//                 * in(c, S * i + kh - 1, S * j' + kw - 1).
+template <int OB, int NV, int S>
 GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, const float* wt,
                               int64_t o0, float* out, int64_t i, int64_t j) {
+  int64_t t[3];
+  taps<S>(p, t);
   v8 acc[OB][NV] = {};
   for (int64_t c = 0; c < ci; ++c) {
-    const float* base = in + c * p.plane + i * p.row + j;
+    const float* base = in + c * p.plane + S * i * p.row + j;
     for (int kh = 0; kh < 3; ++kh) {
       const float* r = base + kh * p.row;
       v8 x[NV][3];
       for (int v = 0; v < NV; ++v)
-        for (int kw = 0; kw < 3; ++kw) x[v][kw] = load(r + 8 * v + kw);
+        for (int kw = 0; kw < 3; ++kw) x[v][kw] = load(r + 8 * v + t[kw]);
       for (int o = 0; o < OB; ++o) {
         const float* k = wt + ((o0 + o) * ci + c) * 9 + kh * 3;
         for (int kw = 0; kw < 3; ++kw) {
@@ -88,40 +140,126 @@ GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, cons
       }
     }
   }
-  const int64_t h = p.h, w = p.w;
+  const int64_t ho = p.ho, wo = p.wo;
   for (int o = 0; o < OB; ++o)
     for (int v = 0; v < NV; ++v) {
       const int64_t col = j + 8 * v;
-      float* dst = out + ((o0 + o) * h + i) * w + col;
-      if (col + 8 <= w) {
+      float* dst = out + ((o0 + o) * ho + i) * wo + col;
+      if (col + 8 <= wo) {
         store(dst, acc[o][v]);
       } else {
-        for (int64_t t = 0; t < w - col; ++t) dst[t] = acc[o][v][t];
+        for (int64_t t = 0; t < wo - col; ++t) dst[t] = acc[o][v][t];
       }
     }
 }
 
-template <int OB>
+template <int OB, int S>
 GW_INLINE void conv_channels(const float* in, const Padded& p, int64_t ci, const float* wt,
                              int64_t o0, float* out) {
-  const int64_t wv = Padded::vector_width(p.w);
-  for (int64_t i = 0; i < p.h; ++i) {
+  const int64_t wv = Padded::vector_width(p.wo);
+  for (int64_t i = 0; i < p.ho; ++i) {
     int64_t j = 0;
-    for (; j + 16 <= wv; j += 16) conv_row_block<OB, 2>(in, p, ci, wt, o0, out, i, j);
-    for (; j < wv; j += 8) conv_row_block<OB, 1>(in, p, ci, wt, o0, out, i, j);
+    for (; j + 16 <= wv; j += 16) conv_row_block<OB, 2, S>(in, p, ci, wt, o0, out, i, j);
+    for (; j < wv; j += 8) conv_row_block<OB, 1, S>(in, p, ci, wt, o0, out, i, j);
   }
 }
 
-// out ([co, h, w]) = the convolution of one padded image `in` (p.channels = ci) with wt ([co, ci, 3, 3]).
-GW_CLONES void conv_image(const float* in, const Padded& p, const float* wt, int64_t co,
-                          float* out) {
+template <int S>
+GW_INLINE void conv_image_stride(const float* in, const Padded& p, const float* wt, int64_t co,
+                                 float* out) {
   const int64_t ci = p.channels;
   int64_t o0 = 0;
-  for (; o0 + 4 <= co; o0 += 4) conv_channels<4>(in, p, ci, wt, o0, out);
+  for (; o0 + 4 <= co; o0 += 4) conv_channels<4, S>(in, p, ci, wt, o0, out);
   switch (co - o0) {
-    case 3: conv_channels<3>(in, p, ci, wt, o0, out); break;
-    case 2: conv_channels<2>(in, p, ci, wt, o0, out); break;
-    case 1: conv_channels<1>(in, p, ci, wt, o0, out); break;
+    case 3: conv_channels<3, S>(in, p, ci, wt, o0, out); break;
+    case 2: conv_channels<2, S>(in, p, ci, wt, o0, out); break;
+    case 1: conv_channels<1, S>(in, p, ci, wt, o0, out); break;
+    default: break;
+  }
+}
+
+// out ([co, p.ho, p.wo]) = the convolution of one padded image `in` (p.channels = ci) with wt
+// ([co, ci, 3, 3]) at p's stride.
+GW_CLONES void conv_image(const float* in, const Padded& p, const float* wt, int64_t co,
+                          float* out) {
+  if (p.stride == 1) {
+    conv_image_stride<1>(in, p, wt, co, out);
+  } else {
+    conv_image_stride<2>(in, p, wt, co, out);
+  }
+}
+
+// The input gradient of a stride-2 convolution, input channels [c0, c0 + CB) of one image, row y,
+// columns [2j, 2j + 16): dx(c, y, x) = sum over o and the kernel taps with y = 2i + kh - 1 and
+// x = 2j' + kw - 1 of w[o, c, kh, kw] * dy(o, i, j'). An even row takes kh = 1 (i = y / 2), an odd
+// one kh = 0 (i = y / 2 + 1) and kh = 2 (i = y / 2); an even column kw = 1 (j' = x / 2), an odd one
+// kw = 0 (j' = x / 2 + 1) and kw = 2 (j' = x / 2). So eight even and eight odd columns come from two
+// loads of a row of dy (padded `pd`, stride-1 layout), and are interleaved into 16 columns of dx
+// ([.., h, w] at `out`). `wt` is the weight [co, ci, 3, 3].
+template <int CB>
+GW_INLINE void spread_grad_block(const float* dy, const Padded& pd, const float* wt, int64_t ci,
+                                 int64_t c0, float* out, int64_t h, int64_t w, int64_t y,
+                                 int64_t j) {
+  const int64_t co = pd.channels, i = y / 2;
+  int kh[2];
+  int64_t rows[2];
+  int taps;
+  if (y % 2 == 0) {
+    taps = 1;
+    kh[0] = 1;
+    rows[0] = i + 1;
+  } else {
+    taps = 2;
+    kh[0] = 0;
+    rows[0] = i + 2;
+    kh[1] = 2;
+    rows[1] = i + 1;
+  }
+  v8 even[CB] = {}, odd[CB] = {};
+  for (int64_t o = 0; o < co; ++o)
+    for (int t = 0; t < taps; ++t) {
+      const float* r = dy + o * pd.plane + rows[t] * pd.row + 1 + j;
+      const v8 a = load(r), b = load(r + 1);
+      for (int c = 0; c < CB; ++c) {
+        const float* k = wt + (o * ci + c0 + c) * 9 + kh[t] * 3;
+        even[c] += splat(k[1]) * a;
+        odd[c] += splat(k[2]) * a;
+        odd[c] += splat(k[0]) * b;
+      }
+    }
+  for (int c = 0; c < CB; ++c) {
+    float* dst = out + ((c0 + c) * h + y) * w + 2 * j;
+    const v8 lo = __builtin_shufflevector(even[c], odd[c], 0, 8, 1, 9, 2, 10, 3, 11);
+    const v8 hi = __builtin_shufflevector(even[c], odd[c], 4, 12, 5, 13, 6, 14, 7, 15);
+    if (2 * j + 16 <= w) {
+      store(dst, lo);
+      store(dst + 8, hi);
+    } else {
+      for (int64_t t = 0; t < w - 2 * j; ++t) dst[t] = t < 8 ? lo[t] : hi[t - 8];
+    }
+  }
+}
+
+template <int CB>
+GW_INLINE void spread_grad_channels(const float* dy, const Padded& pd, const float* wt, int64_t ci,
+                                    int64_t c0, float* out, int64_t h, int64_t w) {
+  const int64_t wv = Padded::vector_width(pd.w);
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t j = 0; j < wv; j += 8) spread_grad_block<CB>(dy, pd, wt, ci, c0, out, h, w, y, j);
+}
+
+// out ([len, h, w]) = the input gradient of a stride-2 convolution for input channels
+// [start, start + len) of one image, from its padded output gradient `dy` (stride-1 layout,
+// pd.w = (w + 1) / 2 columns) and the weight `wt` ([co, ci, 3, 3]).
+GW_CLONES void spread_grad_image(const float* dy, const Padded& pd, const float* wt, int64_t ci,
+                                 int64_t start, int64_t len, float* out, int64_t h, int64_t w) {
+  const float* ws = wt + start * 9;
+  int64_t c0 = 0;
+  for (; c0 + 4 <= len; c0 += 4) spread_grad_channels<4>(dy, pd, ws, ci, c0, out, h, w);
+  switch (len - c0) {
+    case 3: spread_grad_channels<3>(dy, pd, ws, ci, c0, out, h, w); break;
+    case 2: spread_grad_channels<2>(dy, pd, ws, ci, c0, out, h, w); break;
+    case 1: spread_grad_channels<1>(dy, pd, ws, ci, c0, out, h, w); break;
     default: break;
   }
 }
@@ -137,22 +275,25 @@ inline double lanes(v8 a) {
 }
 
 // Adds to part ([co, ci, 3, 3], double) the weight gradient of `images` padded images for output
-// channels [o0, o0 + OB): the sums over their pixels of dy(o, i, j) * x(c, i + kh - 1, j + kw - 1),
-// from the padded inputs `x` and the padded output gradients `dy` (zero past the image, so whole
-// vectors can be summed), one image after the other in each buffer.
-template <int OB>
+// channels [o0, o0 + OB): the sums over their output pixels of
+// dy(o, i, j) * x(c, S * i + kh - 1, S * j + kw - 1), from the padded inputs `x` (stride S) and the
+// padded output gradients `dy` (stride 1, zero past the image, so whole vectors can be summed), one
+// image after the other in each buffer.
+template <int OB, int S>
 GW_INLINE void weight_channels(const float* x, const Padded& px, const float* dy,
                                const Padded& pd, int64_t images, int64_t o0, double* part) {
-  const int64_t ci = px.channels, wv = Padded::vector_width(px.w);
+  const int64_t ci = px.channels, wv = Padded::vector_width(px.wo);
+  int64_t t[3];
+  taps<S>(px, t);
   for (int64_t c = 0; c < ci; ++c)
     for (int kh = 0; kh < 3; ++kh) {
       v8 acc[OB][3] = {};
       for (int64_t b = 0; b < images; ++b)
-        for (int64_t i = 0; i < px.h; ++i) {
-          const float* r = x + b * px.size() + c * px.plane + (i + kh) * px.row;
+        for (int64_t i = 0; i < px.ho; ++i) {
+          const float* r = x + b * px.size() + c * px.plane + (S * i + kh) * px.row;
           const float* g = dy + b * pd.size() + o0 * pd.plane + (i + 1) * pd.row + 1;
           for (int64_t j = 0; j < wv; j += 8) {
-            const v8 x0 = load(r + j), x1 = load(r + j + 1), x2 = load(r + j + 2);
+            const v8 x0 = load(r + j + t[0]), x1 = load(r + j + t[1]), x2 = load(r + j + t[2]);
             for (int o = 0; o < OB; ++o) {
               const v8 go = load(g + o * pd.plane + j);
               acc[o][0] += go * x0;
@@ -167,20 +308,30 @@ GW_INLINE void weight_channels(const float* x, const Padded& px, const float* dy
     }
 }
 
-GW_CLONES void weight_images(const float* x, const Padded& px, const float* dy, const Padded& pd,
-                             int64_t images, double* part) {
+template <int S>
+GW_INLINE void weight_images_stride(const float* x, const Padded& px, const float* dy,
+                                    const Padded& pd, int64_t images, double* part) {
   const int64_t co = pd.channels;
   int64_t o0 = 0;
-  for (; o0 + 4 <= co; o0 += 4) weight_channels<4>(x, px, dy, pd, images, o0, part);
+  for (; o0 + 4 <= co; o0 += 4) weight_channels<4, S>(x, px, dy, pd, images, o0, part);
   switch (co - o0) {
-    case 3: weight_channels<3>(x, px, dy, pd, images, o0, part); break;
-    case 2: weight_channels<2>(x, px, dy, pd, images, o0, part); break;
-    case 1: weight_channels<1>(x, px, dy, pd, images, o0, part); break;
+    case 3: weight_channels<3, S>(x, px, dy, pd, images, o0, part); break;
+    case 2: weight_channels<2, S>(x, px, dy, pd, images, o0, part); break;
+    case 1: weight_channels<1, S>(x, px, dy, pd, images, o0, part); break;
     default: break;
   }
 }
 
-void check(const at::Tensor& x, const at::Tensor& w) {
+GW_CLONES void weight_images(const float* x, const Padded& px, const float* dy, const Padded& pd,
+                             int64_t images, double* part) {
+  if (px.stride == 1) {
+    weight_images_stride<1>(x, px, dy, pd, images, part);
+  } else {
+    weight_images_stride<2>(x, px, dy, pd, images, part);
+  }
+}
+
+void check(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t start, int64_t len) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "narrow convolution: input must be a float32 CPU tensor [N, C, H, W], got ",
               x.sizes(), " ", x.scalar_type(), " on ", x.device());
@@ -188,27 +339,37 @@ void check(const at::Tensor& x, const at::Tensor& w) {
                   w.scalar_type() == at::kFloat && w.device().is_cpu(),
               "narrow convolution: weight must be a float32 CPU tensor [C_out, ", x.size(1),
               ", 3, 3], got ", w.sizes());
+  TORCH_CHECK(stride == 1 || stride == 2, "narrow convolution: stride 1 or 2, got ", stride);
+  TORCH_CHECK(start >= 0 && len > 0 && start + len <= x.size(1),
+              "narrow convolution: input gradient channels [", start, ", ", start + len,
+              ") outside ", x.size(1));
 }
 
+// The 3x3 convolution, padding 1, no bias, of stride 1 or 2, whose input gradient is computed for the
+// input channels [start, start + len) only (zero for the others): all of them for a layer of the
+// network, one group's slice for an auxiliary classifier's stop-gradient input.
 struct NarrowConv : public torch::autograd::Function<NarrowConv> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
-                            const at::Tensor& weight) {
-    check(input, weight);
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
+                            int64_t stride, int64_t start, int64_t len) {
+    check(input, weight, stride, start, len);
     at::Tensor x = input.contiguous(), w = weight.contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
-    at::Tensor y = at::empty({n, co, h, wd}, x.options());
+    const Padded p(ci, h, wd, stride);
+    at::Tensor y = at::empty({n, co, p.ho, p.wo}, x.options());
     const float* xp = x.const_data_ptr<float>();
     const float* wp = w.const_data_ptr<float>();
     float* yp = y.data_ptr<float>();
-    const Padded p(ci, h, wd);
     at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> buf = p.buffer();
       for (int64_t b = begin; b < end; ++b) {
         p.fill(buf.data(), xp + b * ci * h * wd);
-        conv_image(buf.data(), p, wp, co, yp + b * co * h * wd);
+        conv_image(buf.data(), p, wp, co, yp + b * co * p.ho * p.wo);
       }
     });
     ctx->save_for_backward({x, w});
+    ctx->saved_data["stride"] = stride;
+    ctx->saved_data["start"] = start;
+    ctx->saved_data["len"] = len;
     return y;
   }
 
@@ -216,21 +377,28 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     auto saved = ctx->get_saved_variables();
     const at::Tensor& x = saved[0];
     const at::Tensor& w = saved[1];
+    const int64_t stride = ctx->saved_data["stride"].toInt();
+    const int64_t start = ctx->saved_data["start"].toInt(), len = ctx->saved_data["len"].toInt();
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
     at::Tensor g = grads[0].contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
-    // The input gradient convolves the output gradient with wf[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw].
-    at::Tensor flipped = w.flip({2, 3}).transpose(0, 1).contiguous();
-    at::Tensor dx = need_input ? at::empty_like(x) : at::Tensor();
+    // px: the input at the convolution's stride; pd: the output gradient (stride-1 layout).
+    const Padded px(ci, h, wd, stride), pd(co, px.ho, px.wo);
+    const int64_t in_size = ci * h * wd, out_size = co * px.ho * px.wo;
+    // At stride 1 the input gradient convolves the output gradient with
+    // wf[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw] (rows [start, start + len) of it).
+    at::Tensor flipped = stride == 1 ? w.flip({2, 3}).transpose(0, 1).contiguous() : at::Tensor();
+    at::Tensor dx;
+    if (need_input) dx = len == ci ? at::empty_like(x) : at::zeros_like(x);
     const int64_t parts = (n + kImagesPerPart - 1) / kImagesPerPart;
     at::Tensor part =
         need_weight ? at::zeros({parts, co * ci * 9}, x.options().dtype(at::kDouble)) : at::Tensor();
     const float* xp = x.const_data_ptr<float>();
+    const float* wp = w.const_data_ptr<float>();
     const float* gp = g.const_data_ptr<float>();
-    const float* fp = flipped.const_data_ptr<float>();
-    float* dxp = need_input ? dx.data_ptr<float>() : nullptr;
+    const float* fp = stride == 1 ? flipped.const_data_ptr<float>() + start * co * 9 : nullptr;
+    float* dxp = need_input ? dx.data_ptr<float>() + start * h * wd : nullptr;
     double* pp = need_weight ? part.data_ptr<double>() : nullptr;
-    const Padded px(ci, h, wd), pd(co, h, wd);
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> gbuf = pd.buffer(kImagesPerPart);
       std::vector<float> xbuf = px.buffer(need_weight ? kImagesPerPart : 0);
@@ -240,9 +408,13 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
         for (int64_t k = 0; k < images; ++k) {
           const int64_t b = first + k;
           float* gk = gbuf.data() + k * pd.size();
-          pd.fill(gk, gp + b * co * h * wd);
-          if (need_input) conv_image(gk, pd, fp, ci, dxp + b * ci * h * wd);
-          if (need_weight) px.fill(xbuf.data() + k * px.size(), xp + b * ci * h * wd);
+          pd.fill(gk, gp + b * out_size);
+          if (need_input && stride == 1) {
+            conv_image(gk, pd, fp, len, dxp + b * in_size);
+          } else if (need_input) {
+            spread_grad_image(gk, pd, wp, ci, start, len, dxp + b * in_size, h, wd);
+          }
+          if (need_weight) px.fill(xbuf.data() + k * px.size(), xp + b * in_size);
         }
         if (need_weight)
           weight_images(xbuf.data(), px, gbuf.data(), pd, images, pp + part_index * co * ci * 9);
@@ -259,7 +431,7 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
       float* dwp = dw.data_ptr<float>();
       for (int64_t t = 0; t < k; ++t) dwp[t] = static_cast<float>(sum[t]);
     }
-    return {dx, dw};
+    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -315,15 +487,17 @@ struct OwnSliceConv : public torch::autograd::Function<OwnSliceConv> {
 
 }  // namespace
 
-// The 3x3 convolution (stride 1, padding 1, no bias) of `input` ([N, C_in, H, W], float32, CPU) with
-// `weight` ([C_out, C_in, 3, 3]), differentiable in both. On success returns a new tensor (owned by
-// the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure returns null
-// and sets *error to a malloc'd message for the caller to free.
+// The 3x3 convolution (padding 1, no bias) of `input` ([N, C_in, H, W], float32, CPU) with `weight`
+// ([C_out, C_in, 3, 3]) at `stride` (1 or 2), differentiable in both; the input gradient is computed
+// for channels [start, start + len) only (zero for the others). On success returns a new tensor
+// (owned by the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure
+// returns null and sets *error to a malloc'd message for the caller to free.
 extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tensor* weight,
+                                         int64_t stride, int64_t start, int64_t len,
                                          char** error) {
   *error = nullptr;
   try {
-    return new at::Tensor(NarrowConv::apply(*input, *weight));
+    return new at::Tensor(NarrowConv::apply(*input, *weight, stride, start, len));
   } catch (const std::exception& e) {
     *error = groupwise::copy_message(e.what());
   } catch (...) {

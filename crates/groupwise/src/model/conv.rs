@@ -13,10 +13,22 @@
 //!   at 8x8 (1.4-1.7); and with 16 channels also at 16x16, one of the float32 golden test's nudged runs
 //!   of end-to-end landed on another branch of its step-2 knife edge (which libtorch's kernels reach too
 //!   with other nudges), so the rule keeps 16 channels to 32x32;
-//! - another narrow 3x3 convolution (stride 2) runs oneDNN on a channels-last copy of its input and
-//!   hands back an NCHW copy of its output: with both copies, forward and backward, 0.55-0.85x the time
-//!   of the NCHW convolution at batch 128 on one thread. Activations stay NCHW: batch norm on CPU
-//!   vectorises over channels on channels-last tensors, which with 4-8 channels is several times slower;
+//! - a 3x3 stride-2 convolution to at least [`OWN_STRIDED_PIXELS`] output pixels runs groupwise's
+//!   kernel if it has at most [`OWN_STRIDED`] output channels, or if only one slice of its input
+//!   wants a gradient (an auxiliary classifier on a stop-gradient input, [`Conv::forward_own_slice`]):
+//!   the kernel's input gradient covers that slice alone. The same example, ours / libtorch's
+//!   convolution (of the own slice concatenated with the detached rest, for a slice), 1 / 2 threads:
+//!   4->8 at 32x32 0.28 / 0.31, 8->16 at 32x32 0.58 / 0.55, 16->32 at 16x16 0.82 / 0.84, 16->32 at
+//!   32x32 0.70 / 0.72, its input gradient for 4 of the 16 channels 0.55 / 0.55, 32->64 at 16x16 for
+//!   16 of 32 0.93 / 0.90. Against what ran before (`GROUPWISE_CONV=libtorch`: an own-slice backward
+//!   on libtorch's convolution, `OwnSliceConv`), one thread, two runs: 16->32 at 32x32 for 4 channels
+//!   15.4, 17.8 ms against 30.6, 28.3; 32->64 at 16x16 for 16 channels 19.8, 20.5 against 22.3, 23.9.
+//!   With the kernel forced on 4x4 outputs (64->128 at 8x8) it took 1.6-2.7x libtorch's time;
+//! - another narrow 3x3 convolution (stride 2 on small images, or any with `GROUPWISE_CONV=libtorch`)
+//!   runs oneDNN on a channels-last copy of its input and hands back an NCHW copy of its output: with
+//!   both copies, forward and backward, 0.55-0.85x the time of the NCHW convolution at batch 128 on
+//!   one thread. Activations stay NCHW: batch norm on CPU vectorises over channels on channels-last
+//!   tensors, which with 4-8 channels is several times slower;
 //! - everything else runs oneDNN on NCHW.
 //!
 //! The kernels compute the same function summed in another order (the golden tests against PyTorch
@@ -37,13 +49,17 @@ pub const OWN_WIDE: i64 = 16;
 /// Output pixels from which a convolution to [`OWN_WIDE`] channels runs groupwise's kernel (32x32:
 /// below, the gain is small; see the module doc).
 pub const OWN_WIDE_PIXELS: i64 = 1024;
+/// Output channels up to which a 3x3 stride-2 convolution runs groupwise's kernel (with any number
+/// when only one slice of its input wants a gradient), given [`OWN_STRIDED_PIXELS`].
+pub const OWN_STRIDED: i64 = 32;
+/// Output pixels from which a 3x3 stride-2 convolution runs groupwise's kernel (8x8: on 4x4 outputs
+/// half of each vector would be wasted).
+pub const OWN_STRIDED_PIXELS: i64 = 64;
 
-/// How one convolution runs (chosen from its shape when it is built).
+/// How libtorch runs a convolution that groupwise's kernel does not (chosen from its shape when it is
+/// built).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kernel {
-    /// groupwise's 3x3 stride-1 kernel, where it applies (float32 on the CPU, see the module doc);
-    /// oneDNN otherwise.
-    Own,
+enum Libtorch {
     /// oneDNN on a channels-last copy of the input.
     ChannelsLast,
     /// oneDNN on the NCHW tensors.
@@ -54,7 +70,10 @@ enum Kernel {
 #[derive(Debug)]
 pub struct Conv {
     inner: nn::Conv2D,
-    kernel: Kernel,
+    /// Whether groupwise's kernel can run it (3x3, stride 1 or 2); [`Conv::runs_own`] decides per
+    /// input.
+    own: bool,
+    libtorch: Libtorch,
     cout: i64,
     stride: i64,
     padding: i64,
@@ -69,14 +88,15 @@ pub fn conv2d(p: nn::Path, cin: i64, cout: i64, kernel: i64, stride: i64, stdev:
         ws_init: nn::Init::Randn { mean: 0.0, stdev },
         ..Default::default()
     };
-    let choice = match (kernel, stride) {
-        (3, 1) if cout <= OWN_WIDE => Kernel::Own,
-        (3, _) if cout <= NARROW => Kernel::ChannelsLast,
-        _ => Kernel::Native,
+    let libtorch = if kernel == 3 && stride != 1 && cout <= NARROW {
+        Libtorch::ChannelsLast
+    } else {
+        Libtorch::Native
     };
     Conv {
         inner: nn::conv2d(p, cin, cout, kernel, config),
-        kernel: choice,
+        own: kernel == 3 && (stride == 1 || stride == 2),
+        libtorch,
         cout,
         stride,
         padding: kernel / 2,
@@ -103,8 +123,13 @@ impl Conv {
     // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
     #[allow(unsafe_code)]
     pub fn forward_own_slice(&self, x: &Tensor, start: i64, len: i64) -> Tensor {
-        if !x.requires_grad() || self.kernel != Kernel::Native || (start == 0 && len == x.size()[1])
-        {
+        if !x.requires_grad() || (start == 0 && len == x.size()[1]) {
+            return nn::Module::forward(self, x);
+        }
+        if self.runs_own(x, true) {
+            return conv3x3_cpu(x, &self.inner.ws, self.stride, start, len);
+        }
+        if self.libtorch != Libtorch::Native {
             return nn::Module::forward(self, x);
         }
         let w = &self.inner.ws;
@@ -117,20 +142,33 @@ impl Conv {
             }
         })
     }
+
+    /// Whether groupwise's kernel computes this convolution of `x` (with the input gradient of one
+    /// slice of its channels only: `slice`), by the rule of the module doc.
+    fn runs_own(&self, x: &Tensor, slice: bool) -> bool {
+        let size = x.size();
+        if !(self.own
+            && own_kernel()
+            && x.device() == Device::Cpu
+            && x.kind() == Kind::Float
+            && size.len() == 4)
+        {
+            return false;
+        }
+        if self.stride == 1 {
+            self.cout <= NARROW || (self.cout <= OWN_WIDE && size[2] * size[3] >= OWN_WIDE_PIXELS)
+        } else {
+            let out = (size[2] - 1) / 2 + 1;
+            out * out >= OWN_STRIDED_PIXELS && (self.cout <= OWN_STRIDED || slice)
+        }
+    }
 }
 
 impl nn::Module for Conv {
     fn forward(&self, x: &Tensor) -> Tensor {
-        let size = x.size();
-        let own = self.kernel == Kernel::Own
-            && own_kernel()
-            && x.device() == Device::Cpu
-            && x.kind() == Kind::Float
-            && size.len() == 4
-            && (self.cout <= NARROW || size[2] * size[3] >= OWN_WIDE_PIXELS);
-        if own {
-            conv3x3_cpu(x, &self.inner.ws)
-        } else if self.kernel != Kernel::Native && self.cout <= NARROW {
+        if self.runs_own(x, false) {
+            conv3x3_cpu(x, &self.inner.ws, self.stride, 0, x.size()[1])
+        } else if self.libtorch == Libtorch::ChannelsLast {
             // NHWC strides on the same logical tensor: libtorch's convolution follows the input's
             // layout.
             let nhwc = x.permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
@@ -145,6 +183,9 @@ extern "C" {
     fn groupwise_conv3x3(
         input: *const C_tensor,
         weight: *const C_tensor,
+        stride: i64,
+        start: i64,
+        len: i64,
         error: *mut *mut c_char,
     ) -> *mut C_tensor;
     fn groupwise_conv_own_slice(
@@ -158,13 +199,14 @@ extern "C" {
     ) -> *mut C_tensor;
 }
 
-/// The 3x3 stride-1 convolution of `x` with `w` by `conv.cpp`.
+/// The 3x3 convolution (padding 1) of `x` with `w` at `stride` (1 or 2) by `conv.cpp`, with the input
+/// gradient computed for channels `[start, start + len)` only (zero for the others).
 // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
 #[allow(unsafe_code)]
-fn conv3x3_cpu(x: &Tensor, w: &Tensor) -> Tensor {
+fn conv3x3_cpu(x: &Tensor, w: &Tensor, stride: i64, start: i64, len: i64) -> Tensor {
     super::ffi::tensor("convolution", |error| {
         // SAFETY: both pointers are live tensors for the call; the kernel copies the handles it keeps.
-        unsafe { groupwise_conv3x3(x.as_ptr(), w.as_ptr(), error) }
+        unsafe { groupwise_conv3x3(x.as_ptr(), w.as_ptr(), stride, start, len, error) }
     })
 }
 
@@ -173,44 +215,59 @@ mod tests {
     use super::super::test_util::assert_close;
     use super::*;
 
-    /// The kernel against libtorch's convolution: output, input and weight gradients, on shapes with
-    /// whole and partial vectors of columns, every output-channel block size, and 1x1 images.
+    /// The kernel against libtorch's convolution at stride 1 and 2: output, input and weight
+    /// gradients, on shapes with whole and partial vectors of columns, odd sizes, every output-channel
+    /// block size and 1x1 images; and the input gradient of one run of channels only (the others
+    /// zero).
     #[test]
     fn the_kernel_computes_what_libtorch_computes() {
         tch::manual_seed(5);
         let opts = (Kind::Float, Device::Cpu);
-        for (n, cin, cout, size) in [
-            (4, 4, 4, 32),
-            (3, 16, 4, 28),
-            (2, 3, 8, 7),
-            (2, 5, 7, 14),
-            (3, 2, 6, 16),
-            (2, 4, 1, 9),
-            (2, 3, 2, 1),
-        ] {
-            let x = Tensor::randn([n, cin, size, size], opts);
-            let w = Tensor::randn([cout, cin, 3, 3], opts) * 0.3;
-            let g = Tensor::randn([n, cout, size, size], opts);
-            let run = |own: bool| {
-                let x = x.copy().set_requires_grad(true);
-                let w = w.copy().set_requires_grad(true);
-                let y = if own {
-                    conv3x3_cpu(&x, &w)
-                } else {
-                    x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
-                };
-                (&y * &g).sum(Kind::Float).backward();
-                (y.detach(), x.grad(), w.grad())
-            };
-            let (y1, dx1, dw1) = run(true);
-            let (y2, dx2, dw2) = run(false);
-            for (what, a, b) in [
-                ("output", &y1, &y2),
-                ("input gradient", &dx1, &dx2),
-                ("weight gradient", &dw1, &dw2),
+        for stride in [1, 2] {
+            for (n, cin, cout, size, start, len) in [
+                (4, 4, 4, 32, 0, 4),
+                (3, 16, 4, 28, 0, 16),
+                (2, 3, 8, 7, 0, 3),
+                (2, 5, 7, 14, 0, 5),
+                (3, 2, 6, 16, 0, 2),
+                (2, 4, 1, 9, 0, 4),
+                (2, 3, 2, 1, 0, 3),
+                (2, 16, 32, 33, 0, 16),
+                (3, 8, 16, 15, 4, 4),
+                (2, 6, 5, 10, 1, 2),
             ] {
-                let what = format!("{n}x{cin}->{cout} at {size}: {what}");
-                assert_close(a, b, 1e-5, &what);
+                let x = Tensor::randn([n, cin, size, size], opts);
+                let w = Tensor::randn([cout, cin, 3, 3], opts) * 0.3;
+                let out = (size - 1) / stride + 1;
+                let g = Tensor::randn([n, cout, out, out], opts);
+                let run = |own: bool| {
+                    let x = x.copy().set_requires_grad(true);
+                    let w = w.copy().set_requires_grad(true);
+                    let y = if own {
+                        conv3x3_cpu(&x, &w, stride, start, len)
+                    } else {
+                        x.conv2d(&w, None::<Tensor>, [stride; 2], [1, 1], [1, 1], 1)
+                    };
+                    (&y * &g).sum(Kind::Float).backward();
+                    let dx = x.grad();
+                    let own_dx = dx.narrow(1, start, len).copy();
+                    let _ = dx.narrow(1, start, len).zero_();
+                    let rest = dx.abs().max().double_value(&[]);
+                    (y.detach(), own_dx, w.grad(), rest)
+                };
+                let (y1, dx1, dw1, rest) = run(true);
+                let (y2, dx2, dw2, _) = run(false);
+                let shape = format!("{n}x{cin}->{cout} at {size}, stride {stride}");
+                for (what, a, b) in [
+                    ("output", &y1, &y2),
+                    ("input gradient", &dx1, &dx2),
+                    ("weight gradient", &dw1, &dw2),
+                ] {
+                    assert_close(a, b, 1e-5, &format!("{shape}: {what}"));
+                }
+                if len < cin {
+                    assert_eq!(rest, 0.0, "{shape}: gradient outside the slice");
+                }
             }
         }
     }
@@ -222,7 +279,7 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let x = Tensor::randn([2, 3, 6, 6], opts);
         let w = Tensor::randn([4, 3, 3, 3], opts).set_requires_grad(true);
-        conv3x3_cpu(&x, &w).sum(Kind::Float).backward();
+        conv3x3_cpu(&x, &w, 1, 0, 3).sum(Kind::Float).backward();
         let ours = w.grad().copy();
         let _ = w.grad().zero_();
         x.conv2d(&w, None::<Tensor>, [1, 1], [1, 1], [1, 1], 1)
@@ -233,21 +290,28 @@ mod tests {
         assert!(!x.grad().defined());
     }
 
-    /// The own-slice convolution: the same output, weight gradient and own slice's input gradient as
-    /// libtorch's convolution of the concatenation, for stride 1 and 2.
+    /// The own-slice convolution, by groupwise's kernel and by libtorch's: the same output, weight
+    /// gradient and own slice's input gradient as libtorch's convolution of the concatenation, for
+    /// stride 1 and 2.
     #[test]
     fn the_own_slice_convolution_matches_libtorch() {
         tch::manual_seed(7);
         let opts = (Kind::Float, Device::Cpu);
-        for (stride, own_at) in [(2, 1), (1, 0), (2, 3)] {
+        let cases = [(2, 1), (1, 0), (2, 3)];
+        for (own, (stride, own_at)) in [true, false]
+            .into_iter()
+            .flat_map(|k| cases.map(|c| (k, c)))
+        {
             let vs = nn::VarStore::new(Device::Cpu);
-            let conv = conv2d(vs.root() / "c", 16, 32, 3, stride, 0.1);
-            assert_eq!(conv.kernel, Kernel::Native);
-            let parts: Vec<Tensor> = (0..4).map(|_| Tensor::randn([3, 4, 9, 9], opts)).collect();
-            let g = Tensor::randn(
-                [3, 32, 9 / stride + 9 % stride, 9 / stride + 9 % stride],
-                opts,
-            );
+            let mut conv = conv2d(vs.root() / "c", 16, 32, 3, stride, 0.1);
+            conv.own = own;
+            // 32x32: large enough for groupwise's kernel at stride 2 (the module doc's rule).
+            let parts: Vec<Tensor> = (0..4)
+                .map(|_| Tensor::randn([2, 4, 32, 32], opts))
+                .collect();
+            let out = (32 - 1) / stride + 1;
+            let g = Tensor::randn([2, 32, out, out], opts);
+            assert_eq!(conv.runs_own(&parts[0], true), own && stride == 2);
             let run = |own_slice: bool| {
                 let own = parts[own_at].copy().set_requires_grad(true);
                 let all: Vec<Tensor> = (0..4)
@@ -263,7 +327,14 @@ mod tests {
                 let y = if own_slice {
                     conv.forward_own_slice(&x, 4 * own_at as i64, 4)
                 } else {
-                    nn::Module::forward(&conv, &x)
+                    x.conv2d(
+                        conv.weight(),
+                        None::<Tensor>,
+                        [stride; 2],
+                        [1, 1],
+                        [1, 1],
+                        1,
+                    )
                 };
                 (&y * &g).sum(Kind::Float).backward();
                 let dw = conv.inner.ws.grad().copy();
@@ -277,7 +348,12 @@ mod tests {
                 ("own gradient", &dx1, &dx2),
                 ("weight gradient", &dw1, &dw2),
             ] {
-                assert_close(a, b, 1e-5, &format!("stride {stride}: {what}"));
+                assert_close(
+                    a,
+                    b,
+                    1e-5,
+                    &format!("own kernel {own}, stride {stride}: {what}"),
+                );
             }
         }
     }
@@ -294,7 +370,7 @@ mod tests {
             crate::device::set_intra_op_threads(threads);
             let x = x.copy().set_requires_grad(true);
             let w = w.copy().set_requires_grad(true);
-            let y = conv3x3_cpu(&x, &w);
+            let y = conv3x3_cpu(&x, &w, 1, 0, 5) + conv3x3_cpu(&x, &w, 2, 0, 5).sum(Kind::Float);
             (&y * &g).sum(Kind::Float).backward();
             [y.detach(), x.grad(), w.grad()]
         };
@@ -310,7 +386,7 @@ mod tests {
         let opts = (Kind::Float, Device::Cpu);
         let x = Tensor::randn([1, 3, 4, 4], opts);
         let w = Tensor::randn([4, 2, 3, 3], opts);
-        let err = std::panic::catch_unwind(|| conv3x3_cpu(&x, &w)).unwrap_err();
+        let err = std::panic::catch_unwind(|| conv3x3_cpu(&x, &w, 1, 0, 3)).unwrap_err();
         let text = err.downcast_ref::<String>().cloned().unwrap_or_default();
         assert!(text.contains("weight must be"), "{text}");
     }
