@@ -475,12 +475,13 @@ pub struct PlanArgs {
     #[arg(long, value_name = "RUN_DIR", requires = "simulate",
           conflicts_with_all = ["workers", "speeds", "runtime", "pipeline_depth", "sim_steps"])]
     pub trace: Option<PathBuf>,
-    /// With --simulate: the workers share N cores (one machine, each computing worker keeping the
-    /// profile's intra-op threads busy): while more of them compute than there are cores for, each
-    /// gets its fair share, as train's default thread per node does on fewer cores. Default: every
-    /// worker has cores of its own; with --trace of a run on worker threads, the cores of the machine
-    /// it ran on.
-    #[arg(long, value_name = "N", requires = "simulate")]
+    /// With --simulate or --search: the workers share N cores (one machine, each computing worker
+    /// keeping the profile's intra-op threads busy): while more of them compute than there are cores
+    /// for, each gets its fair share, as train's default thread per node does on fewer cores. Default:
+    /// every worker has cores of its own; with --trace of a run on worker threads, the cores of the
+    /// machine it ran on. With --search on worker threads, each configuration is also simulated with
+    /// train's default runtime (a worker thread per node) on those cores
+    #[arg(long, value_name = "N")]
     pub cores: Option<usize>,
 }
 

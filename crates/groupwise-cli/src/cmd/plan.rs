@@ -27,6 +27,9 @@ pub fn run(args: PlanArgs) -> Result<()> {
         args.classes.unwrap_or(classes as i64) as usize,
     );
     let plan = c.build_plan(arch)?;
+    if args.cores.is_some() && args.simulate.is_none() && args.search.is_none() {
+        bail!("--cores is for --simulate and --search (the cores the simulated workers share)");
+    }
     if args.profile {
         return profile(&c, &plan, &args);
     }

@@ -131,8 +131,8 @@ pub fn run(base: &Plan, args: &PlanArgs, dir: &Path) -> Result<()> {
     let started = std::time::Instant::now();
     let link = Link::parse(args.link.as_deref().unwrap_or(MPI_SHARED_MEMORY))
         .map_err(|e| anyhow::anyhow!("--link {e}"))?;
-    if args.pipeline_depth == 0 || args.sim_steps == 0 {
-        bail!("--pipeline-depth and --sim-steps must be at least 1");
+    if args.pipeline_depth == 0 || args.sim_steps == 0 || args.cores == Some(0) {
+        bail!("--pipeline-depth, --sim-steps and --cores must be at least 1");
     }
     let counts = args.workers.clone().unwrap_or_else(|| vec![cores()]);
     if counts.contains(&0) {
@@ -200,6 +200,9 @@ struct Prepared {
     topo: Topology,
     costs: Vec<NodeCost>,
     batch: i64,
+    /// Intra-op threads per worker in the profile (what a computing worker keeps busy of shared
+    /// cores).
+    threads: usize,
     /// Largest parameter count of a node.
     max_params: u64,
     /// Largest memory of a node, estimated (bytes).
@@ -229,6 +232,7 @@ impl Prepared {
             topo,
             costs,
             batch: file.batch,
+            threads: file.threads,
             max_params,
             max_memory,
         })
@@ -240,25 +244,26 @@ impl Prepared {
     }
 
     /// The predicted steady step on `workers` workers with the nodes placed by measured time and by
-    /// MACs, the better of the two and which it was.
+    /// MACs, the better of the two and which it was; with `--cores` on worker threads, also train's
+    /// default runtime (a worker thread per node, whatever `workers` is) sharing those cores.
     fn best(&self, workers: usize, args: &PlanArgs, link: Link) -> Result<(f64, &'static str)> {
         let topo = &self.topo;
         let totals: Vec<f64> = self.costs.iter().map(NodeCost::total).collect();
         let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
-        let (processes, per_process) = args.runtime.split(workers);
+        let split = args.runtime.split(workers);
+        let mut candidates = vec![("time", &totals, split), ("MACs", &macs, split)];
+        if args.cores.is_some() && args.runtime == SimRuntime::Threads {
+            candidates.push(("node", &totals, (1, topo.len())));
+        }
         let mut best: Option<(f64, &'static str)> = None;
-        for (by, weights) in [("time", &totals), ("MACs", &macs)] {
+        for (by, weights, split) in candidates {
             let s = Setup {
                 depth: args.pipeline_depth,
                 steps: args.sim_steps,
                 batch: self.batch as u64,
-                ..Setup::placed_by(
-                    topo.clone(),
-                    self.costs.clone(),
-                    weights,
-                    (processes, per_process),
-                    link,
-                )
+                cores: args.cores,
+                threads_per_worker: self.threads,
+                ..Setup::placed_by(topo.clone(), self.costs.clone(), weights, split, link)
             };
             let step = simulate(&s)
                 .map_err(anyhow::Error::msg)?
@@ -356,6 +361,7 @@ fn print(
             .map(|c| {
                 serde_json::json!({
                     "workers": workers,
+                    "cores": args.cores,
                     "method": c.method,
                     "plan": c.plan,
                     "groups": c.groups,
@@ -378,11 +384,20 @@ fn print(
         SimRuntime::Threads => "worker threads of one process",
         SimRuntime::Mpi => "a process per worker",
     };
+    let (cores, placements) = match args.cores {
+        Some(c) if args.runtime == SimRuntime::Threads => (
+            format!(", sharing {c} cores"),
+            ", or a worker thread per node (train's default runtime; by: node)",
+        ),
+        Some(c) => (format!(", sharing {c} cores"), ""),
+        None => (String::new(), ""),
+    };
     writeln!(
         out,
-        "PREDICTED on {workers} workers ({runtime}, pipeline depth {}): steady seconds per step, \
-         nodes placed by measured time or by MACs (the better); vs e2e: over the end-to-end step \
-         on one worker{}; * = Pareto front (step, max node MACs, params, memory{})",
+        "PREDICTED on {workers} workers ({runtime}{cores}, pipeline depth {}): steady seconds per \
+         step, nodes placed by measured time or by MACs{placements}, the best kept; vs e2e: over \
+         the end-to-end step on one worker{}; * = Pareto front (step, max node MACs, params, \
+         memory{})",
         args.pipeline_depth,
         e2e.map_or(" (no reference in the profiles)".into(), |e| format!(
             " ({:.1} ms)",

@@ -230,6 +230,26 @@ fn search_ranks_the_profiled_configurations_and_picks_by_accuracy() {
     assert!(rows
         .iter()
         .all(|r| r["max_node_macs"].as_u64() <= e2e["max_node_macs"].as_u64()));
+    // Two workers on one core: no configuration is faster than on two cores, and the default
+    // runtime's thread per node is among the placements tried.
+    let shared = json(&["--search", g, "--workers", "2", "--cores", "1"]);
+    let shared = shared.as_array().unwrap();
+    assert_eq!(shared.len(), 3);
+    for r in shared {
+        assert_eq!(r["cores"], 1);
+        assert!(["time", "MACs", "node"].contains(&r["placed_by"].as_str().unwrap()));
+        let alone = rows
+            .iter()
+            .find(|o| o["plan"] == r["plan"] && o["aux_input"] == r["aux_input"])
+            .unwrap();
+        let (one, two) = (
+            r["predicted_step_seconds"].as_f64().unwrap(),
+            alone["predicted_step_seconds"].as_f64().unwrap(),
+        );
+        assert!(one >= two * 0.999, "{r} vs {alone}");
+    }
+    let (ok, _, stderr) = output(groupwise().args(MODEL).args(["--cores", "2"]));
+    assert!(!ok && stderr.contains("--cores is for"), "{stderr}");
     // Accuracy from a report's results.csv: the fastest configuration reaching the target.
     let csv = dir.path().join("results.csv");
     std::fs::write(
