@@ -3,17 +3,17 @@
 // classifiers' stride-2 convolutions (see `model/conv.rs`).
 //
 // Why: libtorch's CPU convolutions (oneDNN) are built for wide layers; with the 4-8 channels of a
-// group's slice they run at a fraction of their speed on wide ones (`scripts/bench_conv.py`). Here one
-// image at a time is copied into a zero-bordered buffer (at stride 2 with each row's even and odd
-// columns apart) and every output row is computed directly: eight output columns per vector, up to
-// four output channels at once, so each loaded input vector feeds as many multiply-adds as there are
-// output channels in the block. The input gradient is the convolution of the output gradient with
-// the kernel flipped and transposed (at stride 2, each parity of input row and column from the taps
-// that reach it, interleaved), computed only for the input channels that want it (an auxiliary
-// classifier's stop-gradient input wants its own group's slice); the weight gradient sums the products of output gradient and shifted
-// input in vector lanes over four images at a time, then those parts in double in a fixed order.
-// Images are split over libtorch's intra-op threads, and nothing depends on how: the result is the
-// same for any thread count.
+// group's slice they run at a fraction of their speed on wide ones (`scripts/bench_conv.py`). Here
+// one image at a time is copied into a zero-bordered buffer (at stride 2 with each row's even and
+// odd columns apart) and every output row is computed directly: eight output columns per vector, up
+// to four output channels at once, so each loaded input vector feeds as many multiply-adds as there
+// are output channels in the block. The input gradient is the convolution of the output gradient
+// with the kernel flipped and transposed (at stride 2, each parity of input row and column from the
+// taps that reach it, interleaved), computed only for the input channels that want it (an auxiliary
+// classifier's stop-gradient input wants its own group's slice); the weight gradient sums the
+// products of output gradient and shifted input in vector lanes over four images at a time, then
+// those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and
+// nothing depends on how: the result is the same for any thread count.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
