@@ -259,6 +259,8 @@ fn as_in_run(topo: &Topology, costs: &[NodeCost], m: &Measured) -> Vec<NodeCost>
                 classifier: c.classifier * f,
                 backward: c.backward * f,
                 update: c.update * f,
+                // The run's mean compute already holds its first steps.
+                warmup: 0.0,
             }
         })
         .collect()

@@ -124,7 +124,8 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
     writeln!(
         out,
         "{}, batch {}, {} intra-op thread(s), {} cop{} at once, mean of {} steps after {} warm-up; \
-         GMAC/s counts 3 x forward MACs (forward, input and weight gradients)",
+         GMAC/s counts 3 x forward MACs (forward, input and weight gradients); warm ms: what the \
+         warm-up steps took beyond as many timed ones (a run's first-use costs)",
         c.plan.method(plan.groups),
         args.batch,
         args.threads,
@@ -135,14 +136,23 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
     )?;
     writeln!(
         out,
-        "{:<8} {:>11} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7}",
-        "node", "fwd MACs", "ms/step", "fwd ms", "bwd ms", "upd ms", "cpu%", "GMAC/s", "vs e2e"
+        "{:<8} {:>11} {:>10} {:>9} {:>9} {:>9} {:>6} {:>8} {:>7} {:>8}",
+        "node",
+        "fwd MACs",
+        "ms/step",
+        "fwd ms",
+        "bwd ms",
+        "upd ms",
+        "cpu%",
+        "GMAC/s",
+        "vs e2e",
+        "warm ms"
     )?;
     let e2e = file.reference.as_ref().map(|r| r.gmacs_per_second);
     let row = |out: &mut crate::stdout::Stdout, name: String, n: &NodeProfile| {
         writeln!(
             out,
-            "{:<8} {:>11.3e} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>6.0} {:>8.2} {:>7}",
+            "{:<8} {:>11.3e} {:>10.2} {:>9.2} {:>9.2} {:>9.2} {:>6.0} {:>8.2} {:>7} {:>8.1}",
             name,
             n.macs as f64,
             n.seconds_per_step * 1e3,
@@ -151,7 +161,8 @@ fn profile(c: &RunConfig, plan: &Plan, args: &PlanArgs) -> Result<()> {
             n.update_seconds * 1e3,
             100.0 * n.cpu_seconds / n.seconds_per_step.max(1e-12),
             n.gmacs_per_second,
-            e2e.map_or("-".into(), |e| format!("{:.2}", n.gmacs_per_second / e))
+            e2e.map_or("-".into(), |e| format!("{:.2}", n.gmacs_per_second / e)),
+            n.warmup_seconds * 1e3
         )
     };
     for n in &file.nodes {

@@ -83,6 +83,8 @@ pub fn against(
         batch: batch as u64,
         cores: cores.or(file.cores.filter(|_| file.runtime == "threads")),
         threads_per_worker: trace.threads_per_worker.max(1),
+        // A run's first epoch pays its nodes' first-use costs.
+        cold: file.epoch == 1,
         ..Setup::placed(topo.clone(), costs.to_vec(), trace.workers.clone(), link)
     };
     let prediction = simulate(&setup).map_err(anyhow::Error::msg)?;

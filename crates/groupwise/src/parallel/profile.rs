@@ -53,12 +53,28 @@ pub struct NodeProfile {
     /// Training MACs per second: 3 x forward MACs x batch (forward, input and weight gradients) over
     /// the step time, in billions.
     pub gmacs_per_second: f64,
+    /// Seconds its warm-up steps took beyond as many timed steps: first-use costs (oneDNN's kernels
+    /// generated, memory the allocator maps for the first time, thread pools started), which a run
+    /// pays in its first steps and the timed steps leave out; 0 without warm-up steps and in profiles
+    /// written before it was recorded.
+    #[serde(default)]
+    pub warmup_seconds: f64,
 }
 
 impl NodeProfile {
-    fn new(node: NodeId, macs: u64, batch: i64, t: &NodeTiming) -> NodeProfile {
+    /// The profile from the node's timed steps `t` and its warm-up steps `warm`.
+    fn new(
+        node: NodeId,
+        macs: u64,
+        batch: i64,
+        t: &NodeTiming,
+        warm: Option<&NodeTiming>,
+    ) -> NodeProfile {
         let per = |s: f64| s / t.steps.max(1) as f64;
         let seconds = per(t.compute_seconds);
+        let warmup_seconds = warm.map_or(0.0, |w| {
+            (w.compute_seconds - seconds * w.steps as f64).max(0.0)
+        });
         NodeProfile {
             node,
             macs,
@@ -69,6 +85,7 @@ impl NodeProfile {
             update_seconds: per(t.update_seconds),
             cpu_seconds: per(t.cpu_seconds),
             gmacs_per_second: 3.0 * macs as f64 * batch as f64 / seconds.max(1e-12) / 1e9,
+            warmup_seconds,
         }
     }
 }
@@ -92,6 +109,7 @@ impl NodeProfile {
             // Inversely proportional to the step time.
             gmacs_per_second: first.gmacs_per_second * first.seconds_per_step
                 / mean(|p| p.seconds_per_step).max(1e-12),
+            warmup_seconds: mean(|p| p.warmup_seconds),
         })
     }
 }
@@ -128,11 +146,15 @@ pub fn profile(
     };
     let mut slots = Slots::split(net, &layout);
     let mut on_step = |_| ControlFlow::Continue(());
-    let mut timings = Vec::new();
-    for (steps, done) in [
+    // The warm-up segment's timings, then the timed one's.
+    let mut timings: [Vec<NodeTiming>; 2] = Default::default();
+    for (slot, (steps, done)) in [
         (settings.warmup, 0),
         (settings.steps.max(1), settings.warmup),
-    ] {
+    ]
+    .into_iter()
+    .enumerate()
+    {
         if steps == 0 {
             continue;
         }
@@ -143,13 +165,17 @@ pub fn profile(
             done,
             stop: None,
         };
-        timings = run_in_process(&layout, &mut slots, segment, &mut on_step)?.timings;
+        timings[slot] = run_in_process(&layout, &mut slots, segment, &mut on_step)?.timings;
     }
     let topo = &layout.topo;
-    let profiles = timings
+    let [warm, timed] = &timings;
+    let profiles = timed
         .iter()
         .enumerate()
-        .map(|(id, t)| NodeProfile::new(topo.name(id), topo.macs(id), settings.batch, t))
+        .map(|(id, t)| {
+            let (name, macs) = (topo.name(id), topo.macs(id));
+            NodeProfile::new(name, macs, settings.batch, t, warm.get(id))
+        })
         .collect();
     Ok((slots.join(), profiles))
 }

@@ -181,7 +181,9 @@ pub fn simulate(setup: &Setup) -> Result<Prediction, String> {
                             phase,
                             seconds,
                         } => {
-                            let left = seconds / th.speed;
+                            let cold = setup.cold && th.step == 0 && phase == Phase::Trunk;
+                            let warmup = if cold { setup.costs[node].warmup } else { 0.0 };
+                            let left = (seconds + warmup) / th.speed;
                             if left > 0.0 {
                                 th.state = State::Computing {
                                     node,

@@ -41,6 +41,10 @@ pub struct NodeCost {
     pub backward: f64,
     /// The optimizer's update.
     pub update: f64,
+    /// What the node's first steps in a new process take beyond its step: first-use costs (the
+    /// profile's warm-up; not part of [`NodeCost::total`]), paid in a segment that starts cold.
+    #[serde(default)]
+    pub warmup: f64,
 }
 
 impl NodeCost {
@@ -60,6 +64,7 @@ impl NodeCost {
             classifier: (p.forward_seconds - trunk).max(0.0),
             backward: p.backward_seconds,
             update: p.update_seconds,
+            warmup: p.warmup_seconds,
         }
     }
 
@@ -159,6 +164,9 @@ pub struct Setup {
     pub cores: Option<usize>,
     /// Cores a computing worker keeps busy (its intra-op threads; counts only with `cores`).
     pub threads_per_worker: usize,
+    /// Whether the segment starts cold (a new process's first epoch): each node's first trunk pass
+    /// also takes its [`NodeCost::warmup`].
+    pub cold: bool,
 }
 
 impl Setup {
@@ -216,6 +224,7 @@ impl Setup {
             steps: 24,
             cores: None,
             threads_per_worker: 1,
+            cold: false,
         }
     }
 

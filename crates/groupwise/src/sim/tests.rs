@@ -61,6 +61,34 @@ fn a_two_stage_pipeline_fills_once_then_runs_at_its_stage_time() {
 }
 
 #[test]
+fn a_cold_segment_pays_each_nodes_warm_up_once() {
+    // The two-stage pipeline above; m0.g0's first steps take 2 s more, m1.g0's 0.5 s.
+    let t = topo("2", 1);
+    let mut costs = vec![trunk(1.0), trunk(0.75), trunk(0.25)];
+    costs[0].warmup = 2.0;
+    costs[1].warmup = 0.5;
+    let mut s = setup(t, costs, vec![vec![0], vec![1, 2]], false);
+    s.steps = 10;
+    // Warm (a later epoch): as if the warm-up were not there.
+    assert!(close(simulate(&s).unwrap().segment_seconds, 11.0));
+    // Cold: m0.g0's first step ends at 3 s, then one a second; worker 1's first step (m1.g0 1.25 s,
+    // the head 0.25 s) ends at 4.5 s, and it stays half a second behind: 3 + 9 + 1.5.
+    s.cold = true;
+    let p = simulate(&s).unwrap();
+    assert!(close(p.segment_seconds, 13.5), "{}", p.segment_seconds);
+    assert!(close(p.steady_step_seconds, 1.0));
+    // One worker: the sum, plus every warm-up once.
+    let one = Setup::new(s.topo.clone(), s.costs.clone(), 1, 1, Link::IN_PROCESS);
+    let p1 = simulate(&Setup {
+        steps: 10,
+        cold: true,
+        ..one
+    })
+    .unwrap();
+    assert!(close(p1.segment_seconds, 22.5), "{}", p1.segment_seconds);
+}
+
+#[test]
 fn a_bottleneck_node_sets_the_pace_and_back_pressure_bounds_the_queue() {
     let t = topo("2", 1);
     let costs = vec![trunk(1.0), trunk(3.0), trunk(1.0)];
@@ -129,12 +157,14 @@ fn groups_wait_for_their_peers_slices_and_logits() {
         classifier: 0.5,
         backward: 1.0,
         update: 0.0,
+        warmup: 0.0,
     };
     costs[1] = NodeCost {
         trunk: 2.0,
         classifier: 0.5,
         backward: 1.0,
         update: 0.0,
+        warmup: 0.0,
     };
     let workers: Vec<Vec<usize>> = (0..n).map(|id| vec![id]).collect();
     let mut s = setup(t, costs, workers, false);
@@ -168,6 +198,7 @@ fn every_plan_and_placement_runs_to_the_end_and_one_worker_is_the_sum() {
                 classifier: 0.02,
                 backward: 0.2,
                 update: 0.01,
+                warmup: 0.0,
             })
             .collect();
         let total: f64 = costs.iter().map(NodeCost::total).sum();
