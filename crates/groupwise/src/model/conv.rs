@@ -118,8 +118,9 @@ impl Conv {
     /// The convolution of `x`, whose input gradient is wanted only for channels
     /// `[start, start + len)`: the others are detached (an auxiliary classifier's stop-gradient input,
     /// where they are the other groups' slices). Computes only that part of the input gradient (zero
-    /// elsewhere) instead of all of it; the output and the weight gradient are libtorch's, as in
-    /// [`nn::Module::forward`]. Without a gradient to compute, the plain convolution.
+    /// elsewhere) instead of all of it: by groupwise's kernel where the module doc's rule picks it,
+    /// else around libtorch's convolution (whose output and weight gradient are then libtorch's, as
+    /// in [`nn::Module::forward`]). Without a gradient to compute, the plain convolution.
     // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
     #[allow(unsafe_code)]
     pub fn forward_own_slice(&self, x: &Tensor, start: i64, len: i64) -> Tensor {
