@@ -272,7 +272,7 @@ impl Prepared {
                 best = Some((step, by));
             }
         }
-        best.context("two placements were simulated")
+        best.context("no placement was simulated")
     }
 }
 

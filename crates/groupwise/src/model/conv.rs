@@ -159,8 +159,8 @@ impl Conv {
         if self.stride == 1 {
             self.cout <= NARROW || (self.cout <= OWN_WIDE && size[2] * size[3] >= OWN_WIDE_PIXELS)
         } else {
-            let out = (size[2] - 1) / 2 + 1;
-            out * out >= OWN_STRIDED_PIXELS && (self.cout <= OWN_STRIDED || slice)
+            let pixels = ((size[2] - 1) / 2 + 1) * ((size[3] - 1) / 2 + 1);
+            pixels >= OWN_STRIDED_PIXELS && (self.cout <= OWN_STRIDED || slice)
         }
     }
 }
