@@ -511,9 +511,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Rounds: in each, every configuration is timed here and then at once in PyTorch (interleaved,
-    /// so both sides of a pair see the same load); the median over rounds is reported.
-    #[arg(long, default_value_t = 2, conflicts_with = "parallel")]
-    pub rounds: usize,
+    /// so both sides of a pair see the same load); the median over rounds is reported. With
+    /// --parallel, each round profiles and runs every configuration again, and speed-ups,
+    /// efficiencies and prediction errors are the medians of the rounds' own. Default 2; 1 with
+    /// --parallel (minutes per round).
+    #[arg(long)]
+    pub rounds: Option<usize>,
     /// libtorch intra-op threads for both sides (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,

@@ -52,7 +52,7 @@ impl Config {
 }
 
 /// The median of `v` (the mean of the middle two for an even count); NaN when empty.
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
         return f64::NAN;
     }
@@ -152,12 +152,13 @@ impl Torch {
 
 /// Runs the benchmark (or with `--parallel`, [`bench_parallel::run`]) and prints a table.
 pub fn run(a: BenchArgs) -> Result<()> {
-    if a.parallel {
-        return bench_parallel::run(&a);
-    }
-    if a.rounds == 0 || a.steps == 0 {
+    if a.rounds == Some(0) || a.steps == 0 {
         bail!("--rounds and --steps must be at least 1");
     }
+    if a.parallel {
+        return bench_parallel::run(&a, a.rounds.unwrap_or(1));
+    }
+    let rounds = a.rounds.unwrap_or(2);
     if a.threads > 0 {
         groupwise::device::set_intra_op_threads(a.threads);
     }
@@ -184,7 +185,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let torch = (!a.no_torch).then(|| Torch::new(&a));
     // times[config] = (groupwise medians, PyTorch medians), one per round.
     let mut times = vec![(Vec::new(), Vec::new()); configs.len()];
-    for round in 1..=a.rounds {
+    for round in 1..=rounds {
         for ((c, plan), (ours, theirs)) in configs.iter().zip(&plans).zip(&mut times) {
             let t = time_groupwise(plan, &a);
             ours.push(t);
@@ -193,8 +194,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 theirs.push(p);
             }
             eprintln!(
-                "round {round}/{}: {} groupwise {t:.4} s, PyTorch {}",
-                a.rounds,
+                "round {round}/{rounds}: {} groupwise {t:.4} s, PyTorch {}",
                 c.name,
                 p.map_or("-".into(), |p| format!("{p:.4} s"))
             );
@@ -205,7 +205,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
         out,
         "ResNet-32, batch {}, 32x32x3, {threads} intra-op threads; each side's median step of {} \
          (after {} warm-up), median over {} round(s)",
-        a.batch, a.steps, a.warmup, a.rounds
+        a.batch, a.steps, a.warmup, rounds
     )?;
     if torch.is_some() {
         writeln!(

@@ -4,12 +4,10 @@
 //! communication split with GMAC/s, and the ideal speed-up of the workers twice: from the plan's MAC
 //! balance and from node step times measured by a `groupwise plan --profile` child (run first, W
 //! copies at once: the runs' load; the runs place their nodes by it unless `--placement` says
-//! otherwise), with each runtime's
-//! efficiency against the latter; and the simulator's prediction of every run from that profile
-//! beside what the run measured (`plan --simulate`'s model, validated here).
-//!
-//! Past 600 lines with its unit tests: one command's children, its three tables and the arithmetic
-//! they share (ideals, predictions) read best in one place.
+//! otherwise), with each runtime's efficiency against the latter; and the simulator's prediction of
+//! every run from that profile beside what the run measured (`plan --simulate`'s model, validated
+//! here). `--rounds R` does all of it R times, configurations interleaved, and [`tables`] reports
+//! medians over the rounds of what each round measured against itself.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +19,7 @@ use groupwise::model::Arch;
 use groupwise::parallel::{
     cores, default_threads_per_worker, Layout, NodeTiming, Placement, Runtime, Topology,
 };
-use groupwise::plan::{AuxInput, NodeId, Plan};
+use groupwise::plan::{AuxInput, Plan};
 use groupwise::sim::{Link, NodeCost};
 use groupwise::train::{EpochMetrics, RunDir, TraceFile};
 
@@ -31,6 +29,8 @@ use crate::cmd::trace::{self, Against};
 use crate::mpiexec;
 use crate::profile_file::ProfileFile;
 use crate::stdout::stdout;
+
+mod tables;
 
 /// What one training child measured.
 struct Measured {
@@ -194,14 +194,25 @@ fn ideals(plan: &Plan, seconds: &[f64], workers: usize) -> Result<(f64, f64)> {
     ))
 }
 
-/// One configuration's runs.
+/// One configuration: what every round measured.
 struct Config {
     name: String,
     topo: Topology,
-    /// Seconds per step of every node alone.
+    /// Ideal speed-up from forward MACs (the same every round).
+    ideal_macs: f64,
+    rounds: Vec<Round>,
+}
+
+/// One round of a configuration: its profile, its runs and their predictions.
+struct Round {
+    /// Seconds per step of every node alone (the profile).
     alone: Vec<f64>,
+    seq: Measured,
+    seq1: Measured,
     threads: Measured,
     mpi: Option<Measured>,
+    /// Ideal speed-up from the profiled node times.
+    ideal_time: f64,
     /// The simulator's predictions of the runs ([`groupwise::sim`]).
     predicted: Predicted,
 }
@@ -266,14 +277,154 @@ fn as_in_run(topo: &Topology, costs: &[NodeCost], m: &Measured) -> Vec<NodeCost>
         .collect()
 }
 
-/// Runs `bench --parallel`.
-pub fn run(a: &BenchArgs) -> Result<()> {
+/// What every round of every configuration shares.
+struct Bench<'a> {
+    a: &'a BenchArgs,
+    /// Workers W of the threads and MPI runs.
+    workers: usize,
+    /// `mpiexec`, when this binary runs on MPI ranks.
+    launcher: Option<PathBuf>,
+    /// The link the MPI runs' predictions assume.
+    link: Link,
+    /// Where the children's run directories and profiles go.
+    scratch: PathBuf,
+}
+
+impl Bench<'_> {
+    /// Profiles `plan` (`k` x `g`) and runs it sequentially, on worker threads and on MPI ranks;
+    /// `draw` writes the `--gantt` charts (the last round's).
+    fn round(&self, (k, g): (&str, &str), plan: &Plan, draw: bool) -> Result<Round> {
+        let (a, workers) = (self.a, self.workers);
+        let topo = Topology::new(plan);
+        eprintln!("K={k} G={g}: every node's step (plan --profile) ...");
+        // A plan with fewer nodes than workers runs fewer, each with more intra-op threads.
+        let tpw = default_threads_per_worker(workers.min(topo.len()));
+        let profile_path = self.scratch.join(format!("profile-{k}-{g}.json"));
+        let busy = workers.min(topo.len());
+        let profile = profile_child(a, (k, g), (tpw, busy), &profile_path)?;
+        // OpenMPI binds each rank to a core when there are at most 2 of them (its default), so a
+        // rank's nodes are profiled on one intra-op thread whatever the rank sets.
+        let rank_threads = 1;
+        let rank_profile = match (&self.launcher, tpw == rank_threads) {
+            (Some(_), false) => {
+                let path = self.scratch.join(format!("profile-{k}-{g}-rank.json"));
+                Some(profile_child(a, (k, g), (rank_threads, busy), &path)?)
+            }
+            _ => None,
+        };
+        let alone: Vec<f64> = simulate::node_costs(&topo, &profile, &profile_path)?
+            .iter()
+            .map(NodeCost::total)
+            .collect();
+        let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
+            eprintln!("K={k} G={g}: {what} ...");
+            let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
+            train_child(a, (k, g), &mode, launcher, &self.scratch.join(what))
+        };
+        let w = workers.to_string();
+        let seq = child(
+            "sequential",
+            &["--workers", "sequential", "--threads", &w],
+            None,
+        )?;
+        let seq1 = child(
+            "sequential-1",
+            &["--workers", "sequential", "--threads", "1"],
+            None,
+        )?;
+        let spec = match &a.placement {
+            Some(p) => p.spec.clone(),
+            None => profile_path.display().to_string(),
+        };
+        let place = ["--placement", spec.as_str()];
+        let threads = child(
+            "threads",
+            &[
+                &["--workers", "threads", "--worker-threads", &w],
+                &place[..],
+            ]
+            .concat(),
+            None,
+        )?;
+        let ranks = workers.min(topo.len());
+        let mpi = match &self.launcher {
+            Some(m) => Some(child(
+                "mpi",
+                &[&["--transport", "mpi", "--worker-threads", "1"], &place[..]].concat(),
+                Some((m, ranks)),
+            )?),
+            None => None,
+        };
+        let (_, ideal_time) = ideals(plan, &alone, workers)?;
+        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
+        let rank_costs = match &rank_profile {
+            Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
+            None => costs.clone(),
+        };
+        // Each run simulated as it was placed (its trace), from the profile and from its own node
+        // times.
+        let both =
+            |costs: &[NodeCost], m: &Measured, link: Link, mode: &str| -> Result<Prediction> {
+                let from_profile = predict(a, &topo, costs, m, link)?;
+                if let (Some(dir), true) = (&a.gantt, draw) {
+                    let png = dir.join(format!("gantt-K{k}-G{g}-{mode}.png"));
+                    from_profile.draw(&png, &topo, &format!("ResNet-32 K={k} G={g} ({mode})"))?;
+                    eprintln!("wrote {}", png.display());
+                }
+                let from_run = predict(a, &topo, &as_in_run(&topo, costs, m), m, link)?;
+                Ok(Prediction {
+                    from_profile: from_profile.prediction.step_seconds,
+                    from_run: from_run.prediction.step_seconds,
+                    last: from_profile.step_seconds(),
+                })
+            };
+        let predicted = Predicted {
+            threads: both(&costs, &threads, Link::IN_PROCESS, "threads")?,
+            mpi: match &mpi {
+                Some(m) => Some(both(&rank_costs, m, self.link, "mpi")?),
+                None => None,
+            },
+        };
+        Ok(Round {
+            alone,
+            seq,
+            seq1,
+            threads,
+            mpi,
+            ideal_time,
+            predicted,
+        })
+    }
+}
+
+/// Runs `bench --parallel` with `rounds` rounds (each configuration profiled and run again in
+/// each, configurations interleaved).
+pub fn run(a: &BenchArgs, rounds: usize) -> Result<()> {
     let cores = cores();
     let workers = a.worker_threads.unwrap_or(cores).max(1);
-    let configs = a
+    let names = a
         .configs
         .clone()
         .unwrap_or_else(|| vec!["1:2".into(), "2:1".into(), "2:2".into()]);
+    let mut configs = Vec::new();
+    let mut plans = Vec::new();
+    for c in &names {
+        let (k, g) = c
+            .split_once(':')
+            .with_context(|| format!("--configs entry '{c}' is not K:G"))?;
+        let groups: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
+        let plan = Plan::new(Arch::resnet32(3, 32, 10), k, groups, AuxInput::StopGradient)
+            .with_context(|| format!("--configs entry '{c}'"))?;
+        let topo = Topology::new(&plan);
+        let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
+        configs.push(Config {
+            name: c.clone(),
+            ideal_macs: ideals(&plan, &macs, workers)?.0,
+            topo,
+            rounds: Vec::new(),
+        });
+        plans.push(((k.to_string(), g.to_string()), plan));
+    }
     let launcher = launcher_path();
     if launcher.is_none() {
         eprintln!("note: no MPI column (build with --features mpi and put mpiexec on PATH)");
@@ -292,315 +443,38 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     }
     let scratch = std::env::temp_dir().join(format!("groupwise-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).with_context(|| format!("{}", scratch.display()))?;
-    let threads_per_worker = default_threads_per_worker(workers);
-    // OpenMPI binds each rank to a core when there are at most 2 of them (its default), so a rank's
-    // nodes are profiled on one intra-op thread whatever the rank sets.
-    let rank_threads = 1;
+    let bench = Bench {
+        a,
+        workers,
+        launcher,
+        link,
+        scratch,
+    };
+    for round in 1..=rounds {
+        for (config, ((k, g), plan)) in configs.iter_mut().zip(&plans) {
+            let r = bench.round((k, g), plan, round == rounds)?;
+            eprintln!("round {round}/{rounds}: {}: {}", config.name, r.summary());
+            config.rounds.push(r);
+        }
+    }
+    let _ = std::fs::remove_dir_all(&bench.scratch);
+    let setting = tables::Setting {
+        batch: a.batch,
+        steps: a.warmup + a.steps,
+        warmup: a.warmup,
+        rounds,
+        workers,
+        cores,
+        mpi_tcp: a.mpi_tcp,
+        placement: a.placement.as_ref().map(|p| p.spec.clone()),
+        link: link_spec,
+    };
     let mut out = stdout();
-    writeln!(
-        out,
-        "ResNet-32, batch {}, synthetic 32x32x3, {} steps per run ({} warm-up included), {workers} \
-         workers on {cores} cores (threads: {workers} worker threads; MPI: {workers} ranks of one \
-         worker thread{}), {threads_per_worker} intra-op thread(s) per worker thread, placement {}",
-        a.batch,
-        a.warmup + a.steps,
-        a.warmup,
-        if a.mpi_tcp { ", TCP over the loopback" } else { "" },
-        a.placement
-            .as_ref()
-            .map_or("by the profile's node times", |p| p.spec.as_str())
-    )?;
-    writeln!(
-        out,
-        "speedup: over the sequential path using {workers} intra-op threads (seq s); [1c]: over the \
-         sequential path on one core (seq1 s)"
-    )?;
-    writeln!(
-        out,
-        "ideal: total over the busiest worker's share, nodes cut as the runtime cuts them: by forward \
-         MACs (MACs), or by each node's measured step time (time: plan --profile with the threads run's \
-         intra-op threads per worker, as many copies at once as it has workers); eff: [1c] speedup / \
-         ideal time"
-    )?;
-    writeln!(
-        out,
-        "{:<6} {:>7} {:>7} {:>9} {:>7} {:>6} {:>5} {:>7} {:>7} {:>6} {:>5} {:>10} {:>10}",
-        "K:G",
-        "seq s",
-        "seq1 s",
-        "threads s",
-        "speedup",
-        "[1c]",
-        "eff",
-        "mpi s",
-        "speedup",
-        "[1c]",
-        "eff",
-        "ideal MACs",
-        "ideal time"
-    )?;
-    let mut done = Vec::new();
-    for c in &configs {
-        let (k, g) = c
-            .split_once(':')
-            .with_context(|| format!("--configs entry '{c}' is not K:G"))?;
-        let groups: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
-        let plan = Plan::new(Arch::resnet32(3, 32, 10), k, groups, AuxInput::StopGradient)?;
-        let topo = Topology::new(&plan);
-        eprintln!("K={k} G={g}: every node's step (plan --profile) ...");
-        // A plan with fewer nodes than workers runs fewer, each with more intra-op threads.
-        let tpw = default_threads_per_worker(workers.min(topo.len()));
-        let profile_path = scratch.join(format!("profile-{k}-{g}.json"));
-        let busy = workers.min(topo.len());
-        let profile = profile_child(a, (k, g), (tpw, busy), &profile_path)?;
-        let rank_profile = match (&launcher, tpw == rank_threads) {
-            (Some(_), false) => {
-                let path = scratch.join(format!("profile-{k}-{g}-rank.json"));
-                Some(profile_child(a, (k, g), (rank_threads, busy), &path)?)
-            }
-            _ => None,
-        };
-        let alone: Vec<f64> = simulate::node_costs(&topo, &profile, &profile_path)?
-            .iter()
-            .map(NodeCost::total)
-            .collect();
-        let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
-            eprintln!("K={k} G={g}: {what} ...");
-            let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
-            train_child(a, (k, g), &mode, launcher, &scratch.join(what))
-        };
-        let w = workers.to_string();
-        let seq = child(
-            "sequential",
-            &["--workers", "sequential", "--threads", &w],
-            None,
-        )?;
-        let seq1 = child(
-            "sequential-1",
-            &["--workers", "sequential", "--threads", "1"],
-            None,
-        )?;
-        let spec = match &a.placement {
-            Some(p) => p.spec.clone(),
-            None => profile_path.display().to_string(),
-        };
-        let place = ["--placement", spec.as_str()];
-        let thr = child(
-            "threads",
-            &[
-                &["--workers", "threads", "--worker-threads", &w],
-                &place[..],
-            ]
-            .concat(),
-            None,
-        )?;
-        let ranks = workers.min(topo.len());
-        let mpi = match &launcher {
-            Some(m) => Some(child(
-                "mpi",
-                &[&["--transport", "mpi", "--worker-threads", "1"], &place[..]].concat(),
-                Some((m, ranks)),
-            )?),
-            None => None,
-        };
-        let (ideal_macs, ideal_time) = ideals(&plan, &alone, workers)?;
-        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
-        let rank_costs = match &rank_profile {
-            Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
-            None => costs.clone(),
-        };
-        // Each run simulated as it was placed (its trace), from the profile and from its own node
-        // times.
-        let both =
-            |costs: &[NodeCost], m: &Measured, link: Link, mode: &str| -> Result<Prediction> {
-                let from_profile = predict(a, &topo, costs, m, link)?;
-                if let Some(dir) = &a.gantt {
-                    let png = dir.join(format!("gantt-K{k}-G{g}-{mode}.png"));
-                    from_profile.draw(&png, &topo, &format!("ResNet-32 K={k} G={g} ({mode})"))?;
-                    eprintln!("wrote {}", png.display());
-                }
-                let from_run = predict(a, &topo, &as_in_run(&topo, costs, m), m, link)?;
-                Ok(Prediction {
-                    from_profile: from_profile.prediction.step_seconds,
-                    from_run: from_run.prediction.step_seconds,
-                    last: from_profile.step_seconds(),
-                })
-            };
-        let predicted = Predicted {
-            threads: both(&costs, &thr, Link::IN_PROCESS, "threads")?,
-            mpi: match &mpi {
-                Some(m) => Some(both(&rank_costs, m, link, "mpi")?),
-                None => None,
-            },
-        };
-        let x = |base: &Measured, m: &Measured| base.step_seconds / m.step_seconds;
-        let cols = |m: &Measured| {
-            (
-                format!("{:.4}", m.step_seconds),
-                format!("{:.2}x", x(&seq, m)),
-                format!("{:.2}x", x(&seq1, m)),
-                format!("{:.2}", x(&seq1, m) / ideal_time),
-            )
-        };
-        let t = cols(&thr);
-        let dash = || "-".to_string();
-        let m = mpi.as_ref().map_or((dash(), dash(), dash(), dash()), cols);
-        writeln!(
-            out,
-            "{:<6} {:>7.4} {:>7.4} {:>9} {:>7} {:>6} {:>5} {:>7} {:>7} {:>6} {:>5} {:>9.2}x {:>9.2}x",
-            c,
-            seq.step_seconds,
-            seq1.step_seconds,
-            t.0,
-            t.1,
-            t.2,
-            t.3,
-            m.0,
-            m.1,
-            m.2,
-            m.3,
-            ideal_macs,
-            ideal_time
-        )?;
-        done.push(Config {
-            name: c.clone(),
-            topo,
-            alone,
-            threads: thr,
-            mpi,
-            predicted,
-        });
-    }
+    tables::speedups(&mut out, &setting, &configs)?;
     writeln!(out)?;
-    predictions(&mut out, workers, &link_spec, &done)?;
+    tables::predictions(&mut out, &setting, &configs)?;
     writeln!(out)?;
-    per_node(&mut out, a.batch, &done)?;
-    let _ = std::fs::remove_dir_all(&scratch);
-    Ok(())
-}
-
-/// The simulator's prediction of every run beside what the run measured.
-fn predictions(
-    out: &mut crate::stdout::Stdout,
-    workers: usize,
-    link: &str,
-    done: &[Config],
-) -> Result<()> {
-    writeln!(
-        out,
-        "predicted (groupwise plan --simulate: from the profile; and fed each node's compute time in \
-         the run, which leaves only the schedule to the model) vs measured seconds per step, \
-         {workers} workers, MPI link {link} (us, GB/s); error: predicted / measured - 1; last 3: the \
-         same over the run's last 3 steps (its trace.json; warm-up left out, as in the profile)"
-    )?;
-    writeln!(
-        out,
-        "{:<6} {:<8} {:>11} {:>7} {:>11} {:>7} {:>10}  {:>11} {:>11} {:>7}",
-        "K:G",
-        "runtime",
-        "predicted s",
-        "error",
-        "from run s",
-        "error",
-        "measured s",
-        "last 3 pred",
-        "last 3 meas",
-        "error"
-    )?;
-    for c in done {
-        let runs = std::iter::once(("threads", c.predicted.threads, &c.threads)).chain(
-            c.mpi
-                .iter()
-                .zip(c.predicted.mpi)
-                .map(|(m, p)| ("mpi", p, m)),
-        );
-        for (mode, p, m) in runs {
-            let err = |x: f64| 100.0 * (x / m.step_seconds - 1.0);
-            let (last_measured, last_predicted) = p.last;
-            writeln!(
-                out,
-                "{:<6} {:<8} {:>11.4} {:>+6.1}% {:>11.4} {:>+6.1}% {:>10.4}  {:>11.4} {:>11.4} {:>+6.1}%",
-                c.name,
-                mode,
-                p.from_profile,
-                err(p.from_profile),
-                p.from_run,
-                err(p.from_run),
-                m.step_seconds,
-                last_predicted,
-                last_measured,
-                100.0 * (last_predicted / last_measured - 1.0)
-            )?;
-        }
-    }
-    Ok(())
-}
-
-/// The per-node table of every threads and MPI run.
-fn per_node(out: &mut crate::stdout::Stdout, batch: i64, done: &[Config]) -> Result<()> {
-    writeln!(
-        out,
-        "per node, seconds per step: alone (plan --profile), compute in the run (wall clock), cpu (its \
-         worker thread's CPU clock while computing), wait, comm (share of the step); GMAC/s: 3 x \
-         forward MACs x batch / compute; bytes sent per step"
-    )?;
-    writeln!(
-        out,
-        "{:<6} {:<8} {:<7} {:>4} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} {:>7} {:>11}",
-        "K:G",
-        "runtime",
-        "node",
-        "rank",
-        "alone s",
-        "compute",
-        "cpu s",
-        "wait s",
-        "comm s",
-        "comm%",
-        "GMAC/s",
-        "bytes"
-    )?;
-    for c in done {
-        let runs = std::iter::once(("threads", &c.threads)).chain(c.mpi.iter().map(|m| ("mpi", m)));
-        for (mode, m) in runs {
-            for n in &m.nodes {
-                let steps = n.steps.max(1) as f64;
-                let compute = n.compute_seconds / steps;
-                let id = n
-                    .node
-                    .parse::<NodeId>()
-                    .ok()
-                    .and_then(|name| c.topo.find(name));
-                let (alone, gmacs) = match id {
-                    Some(id) => (
-                        format!("{:.4}", c.alone[id]),
-                        format!(
-                            "{:.2}",
-                            3.0 * c.topo.macs(id) as f64 * batch as f64 / compute / 1e9
-                        ),
-                    ),
-                    None => ("-".into(), "-".into()),
-                };
-                writeln!(
-                    out,
-                    "{:<6} {:<8} {:<7} {:>4} {:>8} {:>8.4} {:>8.4} {:>8.4} {:>8.4} {:>5.1}% {:>7} {:>11.0}",
-                    c.name,
-                    mode,
-                    n.node,
-                    n.rank,
-                    alone,
-                    compute,
-                    n.cpu_seconds / steps,
-                    n.wait_seconds / steps,
-                    n.comm_seconds / steps,
-                    100.0 * n.comm_seconds / steps / m.step_seconds,
-                    gmacs,
-                    n.bytes_sent as f64 / steps
-                )?;
-            }
-        }
-    }
-    Ok(())
+    tables::per_node(&mut out, &setting, &configs)
 }
 
 #[cfg(test)]
