@@ -6,7 +6,7 @@
 //! copies at once: the runs' load; the runs place their nodes by it unless `--placement` says
 //! otherwise), with each runtime's efficiency against the latter; and the simulator's prediction of
 //! every run from that profile beside what the run measured (`plan --simulate`'s model, validated
-//! here). `--rounds R` does all of it R times, configurations interleaved, and [`tables`] reports
+//! here). `--rounds R` does all of it R times, configurations interleaved, and `tables.rs` reports
 //! medians over the rounds of what each round measured against itself.
 
 use std::io::Write;
