@@ -180,18 +180,21 @@ fn ideal(plan: &Plan, placement: Placement, costs: &[f64], workers: usize) -> Re
     Ok(costs.iter().sum::<f64>() / busiest)
 }
 
-/// The ideal speed-ups of `plan` on `workers` workers: from forward MACs (nodes cut by MACs) and
-/// from measured seconds per step `seconds` (nodes cut by those).
-fn ideals(plan: &Plan, seconds: &[f64], workers: usize) -> Result<(f64, f64)> {
+/// The ideal speed-up of `plan` on `workers` workers from forward MACs (nodes cut by MACs).
+fn ideal_macs(plan: &Plan, workers: usize) -> Result<f64> {
     let topo = Topology::new(plan);
     let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
+    ideal(plan, Placement::Macs, &macs, workers)
+}
+
+/// The ideal speed-up of `plan` on `workers` workers from measured seconds per step `seconds`
+/// (nodes cut by those).
+fn ideal_time(plan: &Plan, seconds: &[f64], workers: usize) -> Result<f64> {
+    let topo = Topology::new(plan);
     let given = (0..topo.len())
         .map(|id| (topo.name(id), seconds[id]))
         .collect();
-    Ok((
-        ideal(plan, Placement::Macs, &macs, workers)?,
-        ideal(plan, Placement::Given(given), seconds, workers)?,
-    ))
+    ideal(plan, Placement::Given(given), seconds, workers)
 }
 
 /// One configuration: what every round measured.
@@ -312,10 +315,8 @@ impl Bench<'_> {
             }
             _ => None,
         };
-        let alone: Vec<f64> = simulate::node_costs(&topo, &profile, &profile_path)?
-            .iter()
-            .map(NodeCost::total)
-            .collect();
+        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
+        let alone: Vec<f64> = costs.iter().map(NodeCost::total).collect();
         let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
             eprintln!("K={k} G={g}: {what} ...");
             let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
@@ -355,8 +356,7 @@ impl Bench<'_> {
             )?),
             None => None,
         };
-        let (_, ideal_time) = ideals(plan, &alone, workers)?;
-        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
+        let ideal_time = ideal_time(plan, &alone, workers)?;
         let rank_costs = match &rank_profile {
             Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
             None => costs.clone(),
@@ -415,12 +415,10 @@ pub fn run(a: &BenchArgs, rounds: usize) -> Result<()> {
         let groups: i64 = g.parse().with_context(|| format!("bad G in '{c}'"))?;
         let plan = Plan::new(Arch::resnet32(3, 32, 10), k, groups, AuxInput::StopGradient)
             .with_context(|| format!("--configs entry '{c}'"))?;
-        let topo = Topology::new(&plan);
-        let macs: Vec<f64> = (0..topo.len()).map(|id| topo.macs(id) as f64).collect();
         configs.push(Config {
             name: c.clone(),
-            ideal_macs: ideals(&plan, &macs, workers)?.0,
-            topo,
+            ideal_macs: ideal_macs(&plan, workers)?,
+            topo: Topology::new(&plan),
             rounds: Vec::new(),
         });
         plans.push(((k.to_string(), g.to_string()), plan));
@@ -491,14 +489,14 @@ mod tests {
         let plan = dgl2();
         assert_eq!(Topology::new(&plan).len(), 3);
         // Two workers: m0.g0 alone (3 s), m1.g0 and the head together (1 + 1 s): 5 / 3.
-        let (_, time) = ideals(&plan, &[3.0, 1.0, 1.0], 2).unwrap();
+        let time = ideal_time(&plan, &[3.0, 1.0, 1.0], 2).unwrap();
         assert!((time - 5.0 / 3.0).abs() < 1e-12, "{time}");
         // The heavy node last: m0.g0 and m1.g0 together (2 s), the head alone (4 s): 6 / 4.
-        let (_, time) = ideals(&plan, &[1.0, 1.0, 4.0], 2).unwrap();
+        let time = ideal_time(&plan, &[1.0, 1.0, 4.0], 2).unwrap();
         assert!((time - 1.5).abs() < 1e-12, "{time}");
         // One worker: no speed-up; a worker per node: the total over the largest node.
-        assert!((ideals(&plan, &[3.0, 1.0, 1.0], 1).unwrap().1 - 1.0).abs() < 1e-12);
-        assert!((ideals(&plan, &[3.0, 1.0, 1.0], 3).unwrap().1 - 5.0 / 3.0).abs() < 1e-12);
+        assert!((ideal_time(&plan, &[3.0, 1.0, 1.0], 1).unwrap() - 1.0).abs() < 1e-12);
+        assert!((ideal_time(&plan, &[3.0, 1.0, 1.0], 3).unwrap() - 5.0 / 3.0).abs() < 1e-12);
     }
 
     #[test]
@@ -513,7 +511,7 @@ mod tests {
                 macs.iter().sum::<f64>() / a.iter().sum::<f64>().max(b.iter().sum())
             })
             .fold(0.0, f64::max);
-        let (m, _) = ideals(&plan, &[1.0, 1.0, 1.0], 2).unwrap();
+        let m = ideal_macs(&plan, 2).unwrap();
         assert!((m - by_macs).abs() < 1e-9, "{m} vs {by_macs}");
     }
 }

@@ -47,6 +47,12 @@ fn runs(round: &Round) -> impl Iterator<Item = (&'static str, &Measured, Predict
 }
 
 impl Round {
+    /// The efficiency of the run `m` (this round's): its speed-up over the one-core sequential run
+    /// over the ideal from the profiled node times.
+    fn efficiency(&self, m: &Measured) -> f64 {
+        self.seq1.step_seconds / m.step_seconds / self.ideal_time
+    }
+
     /// One line for the terminal once the round is done: step times, each parallel run's
     /// efficiency and the error of its prediction from the profile.
     pub fn summary(&self) -> String {
@@ -58,12 +64,26 @@ impl Round {
             line += &format!(
                 ", {mode} {:.4} s (eff {:.2}, predicted {:+.1}%)",
                 m.step_seconds,
-                self.seq1.step_seconds / m.step_seconds / self.ideal_time,
+                self.efficiency(m),
                 100.0 * (p.from_profile / m.step_seconds - 1.0)
             );
         }
         line
     }
+}
+
+/// The runs of `c` by runtime: ("threads", each round's run and prediction), then MPI's.
+fn by_runtime(c: &Config) -> Vec<(&'static str, Vec<(&Measured, Prediction)>)> {
+    runs(&c.rounds[0])
+        .map(|(mode, _, _)| {
+            let each = c
+                .rounds
+                .iter()
+                .filter_map(|r| runs(r).find(|(m, _, _)| *m == mode).map(|(_, m, p)| (m, p)))
+                .collect();
+            (mode, each)
+        })
+        .collect()
 }
 
 /// Step times, speed-ups, efficiencies and ideals.
@@ -128,7 +148,7 @@ pub fn speedups(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
                 format!("{:.2}x", over(r, |r| r.seq1.step_seconds / step(r))),
                 format!(
                     "{:.2}",
-                    over(r, |r| r.seq1.step_seconds / step(r) / r.ideal_time)
+                    over(r, |r| run(r).map_or(f64::NAN, |m| r.efficiency(m)))
                 ),
             ]
         };
@@ -182,13 +202,7 @@ pub fn predictions(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()>
     )?;
     let err = |predicted: f64, measured: f64| 100.0 * (predicted / measured - 1.0);
     for c in done {
-        for (mode, _, _) in runs(&c.rounds[0]) {
-            // (run, prediction) of each round.
-            let each: Vec<(&Measured, Prediction)> = c
-                .rounds
-                .iter()
-                .filter_map(|r| runs(r).find(|(m, _, _)| *m == mode).map(|(_, m, p)| (m, p)))
-                .collect();
+        for (mode, each) in by_runtime(c) {
             let med = |f: &dyn Fn(&(&Measured, Prediction)) -> f64| -> f64 {
                 median(each.iter().map(f).collect())
             };
@@ -245,12 +259,8 @@ pub fn per_node(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
         let alone: Vec<f64> = (0..c.topo.len())
             .map(|id| c.rounds.iter().map(|r| r.alone[id]).sum::<f64>() / rounds)
             .collect();
-        for (mode, _, _) in runs(&c.rounds[0]) {
-            let measured: Vec<&Measured> = c
-                .rounds
-                .iter()
-                .filter_map(|r| runs(r).find(|(m, _, _)| *m == mode).map(|(_, m, _)| m))
-                .collect();
+        for (mode, each) in by_runtime(c) {
+            let measured: Vec<&Measured> = each.iter().map(|(m, _)| *m).collect();
             let step = median(measured.iter().map(|m| m.step_seconds).collect());
             for n in summed(&measured) {
                 let steps = n.steps.max(1) as f64;
