@@ -3,9 +3,15 @@
 
 One process, real grouped convolutions (groups=G), stop-gradient auxiliary inputs, the diversity term, one
 backward of the summed local losses and one SGD (Nesterov) step over every parameter, as in the reference
-implementation: the clean PyTorch step that `groupwise bench` compares against. Prints one JSON line per
-configuration: {"plan", "groups", "median_s", "images_per_s"}. `groupwise bench` runs it once per
-configuration and round, right after timing the same configuration itself (interleaved).
+implementation: the clean PyTorch step that `groupwise bench` compares against.
+
+Two ways to run it:
+- `--serve --config K:G`: what `groupwise bench` runs, once per configuration and round. It builds the
+  network, prints {"plan", "groups", "ready": true}, then for every line N read from its standard input
+  runs N steps and prints {"times": [seconds of each step]}, until its input ends. groupwise times its
+  own step and this one's alternately, one step each, so both sides see the machine at the same moments.
+- on its own: times every `--config` in turn and prints one JSON line per configuration:
+  {"plan", "groups", "median_s", "images_per_s"}.
 
 Usage: python3 scripts/bench_torch.py --batch 128 --steps 20 --warmup 3 --threads 2 --config 1:1 --config 4:4
 (`--config K:G` with K one of the ResNet-32 table's plans; default 1:1, 4:1, 4:2, 4:4, as `groupwise bench`).
@@ -15,6 +21,7 @@ import argparse
 import json
 import math
 import statistics
+import sys
 import time
 
 import torch
@@ -114,6 +121,35 @@ def diversity(logits, y, T):
     return tot / (y.shape[0] * G * (G - 1))
 
 
+class Stepper:
+    """One configuration's network, optimizer and fixed batch: `step()` trains once and returns its seconds."""
+
+    def __init__(self, cfg, batch):
+        plan, G = cfg.split(":")
+        self.plan, self.groups = plan, int(G)
+        torch.manual_seed(0)
+        self.x = torch.randn(batch, 3, 32, 32)
+        self.y = torch.randint(0, 10, (batch,))
+        self.net = Net(TABLE[plan], self.groups)
+        self.opt = torch.optim.SGD(self.net.parameters(), lr=0.01, momentum=0.9, nesterov=True,
+                                   weight_decay=1e-4)
+
+    def step(self):
+        t = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        self.net.loss(self.x, self.y).backward()
+        self.opt.step()
+        return time.perf_counter() - t
+
+
+def serve(cfg, batch):
+    s = Stepper(cfg, batch)
+    print(json.dumps({"plan": s.plan, "groups": s.groups, "ready": True}), flush=True)
+    for line in sys.stdin:
+        n = int(line)
+        print(json.dumps({"times": [s.step() for _ in range(n)]}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=128)
@@ -121,26 +157,20 @@ def main():
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--config", action="append", default=[])
+    ap.add_argument("--serve", action="store_true")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    x = torch.randn(a.batch, 3, 32, 32)
-    y = torch.randint(0, 10, (a.batch,))
+    if a.serve:
+        if len(a.config) != 1:
+            ap.error("--serve takes exactly one --config")
+        serve(a.config[0], a.batch)
+        return
     for cfg in a.config or ["1:1", "4:1", "4:2", "4:4"]:
-        plan, G = cfg.split(":")
-        net = Net(TABLE[plan], int(G))
-        opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=1e-4)
-        times = []
-        for i in range(a.warmup + a.steps):
-            t = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            net.loss(x, y).backward()
-            opt.step()
-            if i >= a.warmup:
-                times.append(time.perf_counter() - t)
+        s = Stepper(cfg, a.batch)
+        times = [s.step() for _ in range(a.warmup + a.steps)][a.warmup:]
         med = statistics.median(times)
-        print(json.dumps({"plan": plan, "groups": int(G), "median_s": med, "images_per_s": a.batch / med}),
+        print(json.dumps({"plan": s.plan, "groups": s.groups, "median_s": med, "images_per_s": a.batch / med}),
               flush=True)
 
 

@@ -510,8 +510,9 @@ pub struct BenchArgs {
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
-    /// Rounds: in each, every configuration is timed here and then at once in PyTorch (interleaved,
-    /// so both sides of a pair see the same load); the median over rounds is reported. With
+    /// Rounds: in each, every configuration is timed here and in a PyTorch process of its own, a
+    /// step of each in turn (so both sides see the machine at the same moments); the median over
+    /// rounds of each side's median step is reported. With
     /// --parallel, each round profiles and runs every configuration again, and speed-ups,
     /// efficiencies and prediction errors are the medians of the rounds' own. Default 2; 1 with
     /// --parallel (minutes per round).

@@ -2,13 +2,15 @@
 //! plans in this process, interleaved with the same step in PyTorch (`scripts/bench_torch.py`), with
 //! the ratio.
 //!
-//! Interleaved: in each of `--rounds` rounds, every configuration is timed here and then at once by a
-//! PyTorch child process of its own, so the two sides of a pair run back to back under the same load
-//! of the machine; what is reported is each side's median over the rounds.
+//! Interleaved step by step: in each of `--rounds` rounds, every configuration is built here and in a
+//! PyTorch child process of its own (`bench_torch.py --serve`), and after both have warmed up, one
+//! step here and one there alternate, so the two sides see the machine at the same moments (a VM
+//! whose speed drifts by tens of percent within a minute moves both alike). What is reported is each
+//! side's median step per round, then the median over the rounds.
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -65,26 +67,34 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Median step time of `plan` here: the sequential path, fixed random images and labels.
-fn time_groupwise(plan: &Plan, a: &BenchArgs) -> f64 {
-    tch::manual_seed(0);
-    let mut net = Network::new(
-        plan,
-        LossConfig::default(),
-        SgdConfig::default(),
-        Device::Cpu,
-    );
-    let x = Tensor::randn([a.batch, 3, 32, 32], (Kind::Float, Device::Cpu));
-    let y = Tensor::randint(10, [a.batch], (Kind::Int64, Device::Cpu));
-    let mut times = Vec::with_capacity(a.steps);
-    for i in 0..a.warmup + a.steps {
-        let t = Instant::now();
-        net.train_step(&x, &y, 0.01);
-        if i >= a.warmup {
-            times.push(t.elapsed().as_secs_f64());
+/// The sequential path of one plan, ready to train on fixed random images and labels.
+struct Steps {
+    net: Network,
+    x: Tensor,
+    y: Tensor,
+}
+
+impl Steps {
+    fn new(plan: &Plan, batch: i64) -> Steps {
+        tch::manual_seed(0);
+        Steps {
+            net: Network::new(
+                plan,
+                LossConfig::default(),
+                SgdConfig::default(),
+                Device::Cpu,
+            ),
+            x: Tensor::randn([batch, 3, 32, 32], (Kind::Float, Device::Cpu)),
+            y: Tensor::randint(10, [batch], (Kind::Int64, Device::Cpu)),
         }
     }
-    median(times)
+
+    /// Trains one step; its seconds.
+    fn step(&mut self) -> f64 {
+        let t = Instant::now();
+        self.net.train_step(&self.x, &self.y, 0.01);
+        t.elapsed().as_secs_f64()
+    }
 }
 
 /// The PyTorch side: where the interpreter and the script are.
@@ -105,49 +115,122 @@ impl Torch {
         }
     }
 
-    /// Median step time of `c` in a PyTorch child process of its own, on `threads` intra-op threads.
-    fn time(&self, c: &Config, a: &BenchArgs, threads: i32) -> Result<f64> {
+    /// A PyTorch child process of its own serving `c`'s steps on `threads` intra-op threads, once it
+    /// has built the network.
+    fn start(&self, c: &Config, a: &BenchArgs, threads: i32) -> Result<TorchSteps> {
         let mut cmd = Command::new(&self.python);
         cmd.arg(&self.script)
             .args(["--batch", &a.batch.to_string()])
-            .args(["--steps", &a.steps.to_string()])
-            .args(["--warmup", &a.warmup.to_string()])
             .args(["--threads", &threads.to_string()])
-            .args(["--config", &c.name]);
-        let out = cmd.output().with_context(|| {
+            .args(["--serve", "--config", &c.name])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| {
             format!(
                 "cannot run {} (pass --python or --no-torch)",
                 self.python.display()
             )
         })?;
-        if !out.status.success() {
-            bail!(
-                "{} {} failed (is torch installed? pass --python or --no-torch):\n{}",
-                self.python.display(),
-                self.script.display(),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout.lines().last().unwrap_or_default();
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| {
-            format!(
-                "{}: expected a JSON line, got '{line}'",
-                self.script.display()
-            )
-        })?;
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            bail!("{}: no pipes to the child", self.python.display());
+        };
+        let mut steps = TorchSteps {
+            child,
+            stdin: Some(stdin),
+            stdout: BufReader::new(stdout),
+            what: format!("{} {}", self.python.display(), self.script.display()),
+        };
+        let v = steps.answer()?;
         let (plan, groups) = (v["plan"].as_str(), v["groups"].as_i64());
-        if plan != Some(c.plan.as_str()) || groups != Some(c.groups) {
+        if v["ready"] != true || plan != Some(c.plan.as_str()) || groups != Some(c.groups) {
+            bail!("{} answered {v} when asked to serve {}", steps.what, c.name);
+        }
+        Ok(steps)
+    }
+}
+
+/// A running `bench_torch.py --serve`: each call to [`TorchSteps::steps`] trains that many steps
+/// there. Dropping it ends the child (its input closes).
+struct TorchSteps {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    /// The command, for errors.
+    what: String,
+}
+
+impl TorchSteps {
+    /// The child's next JSON line; when it has none, why (its standard error).
+    fn answer(&mut self) -> Result<serde_json::Value> {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line)?;
+        if line.is_empty() {
+            drop(self.stdin.take());
+            let mut err = String::new();
+            if let Some(mut e) = self.child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            let status = self.child.wait()?;
             bail!(
-                "{} timed {plan:?}:{groups:?} when asked for {}",
-                self.script.display(),
-                c.name
+                "{} ended ({status}; is torch installed? pass --python or --no-torch):\n{err}",
+                self.what
             );
         }
-        v["median_s"]
-            .as_f64()
-            .with_context(|| format!("{}: no median_s in '{line}'", self.script.display()))
+        serde_json::from_str(line.trim())
+            .with_context(|| format!("{}: expected a JSON line, got '{}'", self.what, line.trim()))
     }
+
+    /// Trains `n` steps in the child; their seconds.
+    fn steps(&mut self, n: usize) -> Result<Vec<f64>> {
+        let stdin = self.stdin.as_mut().context("the child's input is closed")?;
+        writeln!(stdin, "{n}")
+            .and_then(|_| stdin.flush())
+            .with_context(|| format!("{}: cannot ask for steps", self.what))?;
+        let v = self.answer()?;
+        let times: Option<Vec<f64>> = v["times"]
+            .as_array()
+            .map(|t| t.iter().filter_map(|x| x.as_f64()).collect());
+        match times {
+            Some(t) if t.len() == n => Ok(t),
+            _ => bail!("{}: asked for {n} step(s), answered {v}", self.what),
+        }
+    }
+}
+
+impl Drop for TorchSteps {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let _ = self.child.wait();
+    }
+}
+
+/// One round of configuration `c`: warm-up steps on both sides, then the timed steps, one here and
+/// one in PyTorch (when `torch` is given) in turn. Each side's median step.
+fn time_pair(
+    plan: &Plan,
+    c: &Config,
+    a: &BenchArgs,
+    torch: Option<(&Torch, i32)>,
+) -> Result<(f64, Option<f64>)> {
+    let mut theirs = torch
+        .map(|(t, threads)| t.start(c, a, threads))
+        .transpose()?;
+    let mut ours = Steps::new(plan, a.batch);
+    for _ in 0..a.warmup {
+        ours.step();
+    }
+    if let (Some(t), true) = (&mut theirs, a.warmup > 0) {
+        t.steps(a.warmup)?;
+    }
+    let (mut here, mut there) = (Vec::with_capacity(a.steps), Vec::with_capacity(a.steps));
+    for _ in 0..a.steps {
+        here.push(ours.step());
+        if let Some(t) = &mut theirs {
+            there.extend(t.steps(1)?);
+        }
+    }
+    Ok((median(here), theirs.is_some().then(|| median(there))))
 }
 
 /// Runs the benchmark (or with `--parallel`, [`bench_parallel::run`]) and prints a table.
@@ -187,9 +270,8 @@ pub fn run(a: BenchArgs) -> Result<()> {
     let mut times = vec![(Vec::new(), Vec::new()); configs.len()];
     for round in 1..=rounds {
         for ((c, plan), (ours, theirs)) in configs.iter().zip(&plans).zip(&mut times) {
-            let t = time_groupwise(plan, &a);
+            let (t, p) = time_pair(plan, c, &a, torch.as_ref().map(|t| (t, threads)))?;
             ours.push(t);
-            let p = torch.as_ref().map(|t| t.time(c, &a, threads)).transpose()?;
             if let Some(p) = p {
                 theirs.push(p);
             }
@@ -210,8 +292,9 @@ pub fn run(a: BenchArgs) -> Result<()> {
     if torch.is_some() {
         writeln!(
             out,
-            "interleaved: in every round each configuration runs here, then at once in a PyTorch \
-             process of its own (scripts/bench_torch.py); time ratio = groupwise / PyTorch"
+            "interleaved: in every round each configuration runs here and in a PyTorch process \
+             of its own (scripts/bench_torch.py --serve), one step of each in turn; time ratio = \
+             groupwise / PyTorch"
         )?;
     }
     writeln!(

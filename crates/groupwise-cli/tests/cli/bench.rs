@@ -7,8 +7,9 @@ use std::path::Path;
 
 use crate::common::{groupwise, output, scratch};
 
-/// A stand-in for `python scripts/bench_torch.py`: appends its arguments to `log` and answers the
-/// configuration it was given with a median of 0.1 s times its call number (1-based).
+/// A stand-in for `python scripts/bench_torch.py --serve`: appends its arguments to `log`, says it is
+/// ready to serve the configuration it was given, then answers every request for N steps with N times
+/// of 0.1 s times its call number (1-based), logging each request as "CALL N" to `log`.steps.
 fn fake_python(dir: &Path, log: &Path) -> std::path::PathBuf {
     let path = dir.join("python");
     let script = format!(
@@ -21,7 +22,15 @@ while [ $# -gt 0 ]; do
 done
 plan=${{cfg%%:*}}
 groups=${{cfg##*:}}
-echo "{{\"plan\": \"$plan\", \"groups\": $groups, \"median_s\": $(echo "$n" | awk '{{print $1 / 10}}')}}"
+echo "{{\"plan\": \"$plan\", \"groups\": $groups, \"ready\": true}}"
+v=$(echo "$n" | awk '{{print $1 / 10}}')
+while read k; do
+  echo "$n $k" >> {log}.steps
+  t=""
+  i=0
+  while [ $i -lt $k ]; do t="$t${{t:+, }}$v"; i=$((i + 1)); done
+  echo "{{\"times\": [$t]}}"
+done
 "#,
         log = log.display()
     );
@@ -41,7 +50,7 @@ fn row<'a>(stdout: &'a str, config: &str) -> Vec<&'a str> {
 }
 
 #[test]
-fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() {
+fn bench_alternates_steps_with_a_pytorch_child_per_configuration_and_round() {
     let root = scratch("bench-interleaved");
     let log = root.path().join("calls");
     let python = fake_python(root.path(), &log);
@@ -50,9 +59,9 @@ fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() 
             .args(["bench", "--configs", "1:1,2:2", "--rounds", "2"])
             .args([
                 "--steps",
-                "1",
+                "3",
                 "--warmup",
-                "0",
+                "1",
                 "--batch",
                 "2",
                 "--threads",
@@ -69,7 +78,7 @@ fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() 
         .lines()
         .map(|l| {
             assert!(
-                l.contains("--threads 1 ") && l.contains("--batch 2 "),
+                l.contains("--threads 1 ") && l.contains("--batch 2 ") && l.contains("--serve "),
                 "{l}"
             );
             assert_eq!(l.matches("--config ").count(), 1, "{l}");
@@ -77,6 +86,11 @@ fn bench_alternates_groupwise_and_a_pytorch_child_per_configuration_and_round() 
         })
         .collect();
     assert_eq!(configs, ["1:1", "2:2", "1:1", "2:2"]);
+    // Each child warmed up, then asked for the 3 timed steps one at a time (groupwise's own step
+    // between two requests).
+    let steps = std::fs::read_to_string(log.with_extension("steps")).unwrap();
+    let expected: String = (1..=4).map(|n| format!("{n} 1\n").repeat(4)).collect();
+    assert_eq!(steps, expected);
     // Each pair back to back: groupwise then its PyTorch child, round by round.
     let rounds: Vec<&str> = stderr.lines().filter(|l| l.starts_with("round ")).collect();
     assert_eq!(rounds.len(), 4, "{stderr}");
