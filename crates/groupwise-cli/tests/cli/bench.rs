@@ -177,7 +177,8 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
             && stdout.contains("2 round(s)"),
         "{stdout}"
     );
-    // Each round's line: its threads run's efficiency and its prediction's error.
+    // Each round's line: the profiles' drift, its threads run's efficiency and its prediction's
+    // error.
     let rounds: Vec<(f64, f64)> = stderr
         .lines()
         .filter(|l| l.starts_with("round ") && l.contains(": 2:1: "))
@@ -189,6 +190,8 @@ fn bench_parallel_reports_ideal_speedups_efficiency_and_nodes() {
                     .parse()
                     .unwrap_or_else(|_| panic!("{key} in {l}"))
             };
+            // How far the node sum moved between the profiles before and after the runs.
+            assert!(after("profile after / before ").is_finite(), "{l}");
             (after("(eff "), after("predicted "))
         })
         .collect();

@@ -2,9 +2,11 @@
 //! classes) as the sequential path, as pipelined worker threads and as MPI ranks, each a `groupwise
 //! train` child process; step time from the run's metrics, the per-node compute / CPU / wait /
 //! communication split with GMAC/s, and the ideal speed-up of the workers twice: from the plan's MAC
-//! balance and from node step times measured by a `groupwise plan --profile` child (run first, W
-//! copies at once: the runs' load; the runs place their nodes by it unless `--placement` says
-//! otherwise), with each runtime's efficiency against the latter; and the simulator's prediction of
+//! balance and from node step times measured by `groupwise plan --profile` children (W copies at
+//! once: the runs' load; one before the runs, which place their nodes by it unless `--placement`
+//! says otherwise, and one after: each node's mean of the two, so that a machine whose speed drifts
+//! during the round is seen at both ends), with each runtime's efficiency against the latter; and
+//! the simulator's prediction of
 //! every run from that profile beside what the run measured (`plan --simulate`'s model, validated
 //! here). `--rounds R` does all of it R times, configurations interleaved, and `tables.rs` reports
 //! medians over the rounds of what each round measured against itself.
@@ -206,10 +208,13 @@ struct Config {
     rounds: Vec<Round>,
 }
 
-/// One round of a configuration: its profile, its runs and their predictions.
+/// One round of a configuration: its profiles, its runs and their predictions.
 struct Round {
-    /// Seconds per step of every node alone (the profile).
+    /// Seconds per step of every node alone: the mean of its profile before the runs and after.
     alone: Vec<f64>,
+    /// The profile after the runs over the one before, minus 1 (sums over the nodes): how far the
+    /// machine's speed moved during the round.
+    drift: f64,
     seq: Measured,
     seq1: Measured,
     threads: Measured,
@@ -236,6 +241,20 @@ struct Prediction {
     /// Over the run's last 3 steps (its trace): (measured, predicted from the profile); the warm-up
     /// steps, which the profile leaves out, are not in these.
     last: (f64, f64),
+}
+
+/// Each node's cost, phase by phase, as the mean of two profiles of it.
+fn mean_costs(a: &[NodeCost], b: &[NodeCost]) -> Vec<NodeCost> {
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| NodeCost {
+            trunk: (a.trunk + b.trunk) / 2.0,
+            classifier: (a.classifier + b.classifier) / 2.0,
+            backward: (a.backward + b.backward) / 2.0,
+            update: (a.update + b.update) / 2.0,
+            warmup: (a.warmup + b.warmup) / 2.0,
+        })
+        .collect()
 }
 
 /// MPI over TCP on the loopback, `LATENCY_US,GBYTES_PER_S`: a conservative bound (the MPI runs'
@@ -302,21 +321,30 @@ impl Bench<'_> {
         eprintln!("K={k} G={g}: every node's step (plan --profile) ...");
         // A plan with fewer nodes than workers runs fewer, each with more intra-op threads.
         let tpw = default_threads_per_worker(workers.min(topo.len()));
-        let profile_path = self.scratch.join(format!("profile-{k}-{g}.json"));
         let busy = workers.min(topo.len());
-        let profile = profile_child(a, (k, g), (tpw, busy), &profile_path)?;
         // OpenMPI binds each rank to a core when there are at most 2 of them (its default), so a
         // rank's nodes are profiled on one intra-op thread whatever the rank sets.
         let rank_threads = 1;
-        let rank_profile = match (&self.launcher, tpw == rank_threads) {
-            (Some(_), false) => {
-                let path = self.scratch.join(format!("profile-{k}-{g}-rank.json"));
-                Some(profile_child(a, (k, g), (rank_threads, busy), &path)?)
-            }
-            _ => None,
+        let rank_apart = self.launcher.is_some() && tpw != rank_threads;
+        // Node costs for the threads runs and (when they differ) for the MPI ranks, profiled now;
+        // `when` names the files.
+        let profile = |when: &str| -> Result<(PathBuf, Vec<NodeCost>, Option<Vec<NodeCost>>)> {
+            let path = self.scratch.join(format!("profile-{k}-{g}-{when}.json"));
+            let costs =
+                simulate::node_costs(&topo, &profile_child(a, (k, g), (tpw, busy), &path)?, &path)?;
+            let rank = match rank_apart {
+                true => {
+                    let p = self
+                        .scratch
+                        .join(format!("profile-{k}-{g}-{when}-rank.json"));
+                    let file = profile_child(a, (k, g), (rank_threads, busy), &p)?;
+                    Some(simulate::node_costs(&topo, &file, &p)?)
+                }
+                false => None,
+            };
+            Ok((path, costs, rank))
         };
-        let costs = simulate::node_costs(&topo, &profile, &profile_path)?;
-        let alone: Vec<f64> = costs.iter().map(NodeCost::total).collect();
+        let (profile_path, before, rank_before) = profile("before")?;
         let child = |what: &str, mode: &[&str], launcher: Option<(&Path, usize)>| {
             eprintln!("K={k} G={g}: {what} ...");
             let mode: Vec<String> = mode.iter().map(|s| s.to_string()).collect();
@@ -356,11 +384,19 @@ impl Bench<'_> {
             )?),
             None => None,
         };
-        let ideal_time = ideal_time(plan, &alone, workers)?;
-        let rank_costs = match &rank_profile {
-            Some(p) => simulate::node_costs(&topo, p, &profile_path)?,
-            None => costs.clone(),
+        // The machine's speed drifts: the profile again after the runs, and each node's mean of
+        // the two is what the ideal and the predictions use (the runs were placed by the first).
+        eprintln!("K={k} G={g}: every node's step again, after the runs (plan --profile) ...");
+        let (_, after, rank_after) = profile("after")?;
+        let sum = |c: &[NodeCost]| c.iter().map(NodeCost::total).sum::<f64>();
+        let drift = sum(&after) / sum(&before) - 1.0;
+        let costs = mean_costs(&before, &after);
+        let rank_costs = match (rank_before, rank_after) {
+            (Some(b), Some(a)) => mean_costs(&b, &a),
+            _ => costs.clone(),
         };
+        let alone: Vec<f64> = costs.iter().map(NodeCost::total).collect();
+        let ideal_time = ideal_time(plan, &alone, workers)?;
         // Each run simulated as it was placed (its trace), from the profile and from its own node
         // times.
         let both =
@@ -387,6 +423,7 @@ impl Bench<'_> {
         };
         Ok(Round {
             alone,
+            drift,
             seq,
             seq1,
             threads,

@@ -1,7 +1,8 @@
 //! `bench --parallel`'s three tables (speed-ups and efficiencies, predictions, per node), each over
 //! the rounds: step times are the rounds' medians, and so are ratios, each round's taken within the
-//! round (its own profile, sequential runs and parallel runs, minutes apart at most), which keeps a
-//! drifting machine's speed out of them.
+//! round (its own profiles, sequential runs and parallel runs, minutes apart at most), which keeps a
+//! drifting machine's speed out of them. A round's profile is the mean of one taken before its runs
+//! and one after.
 
 use std::io::Write;
 
@@ -57,8 +58,10 @@ impl Round {
     /// efficiency and the error of its prediction from the profile.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "seq {:.4} s, seq1 {:.4} s",
-            self.seq.step_seconds, self.seq1.step_seconds
+            "profile after / before {:+.1}%, seq {:.4} s, seq1 {:.4} s",
+            100.0 * self.drift,
+            self.seq.step_seconds,
+            self.seq1.step_seconds
         );
         for (mode, m, p) in runs(self) {
             line += &format!(
@@ -115,8 +118,8 @@ pub fn speedups(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
         out,
         "ideal: total over the busiest worker's share, nodes cut as the runtime cuts them: by forward \
          MACs (MACs), or by each node's measured step time (time: plan --profile with the threads run's \
-         intra-op threads per worker, as many copies at once as it has workers); eff: [1c] speedup / \
-         ideal time"
+         intra-op threads per worker, as many copies at once as it has workers, the mean of one before \
+         the runs and one after); eff: [1c] speedup / ideal time"
     )?;
     writeln!(
         out,
@@ -179,7 +182,8 @@ pub fn speedups(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
 pub fn predictions(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
     writeln!(
         out,
-        "predicted (groupwise plan --simulate: from the profile; and fed each node's compute time in \
+        "predicted (groupwise plan --simulate: from the profile, each node's mean of a profile before \
+         the runs and one after; and fed each node's compute time in \
          the run, which leaves only the schedule to the model) vs measured seconds per step, {} \
          workers, MPI link {} (us, GB/s); error: predicted / measured - 1, each round's prediction \
          from its own profile against its own run, the median over rounds (rounds: each one's); last \
@@ -234,7 +238,8 @@ pub fn predictions(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()>
 pub fn per_node(out: &mut Stdout, s: &Setting, done: &[Config]) -> Result<()> {
     writeln!(
         out,
-        "per node, seconds per step over every round: alone (plan --profile), compute in the run (wall \
+        "per node, seconds per step over every round: alone (plan --profile, the mean of before and \
+         after the runs), compute in the run (wall \
          clock), cpu (its worker thread's CPU clock while computing), wait, comm (share of the step); \
          GMAC/s: 3 x forward MACs x batch / compute; bytes sent per step"
     )?;
