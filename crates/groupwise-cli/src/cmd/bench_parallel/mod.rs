@@ -6,9 +6,8 @@
 //! once: the runs' load; one before the runs, which place their nodes by it unless `--placement`
 //! says otherwise, and one after: each node's mean of the two, so that a machine whose speed drifts
 //! during the round is seen at both ends), with each runtime's efficiency against the latter; and
-//! the simulator's prediction of
-//! every run from that profile beside what the run measured (`plan --simulate`'s model, validated
-//! here). `--rounds R` does all of it R times, configurations interleaved, and `tables.rs` reports
+//! the simulator's prediction of every run from those profiles beside what the run measured (`plan
+//! --simulate`'s model, validated here). `--rounds R` does all of it R times, configurations interleaved, and `tables.rs` reports
 //! medians over the rounds of what each round measured against itself.
 
 use std::io::Write;
@@ -332,15 +331,14 @@ impl Bench<'_> {
             let path = self.scratch.join(format!("profile-{k}-{g}-{when}.json"));
             let costs =
                 simulate::node_costs(&topo, &profile_child(a, (k, g), (tpw, busy), &path)?, &path)?;
-            let rank = match rank_apart {
-                true => {
-                    let p = self
-                        .scratch
-                        .join(format!("profile-{k}-{g}-{when}-rank.json"));
-                    let file = profile_child(a, (k, g), (rank_threads, busy), &p)?;
-                    Some(simulate::node_costs(&topo, &file, &p)?)
-                }
-                false => None,
+            let rank = if rank_apart {
+                let p = self
+                    .scratch
+                    .join(format!("profile-{k}-{g}-{when}-rank.json"));
+                let file = profile_child(a, (k, g), (rank_threads, busy), &p)?;
+                Some(simulate::node_costs(&topo, &file, &p)?)
+            } else {
+                None
             };
             Ok((path, costs, rank))
         };
