@@ -9,6 +9,10 @@
 // running averages, output and gradients, summed in another order (within float rounding of it; the
 // golden tests hold).
 //
+// The ReLU after a batch norm, and a residual block's shortcut added before it, run in the same
+// passes (forward: one read of the input and the shortcut, one write; backward: the gate's gradient,
+// which is the shortcut's, written once while the sums are taken).
+//
 // Channels are split over libtorch's intra-op threads; each channel is summed by one thread in a
 // fixed order, so the result does not depend on the thread count.
 
@@ -77,13 +81,23 @@ inline v8 relu(v8 v) { return (v8)((v8i)v & ~(v <= v8{})); }
 inline v8 gate(v8 g, v8 y) { return (v8)((v8i)g & ~(y <= v8{})); }
 
 // Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each; with y (the output of a ReLU
-// after the batch norm), g gated by it first.
+// after the batch norm), g gated by it first, and the gated g stored in `gated` when that is not null.
 GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, int64_t len,
-                               float mean, double* sum_g, double* dot) {
+                               float mean, float* gated, double* sum_g, double* dot) {
   const v8 m = splat(mean);
   v8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
   int64_t i = 0;
-  if (y != nullptr) {
+  if (y != nullptr && gated != nullptr) {
+    for (; i + 16 <= len; i += 16) {
+      const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
+      store(gated + i, g0);
+      store(gated + i + 8, g1);
+      a0 += g0;
+      a1 += g1;
+      b0 += g0 * (load(x + i) - m);
+      b1 += g1 * (load(x + i + 8) - m);
+    }
+  } else if (y != nullptr) {
     for (; i + 16 <= len; i += 16) {
       const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
       a0 += g0;
@@ -103,6 +117,7 @@ GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, i
   double sa = total(a0, a1), sb = total(b0, b1);
   for (; i < len; ++i) {
     const float gi = (y != nullptr && y[i] <= 0.f) ? 0.f : g[i];
+    if (gated != nullptr) gated[i] = gi;
     sa += gi;
     sb += gi * (x[i] - mean);
   }
@@ -110,18 +125,23 @@ GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, i
   *dot += sb;
 }
 
-// y = x * alpha + beta over one plane, then ReLU when `relu`.
-GW_CLONES void plane_affine(float* y, const float* x, int64_t len, float alpha, float beta,
-                            bool relu_after) {
+// y = x * alpha + beta over one plane, plus r when it is not null, then ReLU when `relu_after`.
+GW_CLONES void plane_affine(float* y, const float* x, const float* r, int64_t len, float alpha,
+                            float beta, bool relu_after) {
   const v8 a = splat(alpha), b = splat(beta);
   int64_t i = 0;
-  if (relu_after) {
+  if (r != nullptr && relu_after) {
+    for (; i + 8 <= len; i += 8) store(y + i, relu((load(x + i) * a + b) + load(r + i)));
+  } else if (r != nullptr) {
+    for (; i + 8 <= len; i += 8) store(y + i, (load(x + i) * a + b) + load(r + i));
+  } else if (relu_after) {
     for (; i + 8 <= len; i += 8) store(y + i, relu(load(x + i) * a + b));
   } else {
     for (; i + 8 <= len; i += 8) store(y + i, load(x + i) * a + b);
   }
   for (; i < len; ++i) {
-    const float v = x[i] * alpha + beta;
+    float v = x[i] * alpha + beta;
+    if (r != nullptr) v += r[i];
     y[i] = (relu_after && v <= 0.f) ? 0.f : v;
   }
 }
@@ -159,9 +179,18 @@ struct Planes {
 struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input,
                             const at::Tensor& weight, const at::Tensor& bias,
+                            const at::Tensor& residual, bool add_residual,
                             at::Tensor running_mean, at::Tensor running_var, double momentum,
                             double eps, bool relu_after) {
     at::Tensor x = input.contiguous();
+    at::Tensor r;
+    if (add_residual) {
+      TORCH_CHECK(residual.sizes() == x.sizes() && residual.scalar_type() == x.scalar_type() &&
+                      residual.device() == x.device(),
+                  "the residual ", residual.sizes(), " does not match the batch norm's input ",
+                  x.sizes());
+      r = residual.contiguous();
+    }
     const Planes p(x);
     const int64_t n = p.n, channels = p.channels, plane = p.plane, count = p.count();
     at::Tensor y = at::empty_like(x);
@@ -169,6 +198,7 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     at::Tensor invstd = at::empty({channels}, x.options());
     at::Tensor w = weight.contiguous(), b = bias.contiguous();
     const float* xp = x.const_data_ptr<float>();
+    const float* rp = r.defined() ? r.const_data_ptr<float>() : nullptr;
     float* yp = y.data_ptr<float>();
     float* mp = mean.data_ptr<float>();
     float* ip = invstd.data_ptr<float>();
@@ -194,12 +224,15 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float beta = bp[c] - m * alpha;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
-          plane_affine(yp + at, xp + at, plane, alpha, beta, relu_after);
+          plane_affine(yp + at, xp + at, rp == nullptr ? nullptr : rp + at, plane, alpha, beta,
+                       relu_after);
         }
       }
     });
-    // The output is the ReLU's gate in backward (a ReLU of its own would keep it too).
+    // The output is the ReLU's gate in backward (a ReLU of its own would keep it too); the residual
+    // itself is not needed there.
     ctx->save_for_backward({x, w, mean, invstd, relu_after ? y : at::Tensor()});
+    ctx->saved_data["residual"] = add_residual;
     return y;
   }
 
@@ -211,11 +244,17 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const at::Tensor& invstd = saved[3];
     const at::Tensor& out = saved[4];
     at::Tensor g = grads[0].contiguous();
+    const bool residual = ctx->saved_data["residual"].toBool();
     const Planes p(x);
     const int64_t n = p.n, channels = p.channels, plane = p.plane, count = p.count();
     at::Tensor dx = at::empty_like(x);
     at::Tensor dw = at::empty({channels}, x.options());
     at::Tensor db = at::empty({channels}, x.options());
+    // The residual's gradient: g, gated by the ReLU when there is one (computed with the sums and
+    // then read in place of g and the gate).
+    at::Tensor dr;
+    if (residual) dr = out.defined() ? at::empty_like(x) : g;
+    float* gated = residual && out.defined() ? dr.data_ptr<float>() : nullptr;
     const float* xp = x.const_data_ptr<float>();
     const float* gp = g.const_data_ptr<float>();
     const float* wp = w.const_data_ptr<float>();
@@ -230,8 +269,8 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         double sum = 0, dot = 0;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
-          plane_grad_sums(gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c], &sum,
-                          &dot);
+          plane_grad_sums(gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c],
+                          gated == nullptr ? nullptr : gated + at, &sum, &dot);
         }
         const double inv = ip[c];
         const float k = static_cast<float>(dot * inv * inv / count);
@@ -239,32 +278,42 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         const float a = static_cast<float>(inv * wp[c]);
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
-          plane_input_grad(dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane,
-                           mp[c], grad_mean, k, a);
+          if (gated != nullptr) {
+            plane_input_grad(dxp + at, gated + at, nullptr, xp + at, plane, mp[c], grad_mean, k, a);
+          } else {
+            plane_input_grad(dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane,
+                             mp[c], grad_mean, k, a);
+          }
         }
         dwp[c] = static_cast<float>(dot * inv);
         dbp[c] = static_cast<float>(sum);
       }
     });
-    return {dx, dw, db, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx,          dw,          db,          dr,          at::Tensor(),
+            at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 // Training-mode batch norm of `input` ([N, C, ...], float32, CPU) with `weight` and `bias` ([C],
-// requiring grad) and the running statistics updated in place, followed by a ReLU when `relu_after`
-// (one pass instead of two, forward and backward). On success returns a new tensor
+// requiring grad) and the running statistics updated in place, plus `residual` (input's shape) when
+// it is not null, followed by a ReLU when `relu_after` (one pass instead of three, forward and
+// backward). On success returns a new tensor
 // (owned by the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure
 // returns null and sets *error to a malloc'd message for the caller to free.
 extern "C" at::Tensor* groupwise_batch_norm_train(const at::Tensor* input, const at::Tensor* weight,
                                                   const at::Tensor* bias,
+                                                  const at::Tensor* residual,
                                                   const at::Tensor* running_mean,
                                                   const at::Tensor* running_var, double momentum,
                                                   double eps, int relu_after, char** error) {
   *error = nullptr;
   try {
-    at::Tensor y = FastBatchNorm::apply(*input, *weight, *bias, *running_mean, *running_var,
+    // Autograd functions take defined tensors only: without a residual, an empty stand-in.
+    const at::Tensor none = residual ? at::Tensor() : at::empty({0}, input->options());
+    at::Tensor y = FastBatchNorm::apply(*input, *weight, *bias, residual ? *residual : none,
+                                        residual != nullptr, *running_mean, *running_var,
                                         momentum, eps, relu_after != 0);
     return new at::Tensor(std::move(y));
   } catch (const std::exception& e) {

@@ -107,13 +107,14 @@ impl Block {
     /// `[B, Cin or Cin/G, H, W] -> [B, Cout/G, H', W']`.
     fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
         let out = self.bn1.forward_relu_t(&x.apply(&self.conv1), train);
-        let out = self.bn2.forward_t(&out.apply(&self.conv2), train);
         let shortcut = match (&self.shortcut, self.dense_offset) {
             (Some((c, b)), _) => b.forward_t(&x.apply(c), train),
             (None, Some(offset)) => x.narrow(1, offset, self.width),
             (None, None) => x.shallow_clone(),
         };
-        (out + shortcut).relu()
+        // relu(bn2(conv2(out)) + shortcut), one pass each way with groupwise's batch norm.
+        self.bn2
+            .forward_add_relu_t(&out.apply(&self.conv2), &shortcut, train)
     }
 }
 

@@ -18,7 +18,7 @@ mod layers;
 #[cfg(test)]
 mod test_util;
 
-pub use batch_norm::own_kernel as own_batch_norm_kernel;
+pub use batch_norm::{batch_norm2d, own_kernel as own_batch_norm_kernel, BatchNorm};
 pub use conv::{conv2d, own_kernel as own_conv_kernel, Conv};
 pub use layers::{Block, Classifier1c2f, Column, Decoder, Stem};
 
