@@ -87,19 +87,14 @@ GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, i
   const v8 m = splat(mean);
   v8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
   int64_t i = 0;
-  if (y != nullptr && gated != nullptr) {
+  // (The loop-invariant tests below are unswitched by the compiler at -O3.)
+  if (y != nullptr) {
     for (; i + 16 <= len; i += 16) {
       const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
-      store(gated + i, g0);
-      store(gated + i + 8, g1);
-      a0 += g0;
-      a1 += g1;
-      b0 += g0 * (load(x + i) - m);
-      b1 += g1 * (load(x + i + 8) - m);
-    }
-  } else if (y != nullptr) {
-    for (; i + 16 <= len; i += 16) {
-      const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
+      if (gated != nullptr) {
+        store(gated + i, g0);
+        store(gated + i + 8, g1);
+      }
       a0 += g0;
       a1 += g1;
       b0 += g0 * (load(x + i) - m);
@@ -130,14 +125,11 @@ GW_CLONES void plane_affine(float* y, const float* x, const float* r, int64_t le
                             float beta, bool relu_after) {
   const v8 a = splat(alpha), b = splat(beta);
   int64_t i = 0;
-  if (r != nullptr && relu_after) {
-    for (; i + 8 <= len; i += 8) store(y + i, relu((load(x + i) * a + b) + load(r + i)));
-  } else if (r != nullptr) {
-    for (; i + 8 <= len; i += 8) store(y + i, (load(x + i) * a + b) + load(r + i));
-  } else if (relu_after) {
-    for (; i + 8 <= len; i += 8) store(y + i, relu(load(x + i) * a + b));
-  } else {
-    for (; i + 8 <= len; i += 8) store(y + i, load(x + i) * a + b);
+  // (The loop-invariant tests are unswitched by the compiler at -O3.)
+  for (; i + 8 <= len; i += 8) {
+    v8 v = load(x + i) * a + b;
+    if (r != nullptr) v += load(r + i);
+    store(y + i, relu_after ? relu(v) : v);
   }
   for (; i < len; ++i) {
     float v = x[i] * alpha + beta;

@@ -9,8 +9,8 @@
 //! the batch norm, add and ReLU as three passes at ResNet-32's widest shape, 0.89-1.03x elsewhere, one
 //! thread; `cargo run --release -p groupwise --example bench_block_end`). The kernel computes what
 //! PyTorch's does (the same statistics, running averages, output and gradients) summed in another
-//! order, deterministic for any intra-op thread count. Evaluation, other devices and other dtypes use libtorch's.
-//! `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
+//! order, deterministic for any intra-op thread count. Evaluation, other devices and other dtypes use
+//! libtorch's. `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
 //! `scripts/bench_batch_norm.sh`).
 
 use std::ffi::c_char;
