@@ -31,6 +31,20 @@
 //!   tensors, which with 4-8 channels is several times slower;
 //! - everything else runs oneDNN on NCHW.
 //!
+//! That is the rule on CPUs without AVX-512. With AVX-512 (or `GROUPWISE_CONV_RULE=avx512`), oneDNN
+//! runs 16-float vectors and the 8-float kernel loses on the wider layers: on a 2-core AVX-512 VM
+//! (2026-12-04, the same example, one thread) 3->16 at 32x32 1.24x oneDNN's time, 16->16 at 32x32
+//! 1.14x, 16->32 stride 2 at 16x16 1.20x, 32->64 stride 2 at 16x16 for 16 of 32 channels 1.28x,
+//! while 4-8 channels still won (0.24-0.73x) as did stride 2 to 16 channels (0.37-0.73x) and 16->32
+//! at 32x32 for a slice of 4 or 8 channels (0.66-0.70x). So there the kernel runs a 3x3 stride-1
+//! convolution only to at most [`NARROW`] channels, and a stride-2 one (given
+//! [`OWN_STRIDED_PIXELS`]) to at most [`OWN_WIDE`] channels or for a slice of an input of at most
+//! [`OWN_WIDE`] channels. `scripts/bench_ab.sh GROUPWISE_CONV_RULE avx2 avx512` there, with each
+//! configuration's default runtime, avx512 / avx2 over 2 rounds: end-to-end 0.95, 0.95, DGL K=4
+//! 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96 (one thread: 0.91-0.99). A version of the
+//! kernel in 16-float vectors (AVX-512) was slower than the 8-float one there (16->16 at 32x32: 41
+//! against 27 ms): not kept.
+//!
 //! The kernels compute the same function summed in another order (the golden tests against PyTorch
 //! hold). `GROUPWISE_CONV=libtorch` runs libtorch's convolutions everywhere (for comparing;
 //! `scripts/bench_ab.sh GROUPWISE_CONV libtorch own`).
@@ -109,6 +123,48 @@ pub fn own_kernel() -> bool {
     *OWN.get_or_init(|| std::env::var("GROUPWISE_CONV").as_deref() != Ok("libtorch"))
 }
 
+/// Which table of the module doc's rule picks the kernel: the CPU's, or `GROUPWISE_CONV_RULE`
+/// (`avx2` or `avx512`, for comparing the two on one machine).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvRule {
+    /// CPUs without AVX-512: groupwise's kernel up to 16 output channels (32 at stride 2).
+    Avx2,
+    /// CPUs with AVX-512, where oneDNN's convolutions to 16 and more channels run 16-float vectors
+    /// and outrun the kernel's 8-float ones: the kernel only for narrower layers.
+    Avx512,
+}
+
+/// The rule of this process (read once).
+pub fn conv_rule() -> ConvRule {
+    static RULE: OnceLock<ConvRule> = OnceLock::new();
+    *RULE.get_or_init(|| match std::env::var("GROUPWISE_CONV_RULE").as_deref() {
+        Ok("avx2") => ConvRule::Avx2,
+        Ok("avx512") => ConvRule::Avx512,
+        Ok(other) => {
+            let detected = detected_rule();
+            eprintln!(
+                "groupwise: GROUPWISE_CONV_RULE={other:?} is neither avx2 nor avx512; using {}",
+                if detected == ConvRule::Avx512 {
+                    "avx512 (this CPU's)"
+                } else {
+                    "avx2 (this CPU's)"
+                }
+            );
+            detected
+        }
+        Err(_) => detected_rule(),
+    })
+}
+
+/// The rule for this CPU.
+fn detected_rule() -> ConvRule {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        return ConvRule::Avx512;
+    }
+    ConvRule::Avx2
+}
+
 impl Conv {
     /// The weight, `[C_out, C_in, k, k]`.
     pub fn weight(&self) -> &Tensor {
@@ -156,12 +212,39 @@ impl Conv {
         {
             return false;
         }
-        if self.stride == 1 {
-            self.cout <= NARROW || (self.cout <= OWN_WIDE && size[2] * size[3] >= OWN_WIDE_PIXELS)
-        } else {
-            let pixels = ((size[2] - 1) / 2 + 1) * ((size[3] - 1) / 2 + 1);
-            pixels >= OWN_STRIDED_PIXELS && (self.cout <= OWN_STRIDED || slice)
-        }
+        picks_own(
+            conv_rule(),
+            self.stride,
+            size[1],
+            self.cout,
+            (size[2], size[3]),
+            slice,
+        )
+    }
+}
+
+/// The module doc's rule under `rule`: whether groupwise's kernel runs a 3x3 convolution of `stride`
+/// from `cin` to `cout` channels on `h` x `w` images (with the input gradient of one slice only:
+/// `slice`).
+fn picks_own(
+    rule: ConvRule,
+    stride: i64,
+    cin: i64,
+    cout: i64,
+    (h, w): (i64, i64),
+    slice: bool,
+) -> bool {
+    let avx512 = rule == ConvRule::Avx512;
+    if stride == 1 {
+        cout <= NARROW || (!avx512 && cout <= OWN_WIDE && h * w >= OWN_WIDE_PIXELS)
+    } else {
+        let pixels = ((h - 1) / 2 + 1) * ((w - 1) / 2 + 1);
+        pixels >= OWN_STRIDED_PIXELS
+            && if avx512 {
+                cout <= OWN_WIDE || (slice && cin <= OWN_WIDE)
+            } else {
+                cout <= OWN_STRIDED || slice
+            }
     }
 }
 
@@ -215,6 +298,42 @@ fn conv3x3_cpu(x: &Tensor, w: &Tensor, stride: i64, start: i64, len: i64) -> Ten
 mod tests {
     use super::super::test_util::assert_close;
     use super::*;
+
+    /// Both tables of the rule on the layers they were measured on (the module doc).
+    #[test]
+    fn the_rule_keeps_wide_layers_for_onednn_on_avx512() {
+        use ConvRule::{Avx2, Avx512};
+        // (stride, cin, cout, size, slice, AVX2 table, AVX-512 table)
+        let layers = [
+            (1, 4, 4, 32, false, true, true),
+            (1, 16, 4, 32, false, true, true),
+            (1, 8, 8, 8, false, true, true),
+            (1, 3, 16, 32, false, true, false),
+            (1, 16, 16, 32, false, true, false),
+            (1, 16, 16, 16, false, false, false),
+            (2, 4, 8, 32, false, true, true),
+            (2, 8, 16, 16, false, true, true),
+            (2, 16, 32, 16, false, true, false),
+            (2, 16, 32, 32, true, true, true),
+            (2, 32, 64, 16, true, true, false),
+            (2, 64, 128, 8, true, false, false),
+            (2, 8, 16, 8, false, false, false),
+        ];
+        for (stride, cin, cout, size, slice, avx2, avx512) in layers {
+            let shape = (size, size);
+            let what = format!("{cin}->{cout} at {size}x{size}, stride {stride}, slice {slice}");
+            assert_eq!(
+                picks_own(Avx2, stride, cin, cout, shape, slice),
+                avx2,
+                "AVX2: {what}"
+            );
+            assert_eq!(
+                picks_own(Avx512, stride, cin, cout, shape, slice),
+                avx512,
+                "AVX-512: {what}"
+            );
+        }
+    }
 
     /// The kernel against libtorch's convolution at stride 1 and 2: output, input and weight
     /// gradients, on shapes with whole and partial vectors of columns, odd sizes, every output-channel
