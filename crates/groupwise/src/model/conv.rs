@@ -35,8 +35,9 @@
 //! runs 16-float vectors and the 8-float kernel loses on the wider layers: on a 2-core AVX-512 VM
 //! (2026-12-04, the same example, one thread) 3->16 at 32x32 1.24x oneDNN's time, 16->16 at 32x32
 //! 1.14x, 16->32 stride 2 at 16x16 1.20x, 32->64 stride 2 at 16x16 for 16 of 32 channels 1.28x,
-//! while 4-8 channels still won (0.24-0.73x) as did stride 2 to 16 channels (0.37-0.73x) and 16->32
-//! at 32x32 for a slice of 4 or 8 channels (0.66-0.70x). So there the kernel runs a 3x3 stride-1
+//! while 4-8 channels still won at 16x16 and 32x32 (0.24-0.73x; 8->8 at 8x8 1.06x, 0.88x on two
+//! threads) as did stride 2 to 16 channels (0.37-0.73x) and 16->32 at 32x32 for a slice of 4 or 8
+//! channels (0.66-0.70x). So there the kernel runs a 3x3 stride-1
 //! convolution only to at most [`NARROW`] channels, and a stride-2 one (given
 //! [`OWN_STRIDED_PIXELS`]) to at most [`OWN_WIDE`] channels or for a slice of an input of at most
 //! [`OWN_WIDE`] channels. `scripts/bench_ab.sh GROUPWISE_CONV_RULE avx2 avx512` there, with each
