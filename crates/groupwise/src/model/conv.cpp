@@ -7,7 +7,9 @@
 // one image at a time is copied into a zero-bordered buffer (at stride 2 with each row's even and
 // odd columns apart) and every output row is computed directly: eight output columns per vector, up
 // to four output channels at once, so each loaded input vector feeds as many multiply-adds as there
-// are output channels in the block. The input gradient is the convolution of the output gradient
+// are output channels in the block. On CPUs with AVX-512 the same eight-float code is built again for
+// x86-64-v4 with blocks twice as large (its 32 vector registers hold 16 accumulators: four channels by
+// a whole 32-column row, or eight channels by 16 columns), summing in the same order (the same bits). The input gradient is the convolution of the output gradient
 // with the kernel flipped and transposed (at stride 2, each parity of input row and column from the
 // taps that reach it, interleaved), computed only for the input channels that want it (an auxiliary
 // classifier's stop-gradient input wants its own group's slice); the weight gradient sums the
@@ -153,28 +155,66 @@ GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, cons
     }
 }
 
-template <int OB, int S>
+// Output channels [o0, o0 + OB) of one image, every row, in blocks of up to NV vectors of columns.
+template <int OB, int NV, int S>
 GW_INLINE void conv_channels(const float* in, const Padded& p, int64_t ci, const float* wt,
                              int64_t o0, float* out) {
   const int64_t wv = Padded::vector_width(p.wo);
   for (int64_t i = 0; i < p.ho; ++i) {
     int64_t j = 0;
+    if constexpr (NV >= 4)
+      for (; j + 32 <= wv; j += 32) conv_row_block<OB, 4, S>(in, p, ci, wt, o0, out, i, j);
     for (; j + 16 <= wv; j += 16) conv_row_block<OB, 2, S>(in, p, ci, wt, o0, out, i, j);
     for (; j < wv; j += 8) conv_row_block<OB, 1, S>(in, p, ci, wt, o0, out, i, j);
   }
 }
 
-template <int S>
-GW_INLINE void conv_image_stride(const float* in, const Padded& p, const float* wt, int64_t co,
-                                 float* out) {
+// Output channels [o0, o0 + n) for n < OB, one block of n.
+template <int OB, int NV, int S>
+GW_INLINE void conv_rest(const float* in, const Padded& p, int64_t ci, const float* wt,
+                         int64_t o0, int64_t n, float* out) {
+  if constexpr (OB > 1) {
+    if (n == OB - 1) {
+      conv_channels<OB - 1, NV, S>(in, p, ci, wt, o0, out);
+    } else {
+      conv_rest<OB - 1, NV, S>(in, p, ci, wt, o0, n, out);
+    }
+  }
+}
+
+// Every output channel, OB at a time, and the rest in one block.
+template <int OB, int NV, int S>
+GW_INLINE void conv_blocks(const float* in, const Padded& p, const float* wt, int64_t co,
+                           float* out) {
   const int64_t ci = p.channels;
   int64_t o0 = 0;
-  for (; o0 + 4 <= co; o0 += 4) conv_channels<4, S>(in, p, ci, wt, o0, out);
-  switch (co - o0) {
-    case 3: conv_channels<3, S>(in, p, ci, wt, o0, out); break;
-    case 2: conv_channels<2, S>(in, p, ci, wt, o0, out); break;
-    case 1: conv_channels<1, S>(in, p, ci, wt, o0, out); break;
-    default: break;
+  for (; o0 + OB <= co; o0 += OB) conv_channels<OB, NV, S>(in, p, ci, wt, o0, out);
+  conv_rest<OB, NV, S>(in, p, ci, wt, o0, co - o0, out);
+}
+
+// Blocks that fit R vector registers: with 16 (AVX2), 4 channels x 2 vectors of accumulators; with
+// 32 (AVX-512), 4 channels x 4 vectors (a 32-column row at once) or, on narrower images, 8 x 2.
+template <int R, int S>
+GW_INLINE void conv_image_stride(const float* in, const Padded& p, const float* wt, int64_t co,
+                                 float* out) {
+  if constexpr (R >= 32) {
+    if (Padded::vector_width(p.wo) >= 32) {
+      conv_blocks<4, 4, S>(in, p, wt, co, out);
+    } else {
+      conv_blocks<8, 2, S>(in, p, wt, co, out);
+    }
+  } else {
+    conv_blocks<4, 2, S>(in, p, wt, co, out);
+  }
+}
+
+template <int R>
+GW_INLINE void conv_image_regs(const float* in, const Padded& p, const float* wt, int64_t co,
+                               float* out) {
+  if (p.stride == 1) {
+    conv_image_stride<R, 1>(in, p, wt, co, out);
+  } else {
+    conv_image_stride<R, 2>(in, p, wt, co, out);
   }
 }
 
@@ -182,11 +222,12 @@ GW_INLINE void conv_image_stride(const float* in, const Padded& p, const float* 
 // ([co, ci, 3, 3]) at p's stride.
 GW_CLONES void conv_image(const float* in, const Padded& p, const float* wt, int64_t co,
                           float* out) {
-  if (p.stride == 1) {
-    conv_image_stride<1>(in, p, wt, co, out);
-  } else {
-    conv_image_stride<2>(in, p, wt, co, out);
-  }
+  conv_image_regs<16>(in, p, wt, co, out);
+}
+
+GW_WIDE void conv_image_wide(const float* in, const Padded& p, const float* wt, int64_t co,
+                             float* out) {
+  conv_image_regs<32>(in, p, wt, co, out);
 }
 
 // The input gradient of a stride-2 convolution, input channels [c0, c0 + CB) of one image, row y,
@@ -248,20 +289,42 @@ GW_INLINE void spread_grad_channels(const float* dy, const Padded& pd, const flo
     for (int64_t j = 0; j < wv; j += 8) spread_grad_block<CB>(dy, pd, wt, ci, c0, out, h, w, y, j);
 }
 
+// Input channels [c0, c0 + n) for n < CB, one block of n.
+template <int CB>
+GW_INLINE void spread_grad_rest(const float* dy, const Padded& pd, const float* wt, int64_t ci,
+                                int64_t c0, int64_t n, float* out, int64_t h, int64_t w) {
+  if constexpr (CB > 1) {
+    if (n == CB - 1) {
+      spread_grad_channels<CB - 1>(dy, pd, wt, ci, c0, out, h, w);
+    } else {
+      spread_grad_rest<CB - 1>(dy, pd, wt, ci, c0, n, out, h, w);
+    }
+  }
+}
+
+// Blocks of 4 input channels (2 x 4 vectors of accumulators) in 16 registers, of 8 in 32.
+template <int R>
+GW_INLINE void spread_grad_regs(const float* dy, const Padded& pd, const float* wt, int64_t ci,
+                                int64_t start, int64_t len, float* out, int64_t h, int64_t w) {
+  constexpr int CB = R >= 32 ? 8 : 4;
+  const float* ws = wt + start * 9;
+  int64_t c0 = 0;
+  for (; c0 + CB <= len; c0 += CB) spread_grad_channels<CB>(dy, pd, ws, ci, c0, out, h, w);
+  spread_grad_rest<CB>(dy, pd, ws, ci, c0, len - c0, out, h, w);
+}
+
 // out ([len, h, w]) = the input gradient of a stride-2 convolution for input channels
 // [start, start + len) of one image, from its padded output gradient `dy` (stride-1 layout,
 // pd.w = (w + 1) / 2 columns) and the weight `wt` ([co, ci, 3, 3]).
 GW_CLONES void spread_grad_image(const float* dy, const Padded& pd, const float* wt, int64_t ci,
                                  int64_t start, int64_t len, float* out, int64_t h, int64_t w) {
-  const float* ws = wt + start * 9;
-  int64_t c0 = 0;
-  for (; c0 + 4 <= len; c0 += 4) spread_grad_channels<4>(dy, pd, ws, ci, c0, out, h, w);
-  switch (len - c0) {
-    case 3: spread_grad_channels<3>(dy, pd, ws, ci, c0, out, h, w); break;
-    case 2: spread_grad_channels<2>(dy, pd, ws, ci, c0, out, h, w); break;
-    case 1: spread_grad_channels<1>(dy, pd, ws, ci, c0, out, h, w); break;
-    default: break;
-  }
+  spread_grad_regs<16>(dy, pd, wt, ci, start, len, out, h, w);
+}
+
+GW_WIDE void spread_grad_image_wide(const float* dy, const Padded& pd, const float* wt,
+                                    int64_t ci, int64_t start, int64_t len, float* out, int64_t h,
+                                    int64_t w) {
+  spread_grad_regs<32>(dy, pd, wt, ci, start, len, out, h, w);
 }
 
 // Images whose weight gradients are summed together in vector lanes before the lanes are added up:
@@ -308,27 +371,62 @@ GW_INLINE void weight_channels(const float* x, const Padded& px, const float* dy
     }
 }
 
-template <int S>
+// Output channels [o0, o0 + n) for n < OB, one block of n.
+template <int OB, int S>
+GW_INLINE void weight_rest(const float* x, const Padded& px, const float* dy, const Padded& pd,
+                           int64_t images, int64_t o0, int64_t n, double* part) {
+  if constexpr (OB > 1) {
+    if (n == OB - 1) {
+      weight_channels<OB - 1, S>(x, px, dy, pd, images, o0, part);
+    } else {
+      weight_rest<OB - 1, S>(x, px, dy, pd, images, o0, n, part);
+    }
+  }
+}
+
+// Blocks of 4 output channels (4 x 3 vectors of accumulators) in 16 registers, of 8 in 32.
+template <int R, int S>
 GW_INLINE void weight_images_stride(const float* x, const Padded& px, const float* dy,
                                     const Padded& pd, int64_t images, double* part) {
+  constexpr int OB = R >= 32 ? 8 : 4;
   const int64_t co = pd.channels;
   int64_t o0 = 0;
-  for (; o0 + 4 <= co; o0 += 4) weight_channels<4, S>(x, px, dy, pd, images, o0, part);
-  switch (co - o0) {
-    case 3: weight_channels<3, S>(x, px, dy, pd, images, o0, part); break;
-    case 2: weight_channels<2, S>(x, px, dy, pd, images, o0, part); break;
-    case 1: weight_channels<1, S>(x, px, dy, pd, images, o0, part); break;
-    default: break;
+  for (; o0 + OB <= co; o0 += OB) weight_channels<OB, S>(x, px, dy, pd, images, o0, part);
+  weight_rest<OB, S>(x, px, dy, pd, images, o0, co - o0, part);
+}
+
+template <int R>
+GW_INLINE void weight_images_regs(const float* x, const Padded& px, const float* dy,
+                                  const Padded& pd, int64_t images, double* part) {
+  if (px.stride == 1) {
+    weight_images_stride<R, 1>(x, px, dy, pd, images, part);
+  } else {
+    weight_images_stride<R, 2>(x, px, dy, pd, images, part);
   }
 }
 
 GW_CLONES void weight_images(const float* x, const Padded& px, const float* dy, const Padded& pd,
                              int64_t images, double* part) {
-  if (px.stride == 1) {
-    weight_images_stride<1>(x, px, dy, pd, images, part);
-  } else {
-    weight_images_stride<2>(x, px, dy, pd, images, part);
-  }
+  weight_images_regs<16>(x, px, dy, pd, images, part);
+}
+
+GW_WIDE void weight_images_wide(const float* x, const Padded& px, const float* dy,
+                                const Padded& pd, int64_t images, double* part) {
+  weight_images_regs<32>(x, px, dy, pd, images, part);
+}
+
+// The kernels of one register budget: the CPU's widest, or the 16-register ones where asked.
+struct Kernels {
+  void (*conv)(const float*, const Padded&, const float*, int64_t, float*);
+  void (*spread_grad)(const float*, const Padded&, const float*, int64_t, int64_t, int64_t, float*,
+                      int64_t, int64_t);
+  void (*weight)(const float*, const Padded&, const float*, const Padded&, int64_t, double*);
+};
+
+const Kernels& kernels(bool wide) {
+  static const Kernels narrow{conv_image, spread_grad_image, weight_images};
+  static const Kernels wider{conv_image_wide, spread_grad_image_wide, weight_images_wide};
+  return wide && groupwise::wide_registers() ? wider : narrow;
 }
 
 void check(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t start, int64_t len) {
@@ -347,11 +445,13 @@ void check(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t sta
 
 // The 3x3 convolution, padding 1, no bias, of stride 1 or 2, whose input gradient is computed for the
 // input channels [start, start + len) only (zero for the others): all of them for a layer of the
-// network, one group's slice for an auxiliary classifier's stop-gradient input.
+// network, one group's slice for an auxiliary classifier's stop-gradient input. `wide`: the kernels
+// in 32 registers where the CPU has them (the same sums in the same order: the same bits).
 struct NarrowConv : public torch::autograd::Function<NarrowConv> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                            int64_t stride, int64_t start, int64_t len) {
+                            int64_t stride, int64_t start, int64_t len, bool wide) {
     check(input, weight, stride, start, len);
+    const Kernels& k = kernels(wide);
     at::Tensor x = input.contiguous(), w = weight.contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
     const Padded p(ci, h, wd, stride);
@@ -363,13 +463,14 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
       std::vector<float> buf = p.buffer();
       for (int64_t b = begin; b < end; ++b) {
         p.fill(buf.data(), xp + b * ci * h * wd);
-        conv_image(buf.data(), p, wp, co, yp + b * co * p.ho * p.wo);
+        k.conv(buf.data(), p, wp, co, yp + b * co * p.ho * p.wo);
       }
     });
     ctx->save_for_backward({x, w});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["start"] = start;
     ctx->saved_data["len"] = len;
+    ctx->saved_data["wide"] = wide;
     return y;
   }
 
@@ -380,6 +481,7 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     const int64_t stride = ctx->saved_data["stride"].toInt();
     const int64_t start = ctx->saved_data["start"].toInt(), len = ctx->saved_data["len"].toInt();
     const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
+    const Kernels& kern = kernels(ctx->saved_data["wide"].toBool());
     at::Tensor g = grads[0].contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
     // px: the input at the convolution's stride; pd: the output gradient (stride-1 layout).
@@ -410,14 +512,14 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
           float* gk = gbuf.data() + k * pd.size();
           pd.fill(gk, gp + b * out_size);
           if (need_input && stride == 1) {
-            conv_image(gk, pd, fp, len, dxp + b * in_size);
+            kern.conv(gk, pd, fp, len, dxp + b * in_size);
           } else if (need_input) {
-            spread_grad_image(gk, pd, wp, ci, start, len, dxp + b * in_size, h, wd);
+            kern.spread_grad(gk, pd, wp, ci, start, len, dxp + b * in_size, h, wd);
           }
           if (need_weight) px.fill(xbuf.data() + k * px.size(), xp + b * in_size);
         }
         if (need_weight)
-          weight_images(xbuf.data(), px, gbuf.data(), pd, images, pp + part_index * co * ci * 9);
+          kern.weight(xbuf.data(), px, gbuf.data(), pd, images, pp + part_index * co * ci * 9);
       }
     });
     at::Tensor dw;
@@ -431,7 +533,7 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
       float* dwp = dw.data_ptr<float>();
       for (int64_t t = 0; t < k; ++t) dwp[t] = static_cast<float>(sum[t]);
     }
-    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -489,15 +591,16 @@ struct OwnSliceConv : public torch::autograd::Function<OwnSliceConv> {
 
 // The 3x3 convolution (padding 1, no bias) of `input` ([N, C_in, H, W], float32, CPU) with `weight`
 // ([C_out, C_in, 3, 3]) at `stride` (1 or 2), differentiable in both; the input gradient is computed
-// for channels [start, start + len) only (zero for the others). On success returns a new tensor
+// for channels [start, start + len) only (zero for the others); `wide` nonzero: by the kernels in 32
+// vector registers where the CPU has AVX-512 (the same bits). On success returns a new tensor
 // (owned by the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure
 // returns null and sets *error to a malloc'd message for the caller to free.
 extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tensor* weight,
-                                         int64_t stride, int64_t start, int64_t len,
+                                         int64_t stride, int64_t start, int64_t len, int wide,
                                          char** error) {
   *error = nullptr;
   try {
-    return new at::Tensor(NarrowConv::apply(*input, *weight, stride, start, len));
+    return new at::Tensor(NarrowConv::apply(*input, *weight, stride, start, len, wide != 0));
   } catch (const std::exception& e) {
     *error = groupwise::copy_message(e.what());
   } catch (...) {

@@ -44,7 +44,16 @@
 //! configuration's default runtime, avx512 / avx2 over 2 rounds: end-to-end 0.95, 0.95, DGL K=4
 //! 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96 (one thread: 0.91-0.99). A version of the
 //! kernel in 16-float vectors (AVX-512) was slower than the 8-float one there (16->16 at 32x32: 41
-//! against 27 ms): not kept.
+//! against 27 ms): not kept. What AVX-512 does give the 8-float kernel is 32 vector registers: under
+//! this table the kernel runs its x86-64-v4 build with blocks of accumulators twice as large (the
+//! same sums in the same order: the same bits). The example on the same VM (a scratch build running
+//! the kernel on every shape), 32-register / 16-register blocks, one thread, two rounds: 4->4 at
+//! 32x32 0.80, 0.87; 16->4 0.82, 0.94; 8->8 at 32x32 0.82, 0.85, at 8x8 0.94, 0.88; stride 2 8->16
+//! at 32x32 0.92, 0.95; 32->64 at 16x16 for 16 channels 0.89, 0.85 (still 1.12x oneDNN's time);
+//! 16->16 at 32x32 0.78, 0.85 (two threads 0.84, 0.77: then 0.97x oneDNN's time alone, but
+//! end-to-end trained 1.03-1.05x longer with it, so oneDNN keeps those layers). `scripts/bench_ab.sh`
+//! of the builds before and after, two rounds, after / before: G=2 K=4 0.93, 0.93 on one thread, 0.95,
+//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97.
 //!
 //! The kernels compute the same function summed in another order (the golden tests against PyTorch
 //! hold). `GROUPWISE_CONV=libtorch` runs libtorch's convolutions everywhere (for comparing;
@@ -131,7 +140,8 @@ pub enum ConvRule {
     /// CPUs without AVX-512: groupwise's kernel up to 16 output channels (32 at stride 2).
     Avx2,
     /// CPUs with AVX-512, where oneDNN's convolutions to 16 and more channels run 16-float vectors
-    /// and outrun the kernel's 8-float ones: the kernel only for narrower layers.
+    /// and outrun the kernel's 8-float ones: the kernel only for narrower layers, in blocks for 32
+    /// vector registers (where the CPU has x86-64-v4).
     Avx512,
 }
 
@@ -271,6 +281,7 @@ extern "C" {
         stride: i64,
         start: i64,
         len: i64,
+        wide: std::ffi::c_int,
         error: *mut *mut c_char,
     ) -> *mut C_tensor;
     fn groupwise_conv_own_slice(
@@ -285,13 +296,28 @@ extern "C" {
 }
 
 /// The 3x3 convolution (padding 1) of `x` with `w` at `stride` (1 or 2) by `conv.cpp`, with the input
-/// gradient computed for channels `[start, start + len)` only (zero for the others).
+/// gradient computed for channels `[start, start + len)` only (zero for the others), in the blocks of
+/// this process's [`conv_rule`].
+fn conv3x3_cpu(x: &Tensor, w: &Tensor, stride: i64, start: i64, len: i64) -> Tensor {
+    conv3x3_blocks(x, w, stride, start, len, conv_rule())
+}
+
+/// [`conv3x3_cpu`] in the register blocks of `rule`'s table: with [`ConvRule::Avx512`], 32 vector
+/// registers' worth where the CPU has them (x86-64-v4), else 16 (the same bits either way).
 // A libtorch autograd function written in C++ is reached through its C entry point, hence `unsafe`.
 #[allow(unsafe_code)]
-fn conv3x3_cpu(x: &Tensor, w: &Tensor, stride: i64, start: i64, len: i64) -> Tensor {
+fn conv3x3_blocks(
+    x: &Tensor,
+    w: &Tensor,
+    stride: i64,
+    start: i64,
+    len: i64,
+    rule: ConvRule,
+) -> Tensor {
+    let wide = std::ffi::c_int::from(rule == ConvRule::Avx512);
     super::ffi::tensor("convolution", |error| {
         // SAFETY: both pointers are live tensors for the call; the kernel copies the handles it keeps.
-        unsafe { groupwise_conv3x3(x.as_ptr(), w.as_ptr(), stride, start, len, error) }
+        unsafe { groupwise_conv3x3(x.as_ptr(), w.as_ptr(), stride, start, len, wide, error) }
     })
 }
 
@@ -339,7 +365,8 @@ mod tests {
     /// The kernel against libtorch's convolution at stride 1 and 2: output, input and weight
     /// gradients, on shapes with whole and partial vectors of columns, odd sizes, every output-channel
     /// block size and 1x1 images; and the input gradient of one run of channels only (the others
-    /// zero).
+    /// zero). Its blocks for 32 registers (AVX-512's table, where the CPU has x86-64-v4; elsewhere
+    /// both runs take the 16-register ones) give the same bits as those for 16.
     #[test]
     fn the_kernel_computes_what_libtorch_computes() {
         tch::manual_seed(5);
@@ -361,13 +388,13 @@ mod tests {
                 let w = Tensor::randn([cout, cin, 3, 3], opts) * 0.3;
                 let out = (size - 1) / stride + 1;
                 let g = Tensor::randn([n, cout, out, out], opts);
-                let run = |own: bool| {
+                // The kernel in the blocks of a rule's table, or libtorch.
+                let run = |kernel: Option<ConvRule>| {
                     let x = x.copy().set_requires_grad(true);
                     let w = w.copy().set_requires_grad(true);
-                    let y = if own {
-                        conv3x3_cpu(&x, &w, stride, start, len)
-                    } else {
-                        x.conv2d(&w, None::<Tensor>, [stride; 2], [1, 1], [1, 1], 1)
+                    let y = match kernel {
+                        Some(rule) => conv3x3_blocks(&x, &w, stride, start, len, rule),
+                        None => x.conv2d(&w, None::<Tensor>, [stride; 2], [1, 1], [1, 1], 1),
                     };
                     (&y * &g).sum(Kind::Float).backward();
                     let dx = x.grad();
@@ -376,9 +403,17 @@ mod tests {
                     let rest = dx.abs().max().double_value(&[]);
                     (y.detach(), own_dx, w.grad(), rest)
                 };
-                let (y1, dx1, dw1, rest) = run(true);
-                let (y2, dx2, dw2, _) = run(false);
+                let (y1, dx1, dw1, rest) = run(Some(ConvRule::Avx2));
+                let (y2, dx2, dw2, _) = run(None);
+                let (y3, dx3, dw3, _) = run(Some(ConvRule::Avx512));
                 let shape = format!("{n}x{cin}->{cout} at {size}, stride {stride}");
+                for (what, a, b) in [
+                    ("output", &y1, &y3),
+                    ("input gradient", &dx1, &dx3),
+                    ("weight gradient", &dw1, &dw3),
+                ] {
+                    assert!(a.equal(b), "{shape}: {what} in 16 and 32 registers");
+                }
                 for (what, a, b) in [
                     ("output", &y1, &y2),
                     ("input gradient", &dx1, &dx2),

@@ -12,8 +12,18 @@ namespace groupwise {
 // loader picks one for the CPU; elsewhere once, for the target.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+// A kernel built for x86-64-v4 (AVX-512): still eight-float vectors, but 32 vector registers
+// instead of 16, for larger blocks of accumulators. Called only where `wide_registers()`.
+#define GW_WIDE __attribute__((target("arch=x86-64-v4")))
+// Whether this CPU runs GW_WIDE kernels.
+inline bool wide_registers() {
+  static const bool has = __builtin_cpu_supports("x86-64-v4");
+  return has;
+}
 #else
 #define GW_CLONES
+#define GW_WIDE
+inline bool wide_registers() { return false; }
 #endif
 
 // Eight floats: one AVX2 register, two SSE ones in the default clone.
