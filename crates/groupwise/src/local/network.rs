@@ -187,7 +187,7 @@ impl Network {
                     units
                         .iter()
                         .zip(&slices)
-                        .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), false))
+                        .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), o, false))
                         .collect(),
                 );
                 input = cat_channels(&slices);

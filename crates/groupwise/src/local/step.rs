@@ -130,7 +130,7 @@ pub fn step_units<X: Exchange>(
     let mut logits = Vec::with_capacity(units.len());
     for (u, o) in units.iter().zip(&own) {
         let x = u.aux_input(o, &slices);
-        logits.push(u.forward_aux(&x, true));
+        logits.push(u.forward_aux(&x, o, true));
         aux_inputs.push(x);
         exchange.mark(u.group, Phase::Classifier);
     }

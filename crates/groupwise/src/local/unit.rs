@@ -82,15 +82,21 @@ impl Unit {
         }
     }
 
-    /// `aux[k][g]` logits `[B, classes]` from [`Unit::aux_input`]: only this group's window carries a
-    /// gradient, so only its part of the input gradient is computed.
-    pub fn forward_aux(&self, aux_input: &Tensor, train: bool) -> Tensor {
-        let mut start = 0;
-        for &(h, _, len) in &self.windows {
+    /// `aux[k][g]` logits `[B, classes]` from [`Unit::aux_input`] of `own` (this group's slice): only
+    /// this group's window carries a gradient, so only its part of the input gradient is computed,
+    /// straight into the window.
+    pub fn forward_aux(&self, aux_input: &Tensor, own: &Tensor, train: bool) -> Tensor {
+        let mut at = 0;
+        for &(h, start, len) in &self.windows {
             if h as usize == self.group {
-                return self.aux.forward_own_slice_t(aux_input, start, len, train);
+                let window = if start == 0 && len == own.size()[1] {
+                    own.shallow_clone()
+                } else {
+                    own.narrow(1, start, len)
+                };
+                return self.aux.forward_own_slice_t(aux_input, &window, at, train);
             }
-            start += len;
+            at += len;
         }
         self.aux.forward_t(aux_input, train)
     }

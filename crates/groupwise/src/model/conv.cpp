@@ -429,7 +429,19 @@ const Kernels& kernels(bool wide) {
   return wide && groupwise::wide_registers() ? wider : narrow;
 }
 
-void check(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t start, int64_t len) {
+// `own`: the input's channels [start, start + own.size(1)), the part that wants a gradient.
+void check_own(const char* what, const at::Tensor& x, const at::Tensor& own, int64_t start) {
+  TORCH_CHECK(x.dim() == 4 && own.dim() == 4 && own.size(0) == x.size(0) &&
+                  own.size(2) == x.size(2) && own.size(3) == x.size(3),
+              what, ": the part that wants a gradient must be channels of the input [N, C, H, W] ",
+              x.sizes(), ", got ", own.sizes());
+  TORCH_CHECK(start >= 0 && own.size(1) > 0 && start + own.size(1) <= x.size(1), what,
+              ": input gradient channels [", start, ", ", start + own.size(1), ") outside ",
+              x.size(1));
+}
+
+void check(const at::Tensor& x, const at::Tensor& own, const at::Tensor& w, int64_t stride,
+           int64_t start) {
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && x.device().is_cpu(),
               "narrow convolution: input must be a float32 CPU tensor [N, C, H, W], got ",
               x.sizes(), " ", x.scalar_type(), " on ", x.device());
@@ -438,19 +450,21 @@ void check(const at::Tensor& x, const at::Tensor& w, int64_t stride, int64_t sta
               "narrow convolution: weight must be a float32 CPU tensor [C_out, ", x.size(1),
               ", 3, 3], got ", w.sizes());
   TORCH_CHECK(stride == 1 || stride == 2, "narrow convolution: stride 1 or 2, got ", stride);
-  TORCH_CHECK(start >= 0 && len > 0 && start + len <= x.size(1),
-              "narrow convolution: input gradient channels [", start, ", ", start + len,
-              ") outside ", x.size(1));
+  check_own("narrow convolution", x, own, start);
 }
 
-// The 3x3 convolution, padding 1, no bias, of stride 1 or 2, whose input gradient is computed for the
-// input channels [start, start + len) only (zero for the others): all of them for a layer of the
-// network, one group's slice for an auxiliary classifier's stop-gradient input. `wide`: the kernels
-// in 32 registers where the CPU has them (the same sums in the same order: the same bits).
+// The 3x3 convolution, padding 1, no bias, of stride 1 or 2, of `input`, whose input gradient is
+// computed for `own` only: channels [start, start + len) of it (the same values), handed back as
+// own's gradient ([N, len, H, W]; `input` gets none). For a layer of the network `own` is the input
+// itself; for an auxiliary classifier's stop-gradient input it is the group's slice, and `input` the
+// detached concatenation: no gradient of the other groups' channels is written, not even zeros.
+// `wide`: the kernels in 32 registers where the CPU has them (the same sums in the same order: the
+// same bits).
 struct NarrowConv : public torch::autograd::Function<NarrowConv> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                            int64_t stride, int64_t start, int64_t len, bool wide) {
-    check(input, weight, stride, start, len);
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& own,
+                            const at::Tensor& weight, int64_t stride, int64_t start, bool wide) {
+    check(input, own, weight, stride, start);
+    const int64_t len = own.size(1);
     const Kernels& k = kernels(wide);
     at::Tensor x = input.contiguous(), w = weight.contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
@@ -480,18 +494,18 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     const at::Tensor& w = saved[1];
     const int64_t stride = ctx->saved_data["stride"].toInt();
     const int64_t start = ctx->saved_data["start"].toInt(), len = ctx->saved_data["len"].toInt();
-    const bool need_input = ctx->needs_input_grad(0), need_weight = ctx->needs_input_grad(1);
+    const bool need_input = ctx->needs_input_grad(1), need_weight = ctx->needs_input_grad(2);
     const Kernels& kern = kernels(ctx->saved_data["wide"].toBool());
     at::Tensor g = grads[0].contiguous();
     const int64_t n = x.size(0), ci = x.size(1), h = x.size(2), wd = x.size(3), co = w.size(0);
     // px: the input at the convolution's stride; pd: the output gradient (stride-1 layout).
     const Padded px(ci, h, wd, stride), pd(co, px.ho, px.wo);
-    const int64_t in_size = ci * h * wd, out_size = co * px.ho * px.wo;
+    const int64_t in_size = ci * h * wd, out_size = co * px.ho * px.wo, own_size = len * h * wd;
     // At stride 1 the input gradient convolves the output gradient with
     // wf[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw] (rows [start, start + len) of it).
     at::Tensor flipped = stride == 1 ? w.flip({2, 3}).transpose(0, 1).contiguous() : at::Tensor();
-    at::Tensor dx;
-    if (need_input) dx = len == ci ? at::empty_like(x) : at::zeros_like(x);
+    // Every channel of it written by the kernels below, each image whole.
+    at::Tensor dx = need_input ? at::empty({n, len, h, wd}, x.options()) : at::Tensor();
     const int64_t parts = (n + kImagesPerPart - 1) / kImagesPerPart;
     at::Tensor part =
         need_weight ? at::zeros({parts, co * ci * 9}, x.options().dtype(at::kDouble)) : at::Tensor();
@@ -499,7 +513,7 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
     const float* wp = w.const_data_ptr<float>();
     const float* gp = g.const_data_ptr<float>();
     const float* fp = stride == 1 ? flipped.const_data_ptr<float>() + start * co * 9 : nullptr;
-    float* dxp = need_input ? dx.data_ptr<float>() + start * h * wd : nullptr;
+    float* dxp = need_input ? dx.data_ptr<float>() : nullptr;
     double* pp = need_weight ? part.data_ptr<double>() : nullptr;
     at::parallel_for(0, parts, 1, [&](int64_t begin, int64_t end) {
       std::vector<float> gbuf = pd.buffer(kImagesPerPart);
@@ -512,9 +526,9 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
           float* gk = gbuf.data() + k * pd.size();
           pd.fill(gk, gp + b * out_size);
           if (need_input && stride == 1) {
-            kern.conv(gk, pd, fp, len, dxp + b * in_size);
+            kern.conv(gk, pd, fp, len, dxp + b * own_size);
           } else if (need_input) {
-            kern.spread_grad(gk, pd, wp, ci, start, len, dxp + b * in_size, h, wd);
+            kern.spread_grad(gk, pd, wp, ci, start, len, dxp + b * own_size, h, wd);
           }
           if (need_weight) px.fill(xbuf.data() + k * px.size(), xp + b * in_size);
         }
@@ -533,24 +547,25 @@ struct NarrowConv : public torch::autograd::Function<NarrowConv> {
       float* dwp = dw.data_ptr<float>();
       for (int64_t t = 0; t < k; ++t) dwp[t] = static_cast<float>(sum[t]);
     }
-    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(), dx, dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-// A convolution whose input gradient is wanted for one run of input channels only: an auxiliary
-// classifier's stop-gradient input, where the other groups' slices are detached. The weight gradient is
-// libtorch's; the input gradient convolves back through the own channels' part of the weight only
-// (libtorch would compute every channel's and the concatenation would drop the rest), and the others'
-// channels of it are zero.
+// A convolution of `input` whose input gradient is wanted for `own` only, channels
+// [start, start + len) of it: an auxiliary classifier's stop-gradient input, where `input` is the
+// detached concatenation of the groups' slices and `own` this group's. The weight gradient is
+// libtorch's; own's gradient convolves back through its part of the weight only (libtorch would
+// compute every channel's and the concatenation would drop the rest), and nothing is written for the
+// other channels.
 struct OwnSliceConv : public torch::autograd::Function<OwnSliceConv> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& weight,
-                            int64_t start, int64_t len, int64_t stride, int64_t padding) {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& input, const at::Tensor& own,
+                            const at::Tensor& weight, int64_t start, int64_t stride,
+                            int64_t padding) {
     TORCH_CHECK(input.dim() == 4 && weight.dim() == 4 && weight.size(1) == input.size(1),
                 "own-slice convolution: input [N, C, H, W] and weight [C_out, C, k, k] expected, got ",
                 input.sizes(), " and ", weight.sizes());
-    TORCH_CHECK(start >= 0 && len > 0 && start + len <= input.size(1),
-                "own-slice convolution: channels [", start, ", ", start + len, ") outside ",
-                input.size(1));
+    check_own("own-slice convolution", input, own, start);
+    const int64_t len = own.size(1);
     ctx->save_for_backward({input, weight});
     ctx->saved_data["start"] = start;
     ctx->saved_data["len"] = len;
@@ -571,36 +586,34 @@ struct OwnSliceConv : public torch::autograd::Function<OwnSliceConv> {
     const std::vector<int64_t> strides{stride, stride}, pads{padding, padding}, dilation{1, 1},
         out_pad{0, 0};
     at::Tensor dx, dw;
-    if (ctx->needs_input_grad(1)) {
+    if (ctx->needs_input_grad(2)) {
       dw = std::get<1>(at::convolution_backward(g, x, w, std::nullopt, strides, pads, dilation,
                                                 false, out_pad, 1, {false, true, false}));
     }
-    if (ctx->needs_input_grad(0)) {
-      const at::Tensor own = x.narrow(1, start, len);
-      at::Tensor d = std::get<0>(at::convolution_backward(g, own, w.narrow(1, start, len),
-                                                          std::nullopt, strides, pads, dilation,
-                                                          false, out_pad, 1, {true, false, false}));
-      dx = at::zeros_like(x, at::MemoryFormat::Contiguous);
-      dx.narrow(1, start, len).copy_(d);
+    if (ctx->needs_input_grad(1)) {
+      dx = std::get<0>(at::convolution_backward(g, x.narrow(1, start, len), w.narrow(1, start, len),
+                                                std::nullopt, strides, pads, dilation, false,
+                                                out_pad, 1, {true, false, false}));
     }
-    return {dx, dw, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {at::Tensor(), dx, dw, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 }  // namespace
 
 // The 3x3 convolution (padding 1, no bias) of `input` ([N, C_in, H, W], float32, CPU) with `weight`
-// ([C_out, C_in, 3, 3]) at `stride` (1 or 2), differentiable in both; the input gradient is computed
-// for channels [start, start + len) only (zero for the others); `wide` nonzero: by the kernels in 32
-// vector registers where the CPU has AVX-512 (the same bits). On success returns a new tensor
-// (owned by the caller, as tch's `Tensor::from_ptr` takes it) and sets *error to null; on failure
-// returns null and sets *error to a malloc'd message for the caller to free.
-extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tensor* weight,
-                                         int64_t stride, int64_t start, int64_t len, int wide,
-                                         char** error) {
+// ([C_out, C_in, 3, 3]) at `stride` (1 or 2), differentiable in `weight` and in `own` (the input's
+// channels [start, start + C_own), the same values; the input itself for a layer of the network),
+// whose gradient alone is computed; `wide` nonzero: by the kernels in 32 vector registers where the
+// CPU has AVX-512 (the same bits). On success returns a new tensor (owned by the caller, as tch's
+// `Tensor::from_ptr` takes it) and sets *error to null; on failure returns null and sets *error to a
+// malloc'd message for the caller to free.
+extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tensor* own,
+                                         const at::Tensor* weight, int64_t stride, int64_t start,
+                                         int wide, char** error) {
   *error = nullptr;
   try {
-    return new at::Tensor(NarrowConv::apply(*input, *weight, stride, start, len, wide != 0));
+    return new at::Tensor(NarrowConv::apply(*input, *own, *weight, stride, start, wide != 0));
   } catch (const std::exception& e) {
     *error = groupwise::copy_message(e.what());
   } catch (...) {
@@ -610,14 +623,15 @@ extern "C" at::Tensor* groupwise_conv3x3(const at::Tensor* input, const at::Tens
 }
 
 // The convolution of `input` ([N, C, H, W]) with `weight` ([C_out, C, k, k]; stride and padding
-// given, no bias) whose input gradient is computed for channels [start, start + len) only (zero for
-// the others). Returns and reports errors like `groupwise_conv3x3`.
-extern "C" at::Tensor* groupwise_conv_own_slice(const at::Tensor* input, const at::Tensor* weight,
-                                                int64_t start, int64_t len, int64_t stride,
-                                                int64_t padding, char** error) {
+// given, no bias), differentiable in `weight` and in `own` (the input's channels
+// [start, start + C_own), the same values), whose gradient alone is computed. Returns and reports
+// errors like `groupwise_conv3x3`.
+extern "C" at::Tensor* groupwise_conv_own_slice(const at::Tensor* input, const at::Tensor* own,
+                                                const at::Tensor* weight, int64_t start,
+                                                int64_t stride, int64_t padding, char** error) {
   *error = nullptr;
   try {
-    return new at::Tensor(OwnSliceConv::apply(*input, *weight, start, len, stride, padding));
+    return new at::Tensor(OwnSliceConv::apply(*input, *own, *weight, start, stride, padding));
   } catch (const std::exception& e) {
     *error = groupwise::copy_message(e.what());
   } catch (...) {

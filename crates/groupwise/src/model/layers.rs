@@ -213,14 +213,14 @@ impl Classifier1c2f {
 
     /// `[B, C, H, W] -> [B, classes]` logits.
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Tensor {
-        self.forward_own_slice_t(x, 0, x.size()[1], train)
+        self.forward_own_slice_t(x, x, 0, train)
     }
 
-    /// [`Classifier1c2f::forward_t`] of an input whose channels outside `[start, start + len)` are
-    /// detached (the other groups' slices of a stop-gradient input): the backward pass computes the
-    /// input gradient of those channels only (a convolution of its own in `conv.cpp`).
-    pub fn forward_own_slice_t(&self, x: &Tensor, start: i64, len: i64, train: bool) -> Tensor {
-        let h = self.conv.forward_own_slice(x, start, len);
+    /// [`Classifier1c2f::forward_t`] of an input built from `own`, its channels
+    /// `[start, start + C_own)`, and detached others (the other groups' slices of a stop-gradient
+    /// input): the backward pass computes own's input gradient only ([`Conv::forward_own_slice`]).
+    pub fn forward_own_slice_t(&self, x: &Tensor, own: &Tensor, start: i64, train: bool) -> Tensor {
+        let h = self.conv.forward_own_slice(x, own, start);
         let h = self.bn.forward_relu_t(&h, train);
         let h = h.mean_dim(&[2i64, 3][..], false, h.kind());
         h.apply(&self.fc1).relu().apply(&self.fc2)

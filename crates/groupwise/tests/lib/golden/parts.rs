@@ -209,7 +209,7 @@ fn unit_step_is_isolated() {
     let logits: Vec<Tensor> = net.units[1]
         .iter()
         .zip(&own)
-        .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), true))
+        .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), o, true))
         .collect();
     assert!(logits[1].requires_grad(), "peer logits are live");
 

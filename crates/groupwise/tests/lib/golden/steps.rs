@@ -71,7 +71,7 @@ fn aux_logits_train(net: &Network, images: &Tensor) -> Vec<Vec<Tensor>> {
                 units
                     .iter()
                     .zip(&slices)
-                    .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), true))
+                    .map(|(u, o)| u.forward_aux(&u.aux_input(o, &slices), o, true))
                     .collect(),
             );
             input = if slices.len() == 1 {
