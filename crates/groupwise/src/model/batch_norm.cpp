@@ -11,7 +11,10 @@
 //
 // The ReLU after a batch norm, and a residual block's shortcut added before it, run in the same
 // passes (forward: one read of the input and the shortcut, one write; backward: the gate's gradient,
-// which is the shortcut's, written once while the sums are taken).
+// which is the shortcut's, written once while the sums are taken). Without a shortcut, backward
+// takes the ReLU's gate from its input recomputed as forward computed it (x * alpha + beta: the same
+// bits) instead of from its output: one stream fewer to read in both passes, which pays where the
+// cores compete for memory (see `model/batch_norm.rs`).
 //
 // Channels are split over libtorch's intra-op threads; each channel is summed by one thread in a
 // fixed order, so the result does not depend on the thread count.
@@ -80,44 +83,70 @@ inline v8 relu(v8 v) { return (v8)((v8i)v & ~(v <= v8{})); }
 // g where not y <= 0, else 0: the gradient through a ReLU whose output is y (libtorch's rule).
 inline v8 gate(v8 g, v8 y) { return (v8)((v8i)g & ~(y <= v8{})); }
 
-// Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each; with y (the output of a ReLU
-// after the batch norm), g gated by it first, and the gated g stored in `gated` when that is not null.
-GW_CLONES void plane_grad_sums(const float* g, const float* y, const float* x, int64_t len,
-                               float mean, float* gated, double* sum_g, double* dot) {
-  const v8 m = splat(mean);
+// Where backward's ReLU gate comes from: no ReLU (kNone), the ReLU's output y (kOutput), or the
+// ReLU's input recomputed from the batch norm's input x as the forward pass computed it,
+// x * alpha + beta (kInput: the same bits, and one stream fewer to read where no residual was added).
+enum GateFrom { kNone, kOutput, kInput };
+
+// g at [i, i + 8), gated as G says.
+template <int G>
+GW_INLINE v8 gated_grad(const float* g, const float* y, const float* x, int64_t i, v8 alpha,
+                        v8 beta) {
+  if constexpr (G == kOutput) return gate(load(g + i), load(y + i));
+  if constexpr (G == kInput) return gate(load(g + i), load(x + i) * alpha + beta);
+  return load(g + i);
+}
+
+// g[i], gated as G says.
+template <int G>
+GW_INLINE float gated_grad_at(const float* g, const float* y, const float* x, int64_t i,
+                              float alpha, float beta) {
+  if constexpr (G == kOutput) return y[i] <= 0.f ? 0.f : g[i];
+  if constexpr (G == kInput) return x[i] * alpha + beta <= 0.f ? 0.f : g[i];
+  return g[i];
+}
+
+// Adds sum(g) and sum(g * (x - mean)) over one plane, in 16 lanes each, g gated as G says first,
+// and the gated g stored in `gated` when that is not null.
+template <int G>
+GW_INLINE void grad_sums(const float* g, const float* y, const float* x, int64_t len, float mean,
+                         float alpha, float beta, float* gated, double* sum_g, double* dot) {
+  const v8 m = splat(mean), al = splat(alpha), be = splat(beta);
   v8 a0 = {}, a1 = {}, b0 = {}, b1 = {};
   int64_t i = 0;
-  // (The loop-invariant tests below are unswitched by the compiler at -O3.)
-  if (y != nullptr) {
-    for (; i + 16 <= len; i += 16) {
-      const v8 g0 = gate(load(g + i), load(y + i)), g1 = gate(load(g + i + 8), load(y + i + 8));
-      if (gated != nullptr) {
-        store(gated + i, g0);
-        store(gated + i + 8, g1);
-      }
-      a0 += g0;
-      a1 += g1;
-      b0 += g0 * (load(x + i) - m);
-      b1 += g1 * (load(x + i + 8) - m);
+  for (; i + 16 <= len; i += 16) {
+    const v8 g0 = gated_grad<G>(g, y, x, i, al, be), g1 = gated_grad<G>(g, y, x, i + 8, al, be);
+    // (Loop-invariant: unswitched by the compiler at -O3.)
+    if (gated != nullptr) {
+      store(gated + i, g0);
+      store(gated + i + 8, g1);
     }
-  } else {
-    for (; i + 16 <= len; i += 16) {
-      const v8 g0 = load(g + i), g1 = load(g + i + 8);
-      a0 += g0;
-      a1 += g1;
-      b0 += g0 * (load(x + i) - m);
-      b1 += g1 * (load(x + i + 8) - m);
-    }
+    a0 += g0;
+    a1 += g1;
+    b0 += g0 * (load(x + i) - m);
+    b1 += g1 * (load(x + i + 8) - m);
   }
   double sa = total(a0, a1), sb = total(b0, b1);
   for (; i < len; ++i) {
-    const float gi = (y != nullptr && y[i] <= 0.f) ? 0.f : g[i];
+    const float gi = gated_grad_at<G>(g, y, x, i, alpha, beta);
     if (gated != nullptr) gated[i] = gi;
     sa += gi;
     sb += gi * (x[i] - mean);
   }
   *sum_g += sa;
   *dot += sb;
+}
+
+// grad_sums with the gate's source picked at run time: y when `from` is kOutput, alpha and beta
+// (the forward pass's) when kInput.
+GW_CLONES void plane_grad_sums(GateFrom from, const float* g, const float* y, const float* x,
+                               int64_t len, float mean, float alpha, float beta, float* gated,
+                               double* sum_g, double* dot) {
+  switch (from) {
+    case kOutput: grad_sums<kOutput>(g, y, x, len, mean, alpha, beta, gated, sum_g, dot); break;
+    case kInput: grad_sums<kInput>(g, y, x, len, mean, alpha, beta, gated, sum_g, dot); break;
+    default: grad_sums<kNone>(g, y, x, len, mean, alpha, beta, gated, sum_g, dot); break;
+  }
 }
 
 // y = x * alpha + beta over one plane, plus r when it is not null, then ReLU when `relu_after`.
@@ -138,22 +167,31 @@ GW_CLONES void plane_affine(float* y, const float* x, const float* r, int64_t le
   }
 }
 
-// dx = (g - grad_mean - (x - mean) * k) * a over one plane; with y, g gated by the ReLU first.
-GW_CLONES void plane_input_grad(float* dx, const float* g, const float* y, const float* x,
-                                int64_t len, float mean, float grad_mean, float k, float a) {
+// dx = (g - grad_mean - (x - mean) * k) * a over one plane, g gated as G says first.
+template <int G>
+GW_INLINE void input_grad(float* dx, const float* g, const float* y, const float* x, int64_t len,
+                          float mean, float grad_mean, float k, float a, float alpha, float beta) {
   const v8 m = splat(mean), gm = splat(grad_mean), kk = splat(k), aa = splat(a);
+  const v8 al = splat(alpha), be = splat(beta);
   int64_t i = 0;
-  if (y != nullptr) {
-    for (; i + 8 <= len; i += 8) {
-      const v8 gi = gate(load(g + i), load(y + i));
-      store(dx + i, (gi - gm - (load(x + i) - m) * kk) * aa);
-    }
-  } else {
-    for (; i + 8 <= len; i += 8) store(dx + i, (load(g + i) - gm - (load(x + i) - m) * kk) * aa);
+  for (; i + 8 <= len; i += 8) {
+    const v8 gi = gated_grad<G>(g, y, x, i, al, be);
+    store(dx + i, (gi - gm - (load(x + i) - m) * kk) * aa);
   }
   for (; i < len; ++i) {
-    const float gi = (y != nullptr && y[i] <= 0.f) ? 0.f : g[i];
+    const float gi = gated_grad_at<G>(g, y, x, i, alpha, beta);
     dx[i] = (gi - grad_mean - (x[i] - mean) * k) * a;
+  }
+}
+
+// input_grad with the gate's source picked at run time, as in plane_grad_sums.
+GW_CLONES void plane_input_grad(GateFrom from, float* dx, const float* g, const float* y,
+                                const float* x, int64_t len, float mean, float grad_mean, float k,
+                                float a, float alpha, float beta) {
+  switch (from) {
+    case kOutput: input_grad<kOutput>(dx, g, y, x, len, mean, grad_mean, k, a, alpha, beta); break;
+    case kInput: input_grad<kInput>(dx, g, y, x, len, mean, grad_mean, k, a, alpha, beta); break;
+    default: input_grad<kNone>(dx, g, y, x, len, mean, grad_mean, k, a, alpha, beta); break;
   }
 }
 
@@ -188,12 +226,15 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     at::Tensor y = at::empty_like(x);
     at::Tensor mean = at::empty({channels}, x.options());
     at::Tensor invstd = at::empty({channels}, x.options());
+    // Each channel's alpha and beta (y = x * alpha + beta before the residual and the ReLU).
+    at::Tensor affine = at::empty({channels, 2}, x.options());
     at::Tensor w = weight.contiguous(), b = bias.contiguous();
     const float* xp = x.const_data_ptr<float>();
     const float* rp = r.defined() ? r.const_data_ptr<float>() : nullptr;
     float* yp = y.data_ptr<float>();
     float* mp = mean.data_ptr<float>();
     float* ip = invstd.data_ptr<float>();
+    float* ap = affine.data_ptr<float>();
     const float* wp = w.const_data_ptr<float>();
     const float* bp = b.const_data_ptr<float>();
     float* rmp = running_mean.data_ptr<float>();
@@ -214,6 +255,8 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         rvp[c] = static_cast<float>(momentum * unbiased + (1 - momentum) * rvp[c]);
         const float alpha = ip[c] * wp[c];
         const float beta = bp[c] - m * alpha;
+        ap[2 * c] = alpha;
+        ap[2 * c + 1] = beta;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
           plane_affine(yp + at, xp + at, rp == nullptr ? nullptr : rp + at, plane, alpha, beta,
@@ -221,9 +264,12 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         }
       }
     });
-    // The output is the ReLU's gate in backward (a ReLU of its own would keep it too); the residual
-    // itself is not needed there.
-    ctx->save_for_backward({x, w, mean, invstd, relu_after ? y : at::Tensor()});
+    // The ReLU's gate in backward: without a residual, recomputed from x and the alpha and beta
+    // used here; with one, read from the output (a ReLU of its own would keep it too), the residual
+    // itself not being needed there.
+    const bool gate_from_input = relu_after && !add_residual;
+    ctx->save_for_backward({x, w, mean, invstd, relu_after && add_residual ? y : at::Tensor(),
+                            gate_from_input ? affine : at::Tensor()});
     ctx->saved_data["residual"] = add_residual;
     return y;
   }
@@ -235,6 +281,8 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const at::Tensor& mean = saved[2];
     const at::Tensor& invstd = saved[3];
     const at::Tensor& out = saved[4];
+    const at::Tensor& affine = saved[5];
+    const GateFrom from = out.defined() ? kOutput : affine.defined() ? kInput : kNone;
     at::Tensor g = grads[0].contiguous();
     const bool residual = ctx->saved_data["residual"].toBool();
     const Planes p(x);
@@ -253,16 +301,19 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
     const float* mp = mean.const_data_ptr<float>();
     const float* ip = invstd.const_data_ptr<float>();
     const float* op = out.defined() ? out.const_data_ptr<float>() : nullptr;
+    const float* ap = affine.defined() ? affine.const_data_ptr<float>() : nullptr;
     float* dxp = dx.data_ptr<float>();
     float* dwp = dw.data_ptr<float>();
     float* dbp = db.data_ptr<float>();
     at::parallel_for(0, channels, 1, [&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
+        const float alpha = ap == nullptr ? 0.f : ap[2 * c];
+        const float beta = ap == nullptr ? 0.f : ap[2 * c + 1];
         double sum = 0, dot = 0;
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
-          plane_grad_sums(gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c],
-                          gated == nullptr ? nullptr : gated + at, &sum, &dot);
+          plane_grad_sums(from, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane, mp[c],
+                          alpha, beta, gated == nullptr ? nullptr : gated + at, &sum, &dot);
         }
         const double inv = ip[c];
         const float k = static_cast<float>(dot * inv * inv / count);
@@ -271,10 +322,11 @@ struct FastBatchNorm : public torch::autograd::Function<FastBatchNorm> {
         for (int64_t i = 0; i < n; ++i) {
           const int64_t at = p.at(i, c);
           if (gated != nullptr) {
-            plane_input_grad(dxp + at, gated + at, nullptr, xp + at, plane, mp[c], grad_mean, k, a);
+            plane_input_grad(kNone, dxp + at, gated + at, nullptr, xp + at, plane, mp[c],
+                             grad_mean, k, a, alpha, beta);
           } else {
-            plane_input_grad(dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at, plane,
-                             mp[c], grad_mean, k, a);
+            plane_input_grad(from, dxp + at, gp + at, op == nullptr ? nullptr : op + at, xp + at,
+                             plane, mp[c], grad_mean, k, a, alpha, beta);
           }
         }
         dwp[c] = static_cast<float>(dot * inv);

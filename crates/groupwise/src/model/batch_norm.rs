@@ -7,7 +7,11 @@
 //! ReLU that follows most batch norms runs in the same pass ([`BatchNorm::forward_relu_t`]), and so do
 //! a residual block's shortcut add and ReLU ([`BatchNorm::forward_add_relu_t`]: 0.80x the time of
 //! the batch norm, add and ReLU as three passes at ResNet-32's widest shape, 0.89-1.03x elsewhere, one
-//! thread; `cargo run --release -p groupwise --example bench_block_end`). The kernel computes what
+//! thread; `cargo run --release -p groupwise --example bench_block_end`). Without a shortcut, the
+//! backward pass recomputes the ReLU's gate from the batch norm's input (the same bits) rather than
+//! read its output: on a 2-core AVX-512 VM (`scripts/bench_ab.sh` of the builds before and after,
+//! after / before) 0.96-0.98x the step time of end-to-end, G=2 K=4 and G=4 K=4 with their default
+//! runtimes, where both cores stream memory, but 1.01-1.03x on one thread. The kernel computes what
 //! PyTorch's does (the same statistics, running averages, output and gradients) summed in another
 //! order, deterministic for any intra-op thread count. Evaluation, other devices and other dtypes use
 //! libtorch's. `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
@@ -224,6 +228,33 @@ mod tests {
                 close(v1, v2, "running var");
             }
         }
+    }
+
+    /// The ReLU's gate in backward, recomputed from the input where no residual was added, is the
+    /// forward pass's own: the gradient through batch norm + ReLU is, bit for bit, the batch norm's
+    /// gradient of the upstream gradient zeroed where the output is.
+    #[test]
+    fn the_relu_gate_in_backward_is_the_forward_output() {
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::randn([6, 5, 16, 16], opts) * 2.0 + 0.3;
+        let g = Tensor::randn([6, 5, 16, 16], opts);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let mut bn = batch_norm2d(vs.root(), 5);
+        tch::no_grad(|| {
+            let b = bn.inner.bs.as_mut().unwrap();
+            b.copy_(&Tensor::linspace(-0.5, 0.5, 5, opts));
+        });
+        // Batch norm + ReLU, the backward pass of g.
+        let x1 = x.copy().set_requires_grad(true);
+        let y = bn.forward_relu_t(&x1, true);
+        (&y * &g).sum(Kind::Float).backward();
+        // Batch norm alone, the backward pass of g zeroed where that output is.
+        let masked = g.where_self(&y.gt(0.0), &g.zeros_like());
+        let x2 = x.copy().set_requires_grad(true);
+        (bn.forward_t(&x2, true) * &masked)
+            .sum(Kind::Float)
+            .backward();
+        assert!(x1.grad().equal(&x2.grad()));
     }
 
     /// Channels are split over the intra-op threads: the output, the running statistics and every

@@ -37,8 +37,6 @@ using groupwise::splat;
 using groupwise::store;
 using groupwise::v8;
 
-#define GW_INLINE __attribute__((always_inline)) inline
-
 // One image's planes in a zero border, laid out for a 3x3 convolution (padding 1) of stride 1 or 2,
 // so that the input under each kernel column of eight consecutive output columns is one vector load.
 // Stride 1: value (c, i, j) of a [channels, h, w] image at (c, i + 1, j + 1) of

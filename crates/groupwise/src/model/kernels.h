@@ -26,6 +26,9 @@ inline bool wide_registers() {
 inline bool wide_registers() { return false; }
 #endif
 
+// Inlined into each clone that calls it (a kernel's inner loops, written once).
+#define GW_INLINE __attribute__((always_inline)) inline
+
 // Eight floats: one AVX2 register, two SSE ones in the default clone.
 typedef float v8 __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
