@@ -10,12 +10,12 @@
 //! thread; `cargo run --release -p groupwise --example bench_block_end`). Without a shortcut, the
 //! backward pass recomputes the ReLU's gate from the batch norm's input (the same bits) rather than
 //! read its output: on a 2-core AVX-512 VM (`scripts/bench_ab.sh` of the builds before and after,
-//! after / before) 0.96-0.98x the step time of end-to-end, G=2 K=4 and G=4 K=4 with their default
-//! runtimes, where both cores stream memory, but 1.01-1.03x on one thread. The kernel computes what
-//! PyTorch's does (the same statistics, running averages, output and gradients) summed in another
-//! order, deterministic for any intra-op thread count. Evaluation, other devices and other dtypes use
-//! libtorch's. `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's everywhere (for comparing the two;
-//! `scripts/bench_batch_norm.sh`).
+//! after / before) 0.96-0.99x the step time of end-to-end, G=2 K=4 and G=4 K=4 with their default
+//! runtimes, where both cores stream memory, but 1.00-1.03x on one thread (median 1.02 of 10 runs).
+//! The kernel computes what PyTorch's does (the same statistics, running averages, output and
+//! gradients) summed in another order, deterministic for any intra-op thread count. Evaluation, other
+//! devices and other dtypes use libtorch's. `GROUPWISE_BATCH_NORM=libtorch` uses libtorch's
+//! everywhere (for comparing the two; `scripts/bench_batch_norm.sh`).
 
 use std::ffi::c_char;
 use std::sync::OnceLock;

@@ -51,7 +51,8 @@
 //! 32x32 0.80, 0.87; 16->4 0.82, 0.94; 8->8 at 32x32 0.82, 0.85, at 8x8 0.94, 0.88; stride 2 8->16
 //! at 32x32 0.92, 0.95; 32->64 at 16x16 for 16 channels 0.89, 0.85 (still 1.12x oneDNN's time);
 //! 16->16 at 32x32 0.78, 0.85 (two threads 0.84, 0.77: then 0.97x oneDNN's time alone, but
-//! end-to-end trained 1.03-1.05x longer with it, so oneDNN keeps those layers). `scripts/bench_ab.sh`
+//! end-to-end trained 1.03, 1.05x longer with it on one thread, 1.00, 1.03x with its default runtime,
+//! so oneDNN keeps those layers). `scripts/bench_ab.sh`
 //! of the builds before and after, two rounds, after / before: G=2 K=4 0.93, 0.93 on one thread, 0.95,
 //! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97.
 //!
