@@ -9,10 +9,11 @@
 // to four output channels at once, so each loaded input vector feeds as many multiply-adds as there
 // are output channels in the block. On CPUs with AVX-512 the same eight-float code is built again for
 // x86-64-v4 with blocks twice as large (its 32 vector registers hold 16 accumulators: four channels by
-// a whole 32-column row, or eight channels by 16 columns), summing in the same order (the same bits). The input gradient is the convolution of the output gradient
-// with the kernel flipped and transposed (at stride 2, each parity of input row and column from the
-// taps that reach it, interleaved), computed only for the input channels that want it (an auxiliary
-// classifier's stop-gradient input wants its own group's slice); the weight gradient sums the
+// a whole 32-column row, or eight channels by 16 columns), summing in the same order (the same bits).
+// The input gradient is the convolution of the output gradient with the kernel flipped and
+// transposed (at stride 2, each parity of input row and column from the taps that reach it,
+// interleaved), computed only for the input channels that want it (an auxiliary classifier's
+// stop-gradient input wants its own group's slice); the weight gradient sums the
 // products of output gradient and shifted input in vector lanes over four images at a time, then
 // those parts in double in a fixed order. Images are split over libtorch's intra-op threads, and
 // nothing depends on how: the result is the same for any thread count.
