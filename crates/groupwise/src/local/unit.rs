@@ -49,6 +49,15 @@ pub struct Unit {
     pub(super) reconstruction: Option<Box<Reconstruction>>,
 }
 
+/// Channels `[start, start + len)` of a slice: the slice itself when that is all of it, else a view.
+fn window(src: &Tensor, start: i64, len: i64) -> Tensor {
+    if start == 0 && len == src.size()[1] {
+        src.shallow_clone()
+    } else {
+        src.narrow(1, start, len)
+    }
+}
+
 impl Unit {
     /// Group g's slice of module k's output. `[B, C_in, H, W] -> [B, C/G, H', W']`.
     pub fn forward_trunk(&self, input: &Tensor, train: bool) -> Tensor {
@@ -68,11 +77,7 @@ impl Unit {
                 } else {
                     &slices[h as usize]
                 };
-                if start == 0 && len == src.size()[1] {
-                    src.shallow_clone()
-                } else {
-                    src.narrow(1, start, len)
-                }
+                window(src, start, len)
             })
             .collect();
         if parts.len() == 1 {
@@ -89,12 +94,8 @@ impl Unit {
         let mut at = 0;
         for &(h, start, len) in &self.windows {
             if h as usize == self.group {
-                let window = if start == 0 && len == own.size()[1] {
-                    own.shallow_clone()
-                } else {
-                    own.narrow(1, start, len)
-                };
-                return self.aux.forward_own_slice_t(aux_input, &window, at, train);
+                let own = window(own, start, len);
+                return self.aux.forward_own_slice_t(aux_input, &own, at, train);
             }
             at += len;
         }
