@@ -18,6 +18,11 @@
 //
 // Channels are split over libtorch's intra-op threads; each channel is summed by one thread in a
 // fixed order, so the result does not depend on the thread count.
+//
+// Tried and not kept: prefetching, in each plane's loop, the same channel's plane of the next image
+// (an image apart, past the page where the hardware's prefetcher stops). Forward and backward at
+// ResNet-32's shapes, one thread, two interleaved runs on a 2-core AVX-512 VM: 0.80-1.12x the time
+// without it, no shape consistently faster.
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>

@@ -54,7 +54,13 @@
 //! end-to-end trained 1.03, 1.05x longer with it on one thread, 1.00, 1.03x with its default runtime,
 //! so oneDNN keeps those layers). `scripts/bench_ab.sh`
 //! of the builds before and after, two rounds, after / before: G=2 K=4 0.93, 0.93 on one thread, 0.95,
-//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97.
+//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97. Two more shapes of the table,
+//! tried again on that VM a session later (scratch builds, the same script, two rounds each): the
+//! kernel on 16->16 at 8x8 (the fourth module's layers at G=4) trained G=4 K=4 1.07, 1.06x longer on
+//! one thread and 1.04, 1.03x with its default runtime; oneDNN on channels-last copies for every 3x3
+//! layer it runs (`scripts/bench_conv.py` gives 16->16 at 32x32 with both copies 0.83x the NCHW
+//! time in PyTorch) trained end-to-end 1.05, 1.01x longer on one thread, 0.99, 1.01x with its
+//! default runtime. Neither is kept.
 //!
 //! The kernels compute the same function summed in another order (the golden tests against PyTorch
 //! hold). `GROUPWISE_CONV=libtorch` runs libtorch's convolutions everywhere (for comparing;
