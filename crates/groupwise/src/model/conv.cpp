@@ -9,7 +9,9 @@
 // to four output channels at once, so each loaded input vector feeds as many multiply-adds as there
 // are output channels in the block. On CPUs with AVX-512 the same eight-float code is built again for
 // x86-64-v4 with blocks twice as large (its 32 vector registers hold 16 accumulators: four channels by
-// a whole 32-column row, or eight channels by 16 columns), summing in the same order (the same bits).
+// a whole 32-column row, or eight channels by 16 columns), and a stride-1 convolution whose rows are
+// whole 16-float vectors (16 or 32 columns) runs in 16-float vectors, eight channels by a 32-column
+// row; every output value is summed in the same order either way (the same bits).
 // The input gradient is the convolution of the output gradient with the kernel flipped and
 // transposed (at stride 2, each parity of input row and column from the taps that reach it,
 // interleaved), computed only for the input channels that want it (an auxiliary classifier's
@@ -119,23 +121,25 @@ void Padded::fill(float* buf, const float* src) const {
 // Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i, stride S:
 // out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw]
 //                 * in(c, S * i + kh - 1, S * j' + kw - 1).
-template <int OB, int NV, int S>
+// Vectors are V (v8, or v16 in GW_WIDE kernels) of L floats.
+template <typename V, int OB, int NV, int S>
 GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, const float* wt,
                               int64_t o0, float* out, int64_t i, int64_t j) {
+  constexpr int L = sizeof(V) / sizeof(float);
   int64_t t[3];
   taps<S>(p, t);
-  v8 acc[OB][NV] = {};
+  V acc[OB][NV] = {};
   for (int64_t c = 0; c < ci; ++c) {
     const float* base = in + c * p.plane + S * i * p.row + j;
     for (int kh = 0; kh < 3; ++kh) {
       const float* r = base + kh * p.row;
-      v8 x[NV][3];
+      V x[NV][3];
       for (int v = 0; v < NV; ++v)
-        for (int kw = 0; kw < 3; ++kw) x[v][kw] = load(r + 8 * v + t[kw]);
+        for (int kw = 0; kw < 3; ++kw) x[v][kw] = groupwise::load_as<V>(r + L * v + t[kw]);
       for (int o = 0; o < OB; ++o) {
         const float* k = wt + ((o0 + o) * ci + c) * 9 + kh * 3;
         for (int kw = 0; kw < 3; ++kw) {
-          const v8 s = splat(k[kw]);
+          const V s = groupwise::splat_as<V>(k[kw]);
           for (int v = 0; v < NV; ++v) acc[o][v] += s * x[v][kw];
         }
       }
@@ -144,9 +148,9 @@ GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, cons
   const int64_t ho = p.ho, wo = p.wo;
   for (int o = 0; o < OB; ++o)
     for (int v = 0; v < NV; ++v) {
-      const int64_t col = j + 8 * v;
+      const int64_t col = j + L * v;
       float* dst = out + ((o0 + o) * ho + i) * wo + col;
-      if (col + 8 <= wo) {
+      if (col + L <= wo) {
         store(dst, acc[o][v]);
       } else {
         for (int64_t t = 0; t < wo - col; ++t) dst[t] = acc[o][v][t];
@@ -155,55 +159,66 @@ GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, cons
 }
 
 // Output channels [o0, o0 + OB) of one image, every row, in blocks of up to NV vectors of columns.
-template <int OB, int NV, int S>
+template <typename V, int OB, int NV, int S>
 GW_INLINE void conv_channels(const float* in, const Padded& p, int64_t ci, const float* wt,
                              int64_t o0, float* out) {
+  constexpr int L = sizeof(V) / sizeof(float);
   const int64_t wv = Padded::vector_width(p.wo);
   for (int64_t i = 0; i < p.ho; ++i) {
     int64_t j = 0;
     if constexpr (NV >= 4)
-      for (; j + 32 <= wv; j += 32) conv_row_block<OB, 4, S>(in, p, ci, wt, o0, out, i, j);
-    for (; j + 16 <= wv; j += 16) conv_row_block<OB, 2, S>(in, p, ci, wt, o0, out, i, j);
-    for (; j < wv; j += 8) conv_row_block<OB, 1, S>(in, p, ci, wt, o0, out, i, j);
+      for (; j + 4 * L <= wv; j += 4 * L)
+        conv_row_block<V, OB, 4, S>(in, p, ci, wt, o0, out, i, j);
+    if constexpr (NV >= 2)
+      for (; j + 2 * L <= wv; j += 2 * L)
+        conv_row_block<V, OB, 2, S>(in, p, ci, wt, o0, out, i, j);
+    for (; j < wv; j += L) conv_row_block<V, OB, 1, S>(in, p, ci, wt, o0, out, i, j);
   }
 }
 
 // Output channels [o0, o0 + n) for n < OB, one block of n.
-template <int OB, int NV, int S>
+template <typename V, int OB, int NV, int S>
 GW_INLINE void conv_rest(const float* in, const Padded& p, int64_t ci, const float* wt,
                          int64_t o0, int64_t n, float* out) {
   if constexpr (OB > 1) {
     if (n == OB - 1) {
-      conv_channels<OB - 1, NV, S>(in, p, ci, wt, o0, out);
+      conv_channels<V, OB - 1, NV, S>(in, p, ci, wt, o0, out);
     } else {
-      conv_rest<OB - 1, NV, S>(in, p, ci, wt, o0, n, out);
+      conv_rest<V, OB - 1, NV, S>(in, p, ci, wt, o0, n, out);
     }
   }
 }
 
 // Every output channel, OB at a time, and the rest in one block.
-template <int OB, int NV, int S>
+template <typename V, int OB, int NV, int S>
 GW_INLINE void conv_blocks(const float* in, const Padded& p, const float* wt, int64_t co,
                            float* out) {
   const int64_t ci = p.channels;
   int64_t o0 = 0;
-  for (; o0 + OB <= co; o0 += OB) conv_channels<OB, NV, S>(in, p, ci, wt, o0, out);
-  conv_rest<OB, NV, S>(in, p, ci, wt, o0, co - o0, out);
+  for (; o0 + OB <= co; o0 += OB) conv_channels<V, OB, NV, S>(in, p, ci, wt, o0, out);
+  conv_rest<V, OB, NV, S>(in, p, ci, wt, o0, co - o0, out);
 }
 
 // Blocks that fit R vector registers: with 16 (AVX2), 4 channels x 2 vectors of accumulators; with
-// 32 (AVX-512), 4 channels x 4 vectors (a 32-column row at once) or, on narrower images, 8 x 2.
+// 32 (AVX-512), at stride 1 on rows of whole 16-float vectors 8 channels x 2 16-float vectors (a
+// 32-column row at once), else in 8-float vectors 4 channels x 4 (a 32-column row) or 8 x 2.
 template <int R, int S>
 GW_INLINE void conv_image_stride(const float* in, const Padded& p, const float* wt, int64_t co,
                                  float* out) {
   if constexpr (R >= 32) {
+    if constexpr (S == 1) {
+      if (Padded::vector_width(p.wo) % 16 == 0) {
+        conv_blocks<groupwise::v16, 8, 2, S>(in, p, wt, co, out);
+        return;
+      }
+    }
     if (Padded::vector_width(p.wo) >= 32) {
-      conv_blocks<4, 4, S>(in, p, wt, co, out);
+      conv_blocks<v8, 4, 4, S>(in, p, wt, co, out);
     } else {
-      conv_blocks<8, 2, S>(in, p, wt, co, out);
+      conv_blocks<v8, 8, 2, S>(in, p, wt, co, out);
     }
   } else {
-    conv_blocks<4, 2, S>(in, p, wt, co, out);
+    conv_blocks<v8, 4, 2, S>(in, p, wt, co, out);
   }
 }
 

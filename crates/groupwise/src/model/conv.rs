@@ -42,9 +42,10 @@
 //! [`OWN_STRIDED_PIXELS`]) to at most [`OWN_WIDE`] channels or for a slice of an input of at most
 //! [`OWN_WIDE`] channels. `scripts/bench_ab.sh GROUPWISE_CONV_RULE avx2 avx512` there, with each
 //! configuration's default runtime, avx512 / avx2 over 2 rounds: end-to-end 0.95, 0.95, DGL K=4
-//! 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96 (one thread: 0.91-0.99). A version of the
-//! kernel in 16-float vectors (AVX-512) was slower than the 8-float one there (16->16 at 32x32: 41
-//! against 27 ms): not kept. What AVX-512 does give the 8-float kernel is 32 vector registers: under
+//! 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96 (one thread: 0.91-0.99). A first version of
+//! the kernel in 16-float vectors (AVX-512), in 16 registers' blocks, was slower than the 8-float one
+//! there (16->16 at 32x32: 41 against 27 ms). What AVX-512 does give the 8-float kernel is 32 vector
+//! registers: under
 //! this table the kernel runs its x86-64-v4 build with blocks of accumulators twice as large (the
 //! same sums in the same order: the same bits). The example on the same VM (a scratch build running
 //! the kernel on every shape), 32-register / 16-register blocks, one thread, two rounds: 4->4 at
@@ -54,7 +55,16 @@
 //! end-to-end trained 1.03, 1.05x longer with it on one thread, 1.00, 1.03x with its default runtime,
 //! so oneDNN keeps those layers). `scripts/bench_ab.sh`
 //! of the builds before and after, two rounds, after / before: G=2 K=4 0.93, 0.93 on one thread, 0.95,
-//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97. Two more shapes of the table,
+//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97. With those 32 registers,
+//! 16-float vectors pay where rows are whole ones: a stride-1 convolution on 16 or 32 columns (and
+//! the stride-1 input gradient, which is one) runs 8 channels x a 32-column row in 16-float vectors
+//! (the same sums in the same order). The example, 16-float / 8-float, one run each, one thread:
+//! 4->4 at 32x32 1.00, 16->4 0.93, 8->8 at 32x32 0.88, at 16x16 0.83 (at stride 2 no gain, so not
+//! there); `plan --profile` of G=4 K=4, two runs each, interleaved: the first module's nodes from
+//! 0.46-0.48x to 0.48-0.50x of end-to-end's GMAC/s, the second's from 0.48-0.50x to 0.49-0.52x;
+//! `scripts/bench_ab.sh GW_BIN old new` (two rounds, new / old): G=2 K=4 0.95, 0.97 on one thread,
+//! 0.95, 0.96 with its default runtime; G=4 K=4 0.98, 0.98 and 0.95, 0.99. Two more shapes of the
+//! table,
 //! tried again on that VM a session later (scratch builds, the same script, two rounds each): the
 //! kernel on 16->16 at 8x8 (the fourth module's layers at G=4) trained G=4 K=4 1.07, 1.06x longer on
 //! one thread and 1.04, 1.03x with its default runtime; oneDNN on channels-last copies for every 3x3

@@ -48,6 +48,30 @@ inline v8 splat(float x) {
   return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
 }
 
+// Sixteen floats: one AVX-512 register. Used only in GW_WIDE kernels.
+typedef float v16 __attribute__((vector_size(64)));
+
+GW_INLINE void store(float* p, v16 v) { __builtin_memcpy(p, &v, sizeof v); }
+
+// x in every lane of V (v8 or v16), one broadcast as `splat` does.
+template <typename V>
+GW_INLINE V splat_as(float x) {
+  if constexpr (sizeof(V) == sizeof(v16)) {
+    const v16 v = {x};
+    return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
+  } else {
+    return splat(x);
+  }
+}
+
+// A vector of V's width loaded from p.
+template <typename V>
+GW_INLINE V load_as(const float* p) {
+  V v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
 // A malloc'd copy of `what`, for a C caller to free: how an entry point hands back an error.
 inline char* copy_message(const char* what) {
   const size_t len = std::strlen(what) + 1;
