@@ -118,10 +118,10 @@ void Padded::fill(float* buf, const float* src) const {
   }
 }
 
-// Output channels [o0, o0 + OB) of one image, columns [j, j + 8 * NV) of row i, stride S:
+// Output channels [o0, o0 + OB) of one image, columns [j, j + L * NV) of row i, stride S, in vectors V
+// (v8, or v16 in GW_WIDE kernels) of L floats:
 // out(o, i, j') = sum over c, kh, kw of wt[(o * ci + c) * 9 + kh * 3 + kw]
 //                 * in(c, S * i + kh - 1, S * j' + kw - 1).
-// Vectors are V (v8, or v16 in GW_WIDE kernels) of L floats.
 template <typename V, int OB, int NV, int S>
 GW_INLINE void conv_row_block(const float* in, const Padded& p, int64_t ci, const float* wt,
                               int64_t o0, float* out, int64_t i, int64_t j) {
