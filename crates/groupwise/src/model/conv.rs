@@ -60,7 +60,8 @@
 //! the stride-1 input gradient, which is one) runs 8 channels x a 32-column row in 16-float vectors
 //! (the same sums in the same order). The example, 16-float / 8-float, one run each, one thread:
 //! 4->4 at 32x32 1.00, 16->4 0.93, 8->8 at 32x32 0.88, at 16x16 0.83 (at stride 2 no gain, so not
-//! there); `plan --profile` of G=4 K=4, two runs each, interleaved: the first module's nodes from
+//! there; a 16-float weight gradient, 8 channels x 3 taps of accumulators, made whole layers slower:
+//! 16->4 1.29, 1.35x, 8->8 at 32x32 1.33, 1.41x, so it stays 8-float); `plan --profile` of G=4 K=4, two runs each, interleaved: the first module's nodes from
 //! 0.46-0.48x to 0.48-0.50x of end-to-end's GMAC/s, the second's from 0.48-0.50x to 0.49-0.52x;
 //! `scripts/bench_ab.sh GW_BIN old new` (two rounds, new / old): G=2 K=4 0.95, 0.97 on one thread,
 //! 0.95, 0.96 with its default runtime; G=4 K=4 0.98, 0.98 and 0.95, 0.99. Two more shapes of the
