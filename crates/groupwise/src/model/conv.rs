@@ -37,41 +37,39 @@
 //! 1.14x, 16->32 stride 2 at 16x16 1.20x, 32->64 stride 2 at 16x16 for 16 of 32 channels 1.28x,
 //! while 4-8 channels still won at 16x16 and 32x32 (0.24-0.73x; 8->8 at 8x8 1.06x, 0.88x on two
 //! threads) as did stride 2 to 16 channels (0.37-0.73x) and 16->32 at 32x32 for a slice of 4 or 8
-//! channels (0.66-0.70x). So there the kernel runs a 3x3 stride-1
-//! convolution only to at most [`NARROW`] channels, and a stride-2 one (given
-//! [`OWN_STRIDED_PIXELS`]) to at most [`OWN_WIDE`] channels or for a slice of an input of at most
-//! [`OWN_WIDE`] channels. `scripts/bench_ab.sh GROUPWISE_CONV_RULE avx2 avx512` there, with each
-//! configuration's default runtime, avx512 / avx2 over 2 rounds: end-to-end 0.95, 0.95, DGL K=4
-//! 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96 (one thread: 0.91-0.99). A first version of
-//! the kernel in 16-float vectors (AVX-512), in 16 registers' blocks, was slower than the 8-float one
-//! there (16->16 at 32x32: 41 against 27 ms). What AVX-512 does give the 8-float kernel is 32 vector
-//! registers: under
-//! this table the kernel runs its x86-64-v4 build with blocks of accumulators twice as large (the
-//! same sums in the same order: the same bits). The example on the same VM (a scratch build running
-//! the kernel on every shape), 32-register / 16-register blocks, one thread, two rounds: 4->4 at
-//! 32x32 0.80, 0.87; 16->4 0.82, 0.94; 8->8 at 32x32 0.82, 0.85, at 8x8 0.94, 0.88; stride 2 8->16
-//! at 32x32 0.92, 0.95; 32->64 at 16x16 for 16 channels 0.89, 0.85 (still 1.12x oneDNN's time);
-//! 16->16 at 32x32 0.78, 0.85 (two threads 0.84, 0.77: then 0.97x oneDNN's time alone, but
-//! end-to-end trained 1.03, 1.05x longer with it on one thread, 1.00, 1.03x with its default runtime,
-//! so oneDNN keeps those layers). `scripts/bench_ab.sh`
-//! of the builds before and after, two rounds, after / before: G=2 K=4 0.93, 0.93 on one thread, 0.95,
-//! 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96, 0.97. With those 32 registers,
-//! 16-float vectors pay where rows are whole ones: a stride-1 convolution on 16 or 32 columns (and
-//! the stride-1 input gradient, which is one) runs 8 channels x a 32-column row in 16-float vectors
-//! (the same sums in the same order). The example, 16-float / 8-float, one run each, one thread:
-//! 4->4 at 32x32 1.00, 16->4 0.93, 8->8 at 32x32 0.88, at 16x16 0.83 (at stride 2 no gain, so not
-//! there; a 16-float weight gradient, 8 channels x 3 taps of accumulators, made whole layers slower:
-//! 16->4 1.29, 1.35x, 8->8 at 32x32 1.33, 1.41x, so it stays 8-float); `plan --profile` of G=4 K=4, two runs each, interleaved: the first module's nodes from
-//! 0.46-0.48x to 0.48-0.50x of end-to-end's GMAC/s, the second's from 0.48-0.50x to 0.49-0.52x;
-//! `scripts/bench_ab.sh GW_BIN old new` (two rounds, new / old): G=2 K=4 0.95, 0.97 on one thread,
-//! 0.95, 0.96 with its default runtime; G=4 K=4 0.98, 0.98 and 0.95, 0.99. Two more shapes of the
-//! table,
-//! tried again on that VM a session later (scratch builds, the same script, two rounds each): the
-//! kernel on 16->16 at 8x8 (the fourth module's layers at G=4) trained G=4 K=4 1.07, 1.06x longer on
-//! one thread and 1.04, 1.03x with its default runtime; oneDNN on channels-last copies for every 3x3
-//! layer it runs (`scripts/bench_conv.py` gives 16->16 at 32x32 with both copies 0.83x the NCHW
-//! time in PyTorch) trained end-to-end 1.05, 1.01x longer on one thread, 0.99, 1.01x with its
-//! default runtime. Neither is kept.
+//! channels (0.66-0.70x). So there the kernel runs a 3x3 stride-1 convolution only to at most
+//! [`NARROW`] channels, and a stride-2 one (given [`OWN_STRIDED_PIXELS`]) to at most [`OWN_WIDE`]
+//! channels or for a slice of an input of at most [`OWN_WIDE`] channels. `scripts/bench_ab.sh
+//! GROUPWISE_CONV_RULE avx2 avx512` there, with each configuration's default runtime, avx512 / avx2
+//! over 2 rounds: end-to-end 0.95, 0.95, DGL K=4 0.99, 0.95, G=2 K=4 0.97, 0.96, G=4 K=4 0.98, 0.96
+//! (one thread: 0.91-0.99). A first version of the kernel in 16-float vectors (AVX-512), in 16
+//! registers' blocks, was slower than the 8-float one there (16->16 at 32x32: 41 against 27 ms).
+//! What AVX-512 does give the 8-float kernel is 32 vector registers: under this table the kernel
+//! runs its x86-64-v4 build with blocks of accumulators twice as large (the same sums in the same
+//! order: the same bits). The example on the same VM (a scratch build running the kernel on every
+//! shape), 32-register / 16-register blocks, one thread, two rounds: 4->4 at 32x32 0.80, 0.87;
+//! 16->4 0.82, 0.94; 8->8 at 32x32 0.82, 0.85, at 8x8 0.94, 0.88; stride 2 8->16 at 32x32 0.92,
+//! 0.95; 32->64 at 16x16 for 16 channels 0.89, 0.85 (still 1.12x oneDNN's time); 16->16 at 32x32
+//! 0.78, 0.85 (two threads 0.84, 0.77: then 0.97x oneDNN's time alone, but end-to-end trained 1.03,
+//! 1.05x longer with it on one thread, 1.00, 1.03x with its default runtime, so oneDNN keeps those
+//! layers). `scripts/bench_ab.sh` of the builds before and after, two rounds, after / before: G=2
+//! K=4 0.93, 0.93 on one thread, 0.95, 0.95 with its default runtime; G=4 K=4 0.97, 0.95 and 0.96,
+//! 0.97. With those 32 registers, 16-float vectors pay where rows are whole ones: a stride-1
+//! convolution on 16 or 32 columns (and the stride-1 input gradient, which is one) runs 8 channels
+//! x a 32-column row in 16-float vectors (the same sums in the same order). The example, 16-float /
+//! 8-float, one run each, one thread: 4->4 at 32x32 1.00, 16->4 0.93, 8->8 at 32x32 0.88, at 16x16
+//! 0.83 (at stride 2 no gain, so not there; a 16-float weight gradient, 8 channels x 3 taps of
+//! accumulators, made whole layers slower: 16->4 1.29, 1.35x, 8->8 at 32x32 1.33, 1.41x, so it
+//! stays 8-float); `plan --profile` of G=4 K=4, two runs each, interleaved: the first module's
+//! nodes from 0.46-0.48x to 0.48-0.50x of end-to-end's GMAC/s, the second's from 0.48-0.50x to
+//! 0.49-0.52x; `scripts/bench_ab.sh GW_BIN old new` (two rounds, new / old): G=2 K=4 0.95, 0.97 on
+//! one thread, 0.95, 0.96 with its default runtime; G=4 K=4 0.98, 0.98 and 0.95, 0.99. Two more
+//! shapes of the table, tried again on that VM a session later (scratch builds, the same script,
+//! two rounds each): the kernel on 16->16 at 8x8 (the fourth module's layers at G=4) trained G=4
+//! K=4 1.07, 1.06x longer on one thread and 1.04, 1.03x with its default runtime; oneDNN on
+//! channels-last copies for every 3x3 layer it runs (`scripts/bench_conv.py` gives 16->16 at 32x32
+//! with both copies 0.83x the NCHW time in PyTorch) trained end-to-end 1.05, 1.01x longer on one
+//! thread, 0.99, 1.01x with its default runtime. Neither is kept.
 //!
 //! The kernels compute the same function summed in another order (the golden tests against PyTorch
 //! hold). `GROUPWISE_CONV=libtorch` runs libtorch's convolutions everywhere (for comparing;
