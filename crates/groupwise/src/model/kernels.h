@@ -12,8 +12,9 @@ namespace groupwise {
 // loader picks one for the CPU; elsewhere once, for the target.
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define GW_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-// A kernel built for x86-64-v4 (AVX-512): still eight-float vectors, but 32 vector registers
-// instead of 16, for larger blocks of accumulators. Called only where `wide_registers()`.
+// A kernel built for x86-64-v4 (AVX-512): 32 vector registers instead of 16, for larger blocks of
+// accumulators, in eight-float vectors or, where rows are whole ones, sixteen-float vectors (v16).
+// Called only where `wide_registers()`.
 #define GW_WIDE __attribute__((target("arch=x86-64-v4")))
 // Whether this CPU runs GW_WIDE kernels.
 inline bool wide_registers() {
@@ -32,14 +33,24 @@ inline bool wide_registers() { return false; }
 // Eight floats: one AVX2 register, two SSE ones in the default clone.
 typedef float v8 __attribute__((vector_size(32)));
 typedef int v8i __attribute__((vector_size(32)));
+// Sixteen floats: one AVX-512 register. Used only in GW_WIDE kernels.
+typedef float v16 __attribute__((vector_size(64)));
 
-inline v8 load(const float* p) {
-  v8 v;
+// A vector of V's width (v8 or v16) loaded from p.
+template <typename V>
+GW_INLINE V load_as(const float* p) {
+  V v;
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
 
-inline void store(float* p, v8 v) { __builtin_memcpy(p, &v, sizeof v); }
+inline v8 load(const float* p) { return load_as<v8>(p); }
+
+// v (v8 or v16) stored at p.
+template <typename V>
+GW_INLINE void store(float* p, V v) {
+  __builtin_memcpy(p, &v, sizeof v);
+}
 
 // x in every lane: one broadcast (`v8{} + x` adds to zero first, which the compiler must keep for -0;
 // `v8{x, x, ...}` builds the vector on the stack under target_clones).
@@ -47,11 +58,6 @@ inline v8 splat(float x) {
   const v8 v = {x};
   return __builtin_shufflevector(v, v, 0, 0, 0, 0, 0, 0, 0, 0);
 }
-
-// Sixteen floats: one AVX-512 register. Used only in GW_WIDE kernels.
-typedef float v16 __attribute__((vector_size(64)));
-
-GW_INLINE void store(float* p, v16 v) { __builtin_memcpy(p, &v, sizeof v); }
 
 // x in every lane of V (v8 or v16), one broadcast as `splat` does.
 template <typename V>
@@ -62,14 +68,6 @@ GW_INLINE V splat_as(float x) {
   } else {
     return splat(x);
   }
-}
-
-// A vector of V's width loaded from p.
-template <typename V>
-GW_INLINE V load_as(const float* p) {
-  V v;
-  __builtin_memcpy(&v, p, sizeof v);
-  return v;
 }
 
 // A malloc'd copy of `what`, for a C caller to free: how an entry point hands back an error.
